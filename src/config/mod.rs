@@ -1,0 +1,1015 @@
+//! Configuration: command line + TOML file → validated, immutable [`Config`].
+//!
+//! Two stages, as in ripgrep: [`raw::RawConfig`] holds the options as written (one struct
+//! parses both the command line and the `--config` TOML file, and only syntax is checked
+//! there); [`Config`] holds the resolved values (defaults applied, addresses resolved,
+//! CPU affinity and `net.core.somaxconn` consulted).
+//!
+//! Precedence, per option: command-line flag > config file > built-in default. For a
+//! repeatable option (`--http-socket`, `--socket`, `--mount`) a command-line list replaces
+//! the file's list entirely. [`defaults()`] lists every option key and its default; the
+//! shipped `config/ringsgi.toml` and `docs/config.md` are checked against it by tests.
+//!
+//! Every error is a [`ConfigError`] whose `Display` is one line naming the option, except
+//! [`ConfigError::Exit`], which carries clap's `--help`/`--version` output.
+
+pub mod raw;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+pub use raw::RawConfig;
+use raw::{AddrSpec, FieldError};
+
+const DEFAULT_ASYNC: usize = 100;
+const DEFAULT_LISTEN: u32 = 1024;
+const DEFAULT_APP: &str = "hello";
+const DEFAULT_SOCKET_TIMEOUT: f64 = 30.0;
+const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 15.0;
+const DEFAULT_BUFFER_SIZE: usize = 8192;
+const DEFAULT_MAX_VARS: usize = 128;
+const DEFAULT_RELOAD_MERCY: f64 = 60.0;
+
+/// Every option's TOML key (its long flag without the dashes) and its default as documented.
+///
+/// This is the single list that `docs/config.md` and `config/ringsgi.toml` are tested
+/// against, and that the tests compare with the fields of [`RawConfig`]. `--config`,
+/// `--help` and `--version` are not options of the file and are not listed.
+pub fn defaults() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("http-socket", "none"),
+        ("socket", "none"),
+        ("cores", "number of allowed CPUs"),
+        ("async", "100"),
+        ("listen", "1024"),
+        ("reuse-port", "false"),
+        ("app", "hello"),
+        ("mount", "none"),
+        ("socket-timeout", "30"),
+        ("keepalive-timeout", "15"),
+        ("buffer-size", "8192"),
+        ("limit-post", "unlimited"),
+        ("max-vars", "128"),
+        ("disable-logging", "false"),
+        ("harakiri", "off"),
+        ("harakiri-verbose", "false"),
+        ("stats", "none"),
+        ("reload-mercy", "60"),
+    ]
+}
+
+/// A resolved listener address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP address (host names are resolved to their first address).
+    Tcp(SocketAddr),
+    /// A filesystem unix socket path.
+    Unix(PathBuf),
+    /// An abstract unix socket name (written `@name`; stored without the `@`).
+    Abstract(String),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "{}", p.display()),
+            ListenAddr::Abstract(n) => write!(f, "@{n}"),
+        }
+    }
+}
+
+/// An app mounted at a URL path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Path prefix: starts with `/`, no trailing `/` unless it is `/` itself.
+    pub prefix: String,
+    /// App name (`[a-z0-9_-]+`); the binary checks it against its app registry.
+    pub app: String,
+}
+
+impl Mount {
+    /// Whether `path` is under this prefix, on a segment boundary: `/sleep` matches `/sleep`
+    /// and `/sleep/x` but not `/sleepy`; `/` matches every path that starts with `/`.
+    pub fn matches(&self, path: &str) -> bool {
+        if self.prefix == "/" {
+            return path.starts_with('/');
+        }
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+/// The validated, resolved configuration. Built once by [`load_from_args`] (or
+/// [`Config::resolve`]) and shared read-only afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// HTTP/1.1 listeners (`--http-socket`), in the order given.
+    pub http_sockets: Vec<ListenAddr>,
+    /// uwsgi-protocol listeners (`--socket`), in the order given.
+    pub uwsgi_sockets: Vec<ListenAddr>,
+    /// Number of worker processes (`--cores`), ≥ 1.
+    pub cores: usize,
+    /// CPU ids allowed by the process's affinity mask, ascending, never empty.
+    pub cpus: Vec<usize>,
+    /// Request slots per worker (`--async`), 1..=1_000_000.
+    pub async_slots: usize,
+    /// Listen backlog (`--listen`), ≤ `net.core.somaxconn` when that is readable.
+    pub listen: u32,
+    /// Set `SO_REUSEPORT` on listeners (`--reuse-port`).
+    pub reuse_port: bool,
+    /// Mounts, longest prefix first; always contains a `/` mount (`--app` or explicit).
+    pub mounts: Vec<Mount>,
+    /// Socket read/write timeout (`--socket-timeout`), > 0.
+    pub socket_timeout: Duration,
+    /// Keep-alive idle wait (`--keepalive-timeout`); zero disables keep-alive (the
+    /// connection is closed after each response).
+    pub keepalive_timeout: Duration,
+    /// Request head size limit in bytes (`--buffer-size`), 512..=1_048_576.
+    pub buffer_size: usize,
+    /// Request body size limit in bytes (`--limit-post`); `None` = unlimited.
+    pub limit_post: Option<u64>,
+    /// Maximum number of uwsgi vars per request (`--max-vars`), ≥ 1.
+    pub max_vars: usize,
+    /// Request log off (`--disable-logging`).
+    pub disable_logging: bool,
+    /// Request time limit (`--harakiri`); `None` = off.
+    pub harakiri: Option<Duration>,
+    /// Log details of every harakiri (`--harakiri-verbose`).
+    pub harakiri_verbose: bool,
+    /// Stats server address as written (`--stats`), syntax-checked only.
+    pub stats: Option<String>,
+    /// Time a worker gets to finish its requests on reload/shutdown (`--reload-mercy`).
+    pub reload_mercy: Duration,
+}
+
+impl Config {
+    /// The CPU worker `i` is pinned to: `cpus[i % cpus.len()]`.
+    pub fn cpu_for_worker(&self, i: usize) -> usize {
+        self.cpus[i % self.cpus.len()]
+    }
+
+    /// The mount serving `path` (a URL path without the query string): the longest prefix
+    /// that matches on a segment boundary (see [`Mount::matches`]). `None` only for a path
+    /// that does not start with `/`.
+    pub fn route(&self, path: &str) -> Option<&Mount> {
+        self.mounts.iter().find(|m| m.matches(path))
+    }
+
+    /// Resolves raw options (already merged) into a `Config`: checks syntax, applies
+    /// defaults, resolves host names, reads the CPU affinity mask and `net.core.somaxconn`.
+    pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
+        resolve_with(raw, &Host::probe())
+    }
+}
+
+/// A configuration error. `Display` is one line naming the option (or the file), except
+/// for [`ConfigError::Exit`].
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for: not a failure; print it and exit 0 with
+    /// [`ConfigError::print_and_exit`]. `Display` renders the help or version text.
+    Exit(clap::Error),
+    /// Anything wrong with the options, as one line without a trailing newline.
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// Whether this is `--help`/`--version` output rather than an error.
+    pub fn is_help(&self) -> bool {
+        matches!(self, ConfigError::Exit(_))
+    }
+
+    /// The process exit code to use: 0 for help/version, 2 for errors.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConfigError::Exit(e) => e.exit_code(),
+            ConfigError::Invalid(_) => 2,
+        }
+    }
+
+    /// Prints help/version to stdout, or `ringsgi: <message>` to stderr, and exits with
+    /// [`ConfigError::exit_code`].
+    pub fn print_and_exit(self) -> ! {
+        match self {
+            ConfigError::Exit(e) => e.exit(),
+            ConfigError::Invalid(msg) => {
+                eprintln!("ringsgi: {msg}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Exit(e) => write!(f, "{}", e.render()),
+            ConfigError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<clap::Error> for ConfigError {
+    fn from(e: clap::Error) -> Self {
+        match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ConfigError::Exit(e),
+            _ => ConfigError::Invalid(clap_one_line(&e)),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// clap's rendered error, first line, without the `error: ` prefix; for bad values the arg
+/// is shown as the bare flag (`--cores`, not `'--cores <N>'`).
+fn clap_one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            let flag = arg.split([' ', '=', '[']).next().unwrap_or(arg);
+            line = line.replacen(&format!("'{arg}'"), flag, 1);
+        }
+        if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue)
+            && !line.contains(':')
+        {
+            line = format!("{line}: expected one of {}", valid.join(", "));
+        }
+    }
+    if line.is_empty() {
+        "invalid command line".to_owned()
+    } else {
+        line
+    }
+}
+
+/// Parses the command line (`args` includes the program name, as from
+/// [`std::env::args_os`]), reads the `--config` file if given, merges (flag > file) and
+/// resolves into a [`Config`].
+pub fn load_from_args<I, T>(args: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let raw = merged_from_args(args)?;
+    Config::resolve(raw)
+}
+
+/// Parses the command line and the config file, validates both and merges them.
+fn merged_from_args<I, T>(args: I) -> Result<RawConfig, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = RawConfig::try_parse_from(args)?;
+    cli.validate().map_err(|e| invalid(e.to_string()))?;
+    let file = match &cli.config {
+        Some(path) => load_file(path)?,
+        None => RawConfig::default(),
+    };
+    Ok(raw::merge(cli, file))
+}
+
+/// Reads and syntax-checks a TOML config file.
+fn load_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let shown = path.display();
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("{shown}: cannot read config file: {e}")))?;
+    let raw: RawConfig =
+        toml::from_str(&src).map_err(|e| invalid(toml_one_line(path, &src, &e)))?;
+    raw.validate()
+        .map_err(|FieldError { key, value, reason }| {
+            invalid(format!(
+                "{shown}: invalid value '{value}' for {key}: {reason}"
+            ))
+        })?;
+    Ok(raw)
+}
+
+/// `file:line:col: [key: ]message` on one line; unknown keys as `unknown key 'name'`.
+fn toml_one_line(path: &Path, src: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let (loc, key) = match e.span() {
+        Some(span) => {
+            let start = span.start.min(src.len());
+            let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_no = src[..start].matches('\n').count() + 1;
+            let col = src[line_start..start].chars().count() + 1;
+            let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+            (
+                format!(":{line_no}:{col}"),
+                key_of_line(&src[line_start..line_end]),
+            )
+        }
+        None => (String::new(), None),
+    };
+    let file = path.display();
+    let unknown = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(name, _)| name);
+    match (unknown, key) {
+        (Some(name), _) => format!("{file}{loc}: unknown key '{name}'"),
+        (None, Some(key)) => format!("{file}{loc}: {key}: {msg}"),
+        (None, None) => format!("{file}{loc}: {msg}"),
+    }
+}
+
+/// The bare key of a `key = value` TOML line, if it has one.
+fn key_of_line(line: &str) -> Option<&str> {
+    let key = line.split_once('=')?.0.trim();
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    bare.then_some(key)
+}
+
+/// What the machine says: allowed CPUs and the backlog ceiling.
+struct Host {
+    cpus: Vec<usize>,
+    somaxconn: Option<u32>,
+}
+
+impl Host {
+    fn probe() -> Host {
+        Host {
+            cpus: allowed_cpus(),
+            somaxconn: read_somaxconn(),
+        }
+    }
+}
+
+/// CPU ids in this process's affinity mask, ascending; falls back to
+/// `0..available_parallelism` if the mask cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+    let from_mask = sched_getaffinity(Pid::from_raw(0)).ok().map(|set| {
+        (0..CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .collect::<Vec<_>>()
+    });
+    match from_mask {
+        Some(cpus) if !cpus.is_empty() => cpus,
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// `/proc/sys/net/core/somaxconn`, or `None` if it cannot be read.
+fn read_somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn resolve_addr(key: &str, written: &str, allow_abstract: bool) -> Result<ListenAddr, ConfigError> {
+    let spec = raw::parse_addr(written, allow_abstract)
+        .map_err(|reason| invalid(format!("invalid value '{written}' for --{key}: {reason}")))?;
+    Ok(match spec {
+        AddrSpec::Unix(p) => ListenAddr::Unix(p),
+        AddrSpec::Abstract(n) => ListenAddr::Abstract(n),
+        AddrSpec::Tcp { host, port } => match host.parse::<IpAddr>() {
+            Ok(ip) => ListenAddr::Tcp(SocketAddr::new(ip, port)),
+            Err(_) => {
+                let cannot =
+                    |why: String| invalid(format!("cannot resolve --{key} '{written}': {why}"));
+                let first = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| cannot(e.to_string()))?
+                    .next()
+                    .ok_or_else(|| cannot("no addresses".into()))?;
+                ListenAddr::Tcp(first)
+            }
+        },
+    })
+}
+
+fn secs(v: f64) -> Duration {
+    // RawConfig::validate bounds every seconds value to a finite 0..=1e9.
+    Duration::from_secs_f64(v)
+}
+
+fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
+    raw.validate().map_err(|e| invalid(e.to_string()))?;
+
+    let http_sockets = raw
+        .http_socket
+        .iter()
+        .map(|s| resolve_addr("http-socket", s, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uwsgi_sockets = raw
+        .socket
+        .iter()
+        .map(|s| resolve_addr("socket", s, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    if http_sockets.is_empty() && uwsgi_sockets.is_empty() {
+        return Err(invalid(
+            "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
+        ));
+    }
+
+    let cpus = if host.cpus.is_empty() {
+        vec![0]
+    } else {
+        host.cpus.clone()
+    };
+    let cores = raw.cores.unwrap_or(cpus.len());
+
+    let listen = match (raw.listen, host.somaxconn) {
+        (Some(n), Some(max)) if n > max => {
+            return Err(invalid(format!(
+                "--listen {n} is above net.core.somaxconn ({max}): raise it with sysctl or lower --listen"
+            )));
+        }
+        (Some(n), _) => n,
+        // The default never fails: the kernel would clamp it anyway.
+        (None, Some(max)) => DEFAULT_LISTEN.min(max.max(1)),
+        (None, None) => DEFAULT_LISTEN,
+    };
+
+    let mut mounts = Vec::with_capacity(raw.mount.len() + 1);
+    for m in &raw.mount {
+        let (prefix, app) = raw::parse_mount(m)
+            .map_err(|reason| invalid(format!("invalid value '{m}' for --mount: {reason}")))?;
+        if mounts.iter().any(|x: &Mount| x.prefix == prefix) {
+            return Err(invalid(format!(
+                "--mount: prefix '{prefix}' is mounted twice"
+            )));
+        }
+        mounts.push(Mount { prefix, app });
+    }
+    if !mounts.iter().any(|m| m.prefix == "/") {
+        let app = raw.app.clone().unwrap_or_else(|| DEFAULT_APP.to_owned());
+        mounts.push(Mount {
+            prefix: "/".to_owned(),
+            app,
+        });
+    }
+    mounts.sort_by(|a, b| {
+        b.prefix
+            .len()
+            .cmp(&a.prefix.len())
+            .then_with(|| a.prefix.cmp(&b.prefix))
+    });
+
+    Ok(Config {
+        http_sockets,
+        uwsgi_sockets,
+        cores,
+        cpus,
+        async_slots: raw.async_slots.unwrap_or(DEFAULT_ASYNC),
+        listen,
+        reuse_port: raw.reuse_port.unwrap_or(false),
+        mounts,
+        socket_timeout: secs(raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT)),
+        keepalive_timeout: secs(raw.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT)),
+        buffer_size: raw.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
+        limit_post: raw.limit_post.filter(|&n| n != 0),
+        max_vars: raw.max_vars.unwrap_or(DEFAULT_MAX_VARS),
+        disable_logging: raw.disable_logging.unwrap_or(false),
+        harakiri: raw.harakiri.map(secs),
+        harakiri_verbose: raw.harakiri_verbose.unwrap_or(false),
+        stats: raw.stats,
+        reload_mercy: secs(raw.reload_mercy.unwrap_or(DEFAULT_RELOAD_MERCY)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    fn host() -> Host {
+        Host {
+            cpus: vec![0, 2, 5],
+            somaxconn: Some(4096),
+        }
+    }
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let args = std::iter::once("ringsgi").chain(args.iter().copied());
+        resolve_with(merged_from_args(args)?, &host())
+    }
+
+    fn err(args: &[&str]) -> String {
+        match load(args) {
+            Ok(c) => panic!("{args:?} accepted: {c:?}"),
+            Err(ConfigError::Exit(e)) => panic!("{args:?} gave help: {e}"),
+            Err(e @ ConfigError::Invalid(_)) => {
+                assert_eq!(e.exit_code(), 2);
+                assert!(!e.is_help());
+                e.to_string()
+            }
+        }
+    }
+
+    /// A temp file with a unique name, removed on drop.
+    struct TempToml(PathBuf);
+
+    impl TempToml {
+        fn new(contents: &str) -> TempToml {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "ringsgi-config-test-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, contents).unwrap();
+            TempToml(path)
+        }
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_give_one_line_naming_the_option() {
+        let table: &[(&[&str], &str)] = &[
+            (
+                &["--cores", "0"],
+                "invalid value '0' for --cores: expected a positive integer",
+            ),
+            (
+                &["--cores", "abc"],
+                "invalid value 'abc' for --cores: expected a positive integer",
+            ),
+            (&["-p", "-3"], "invalid value '-3' for --cores"),
+            (&["--async", "0"], "invalid value '0' for --async"),
+            (&["--async", "1000001"], "--async"),
+            (
+                &["--buffer-size", "10"],
+                "invalid value '10' for --buffer-size: expected an integer from 512 to 1048576",
+            ),
+            (
+                &["--socket-timeout", "-1"],
+                "invalid value '-1' for --socket-timeout: expected a number of seconds > 0",
+            ),
+            (
+                &["--socket-timeout", "0"],
+                "invalid value '0' for --socket-timeout",
+            ),
+            (&["--harakiri", "0"], "invalid value '0' for --harakiri"),
+            (&["--harakiri", "inf"], "--harakiri"),
+            (&["--keepalive-timeout", "x"], "--keepalive-timeout"),
+            (
+                &["--mount", "sleep"],
+                "invalid value 'sleep' for --mount: expected /PREFIX=NAME",
+            ),
+            (&["--mount", "/a="], "invalid value '/a=' for --mount"),
+            (
+                &["--mount", "/a=a", "--mount", "/a=b", "--http", ":0"],
+                "mounted twice",
+            ),
+            (
+                &["--listen", "99999999", "--http", ":0"],
+                "--listen 99999999 is above net.core.somaxconn (4096)",
+            ),
+            (&["--listen", "abc"], "--listen"),
+            (
+                &["--http", "8080"],
+                "invalid value '8080' for --http-socket",
+            ),
+            (&["--http", "@abs"], "--http-socket"),
+            (&["--app", "Bad!"], "--app"),
+            (&["--bogus"], "unexpected argument '--bogus'"),
+            (&["--cores"], "--cores"),
+            (
+                &["--reuse-port=maybe"],
+                "invalid value 'maybe' for --reuse-port: expected one of true, false",
+            ),
+            (
+                &[],
+                "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
+            ),
+            (&["--cores", "2"], "no listener configured"),
+            (
+                &["--config", "/nonexistent/ringsgi.toml"],
+                "/nonexistent/ringsgi.toml: cannot read config file",
+            ),
+        ];
+        for (args, want) in table {
+            let got = err(args);
+            assert!(
+                got.contains(want),
+                "{args:?}: got {got:?}, want it to contain {want:?}"
+            );
+            assert!(!got.contains('\n'), "{args:?}: not one line: {got:?}");
+            assert!(!got.starts_with("error:"), "{args:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn bad_files_give_one_line_naming_file_and_key() {
+        let table: &[(&str, &str)] = &[
+            ("corez = 2\n", ":1:1: unknown key 'corez'"),
+            (
+                "http-socket = [\":0\"]\n[server]\nx = 1\n",
+                "unknown key 'server'",
+            ),
+            (
+                "cores = \"two\"\n",
+                ":1:9: cores: invalid type: string \"two\"",
+            ),
+            ("async = 1.5\n", "async"),
+            ("cores = -1\n", "cores"),
+            ("reuse-port = 1\n", "reuse-port"),
+            ("http-socket = 8080\n", "http-socket"),
+            (
+                "cores = 0\n",
+                "invalid value '0' for cores: expected a positive integer",
+            ),
+            ("buffer-size = 10\n", "invalid value '10' for buffer-size"),
+            ("harakiri = 0\n", "invalid value '0' for harakiri"),
+            ("mount = [\"sleep\"]\n", "invalid value 'sleep' for mount"),
+            ("cores = = 2\n", ":1:"),
+            ("config = \"other.toml\"\n", "unknown key 'config'"),
+        ];
+        for (src, want) in table {
+            let f = TempToml::new(src);
+            let got = err(&["--config", f.path(), "--http", ":0"]);
+            assert!(got.starts_with(f.path()), "{src:?}: got {got:?}");
+            assert!(
+                got.contains(want),
+                "{src:?}: got {got:?}, want it to contain {want:?}"
+            );
+            assert!(!got.contains('\n'), "{src:?}: not one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_exit_zero() {
+        for flag in ["--help", "-h", "--version", "-V"] {
+            match load(&[flag]) {
+                Err(e @ ConfigError::Exit(_)) => {
+                    assert!(e.is_help());
+                    assert_eq!(e.exit_code(), 0, "{flag}");
+                    assert!(e.to_string().contains("ringsgi"), "{flag}");
+                }
+                other => panic!("{flag}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let c = load(&["--http", ":0"]).unwrap();
+        assert_eq!(
+            c.http_sockets,
+            vec![ListenAddr::Tcp("0.0.0.0:0".parse().unwrap())]
+        );
+        assert_eq!(c.cores, 3);
+        assert_eq!(c.cpus, vec![0, 2, 5]);
+        assert_eq!(c.async_slots, 100);
+        assert_eq!(
+            c.mounts,
+            vec![Mount {
+                prefix: "/".into(),
+                app: "hello".into()
+            }]
+        );
+        assert_eq!(c.limit_post, None);
+        assert_eq!(c.harakiri, None);
+
+        for args in [
+            &["--processes", "2", "--http", ":0"][..],
+            &["--workers", "2", "--http", ":0"],
+            &["-p", "2", "--http-socket", ":0"],
+            &["--cores", "2", "--socket", "@x"],
+        ] {
+            assert_eq!(load(args).unwrap().cores, 2, "{args:?}");
+        }
+        assert_eq!(
+            load(&["--gevent", "5", "--http", ":0"])
+                .unwrap()
+                .async_slots,
+            5
+        );
+        let c = load(&[
+            "-l", "100", "-z", "0.5", "-b", "1024", "-L", "-t", "3", "--http", ":0",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, 100);
+        assert_eq!(c.socket_timeout, Duration::from_millis(500));
+        assert_eq!(c.buffer_size, 1024);
+        assert!(c.disable_logging);
+        assert_eq!(c.harakiri, Some(Duration::from_secs(3)));
+        let c = load(&[
+            "--limit-post",
+            "0",
+            "--keepalive-timeout",
+            "0",
+            "--http",
+            ":0",
+        ])
+        .unwrap();
+        assert_eq!(c.limit_post, None);
+        assert_eq!(c.keepalive_timeout, Duration::ZERO);
+    }
+
+    #[test]
+    fn cpu_for_worker_wraps_around_allowed_cpus() {
+        let c = load(&["--cores", "5", "--http", ":0"]).unwrap();
+        let pinned: Vec<usize> = (0..c.cores).map(|i| c.cpu_for_worker(i)).collect();
+        assert_eq!(pinned, vec![0, 2, 5, 0, 2]);
+    }
+
+    #[test]
+    fn real_host_probe_is_sane() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+        let c = load_from_args(["ringsgi", "--http", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.cores, c.cpus.len());
+        if let Some(max) = read_somaxconn() {
+            assert!(c.listen <= max);
+        }
+    }
+
+    #[test]
+    fn flag_overrides_file_and_lists_replace() {
+        let f = TempToml::new(
+            "http-socket = [\":1\", \":2\"]\ncores = 4\nasync = 7\nharakiri = 2\n\
+             socket-timeout = 0.5\nmount = [\"/a=a\"]\nreuse-port = true\n",
+        );
+        let c = load(&["--config", f.path()]).unwrap();
+        assert_eq!(c.cores, 4);
+        assert_eq!(c.async_slots, 7);
+        assert_eq!(c.harakiri, Some(Duration::from_secs(2)));
+        assert_eq!(c.socket_timeout, Duration::from_millis(500));
+        assert_eq!(c.http_sockets.len(), 2);
+        assert!(c.reuse_port);
+        assert_eq!(c.route("/a/b").unwrap().app, "a");
+
+        let c = load(&[
+            "--config",
+            f.path(),
+            "--cores",
+            "2",
+            "--http",
+            ":3",
+            "--harakiri",
+            "0.25",
+            "--reuse-port=false",
+        ])
+        .unwrap();
+        assert_eq!(c.cores, 2);
+        assert_eq!(c.async_slots, 7, "file value kept where no flag was given");
+        assert_eq!(
+            c.http_sockets,
+            vec![ListenAddr::Tcp("0.0.0.0:3".parse().unwrap())]
+        );
+        assert_eq!(c.harakiri, Some(Duration::from_millis(250)));
+        assert!(!c.reuse_port);
+        assert_eq!(c.mounts.len(), 2, "file mounts kept when no --mount given");
+
+        let c = load(&["--config", f.path(), "--mount", "/b=b"]).unwrap();
+        let prefixes: Vec<&str> = c.mounts.iter().map(|m| m.prefix.as_str()).collect();
+        assert_eq!(prefixes, vec!["/b", "/"]);
+    }
+
+    #[test]
+    fn routing_longest_prefix_on_segment_boundary() {
+        let c = load(&[
+            "--http",
+            ":0",
+            "--app",
+            "root",
+            "--mount",
+            "/sleep=sleep",
+            "--mount",
+            "/sleep/deep=deep",
+            "--mount",
+            "/echo=echo",
+        ])
+        .unwrap();
+        let prefixes: Vec<&str> = c.mounts.iter().map(|m| m.prefix.as_str()).collect();
+        assert_eq!(prefixes, vec!["/sleep/deep", "/sleep", "/echo", "/"]);
+        let app = |p: &str| c.route(p).map(|m| m.app.as_str());
+        assert_eq!(app("/sleep"), Some("sleep"));
+        assert_eq!(app("/sleep/"), Some("sleep"));
+        assert_eq!(app("/sleep/x"), Some("sleep"));
+        assert_eq!(app("/sleep/deep"), Some("deep"));
+        assert_eq!(app("/sleep/deeper"), Some("sleep"));
+        assert_eq!(app("/sleepy"), Some("root"));
+        assert_eq!(app("/"), Some("root"));
+        assert_eq!(app("/other/x"), Some("root"));
+        assert_eq!(app("*"), None);
+
+        // An explicit "/" mount wins over --app.
+        let c = load(&["--http", ":0", "--app", "root", "--mount", "/=top"]).unwrap();
+        assert_eq!(
+            c.mounts,
+            vec![Mount {
+                prefix: "/".into(),
+                app: "top".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn address_table() {
+        let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
+        let table: &[(&str, ListenAddr)] = &[
+            (":8080", tcp("0.0.0.0:8080")),
+            ("127.0.0.1:0", tcp("127.0.0.1:0")),
+            ("[::1]:0", tcp("[::1]:0")),
+            ("/tmp/x.sock", ListenAddr::Unix("/tmp/x.sock".into())),
+            ("@abs", ListenAddr::Abstract("abs".into())),
+        ];
+        for (written, want) in table {
+            let c = load(&["--socket", written]).unwrap();
+            assert_eq!(&c.uwsgi_sockets[0], want, "{written}");
+            assert_eq!(
+                c.uwsgi_sockets[0].to_string().trim_start_matches("0.0.0.0"),
+                written.to_string().as_str()
+            );
+        }
+        let c = load(&["--http", "localhost:0"]).unwrap();
+        match &c.http_sockets[0] {
+            ListenAddr::Tcp(a) => assert!(a.ip().is_loopback() && a.port() == 0, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let got = err(&["--http", "no-such-host.invalid:80"]);
+        assert!(
+            got.starts_with("cannot resolve --http-socket 'no-such-host.invalid:80'"),
+            "{got}"
+        );
+    }
+
+    fn read(rel: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn docs_list_every_key_with_its_default() {
+        let doc = read("docs/config.md");
+        for (key, default) in defaults() {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with('|') && l.contains(&format!("`{key}`")));
+            let row = row.unwrap_or_else(|| panic!("docs/config.md: no table row for `{key}`"));
+            assert!(
+                row.contains(default),
+                "docs/config.md: row for `{key}` lacks default {default:?}"
+            );
+        }
+        assert!(doc.contains("flag > file > default"));
+    }
+
+    #[test]
+    fn shipped_toml_has_every_key_and_loads() {
+        let src = read("config/ringsgi.toml");
+        for (key, _) in defaults() {
+            let present = src.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            });
+            assert!(present, "config/ringsgi.toml lacks `{key}`");
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ringsgi.toml");
+        let c =
+            load_from_args([OsString::from("ringsgi"), "--config".into(), path.into()]).unwrap();
+        assert_eq!(
+            c.http_sockets,
+            vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
+        );
+        let mounts: Vec<(&str, &str)> = c
+            .mounts
+            .iter()
+            .map(|m| (m.prefix.as_str(), m.app.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                ("/cpubound", "cpubound"),
+                ("/sleep", "sleep"),
+                ("/echo", "echo"),
+                ("/", "hello")
+            ]
+        );
+        assert_eq!(c.async_slots, 100);
+        assert_eq!(c.cores, c.cpus.len());
+    }
+
+    /// Every key in `defaults()` is a field of both the TOML and the CLI side, and vice versa.
+    #[test]
+    fn defaults_list_matches_raw_config_fields() {
+        let example = |key: &str| match key {
+            "http-socket" | "socket" => "[\":0\"]",
+            "mount" => "[\"/a=a\"]",
+            "app" => "\"hello\"",
+            "stats" => "\"127.0.0.1:9191\"",
+            "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
+            "socket-timeout" | "keepalive-timeout" | "harakiri" | "reload-mercy" => "1.5",
+            "buffer-size" => "4096",
+            _ => "2",
+        };
+        let src: String = defaults()
+            .iter()
+            .map(|(k, _)| format!("{k} = {}\n", example(k)))
+            .collect();
+        let raw: RawConfig = toml::from_str(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        raw.validate().unwrap();
+        // `config` is command-line only; every other field is set, so none is missing
+        // from defaults().
+        assert_eq!(raw.config, None);
+        let debug = format!(
+            "{:?}",
+            RawConfig {
+                config: Some("x".into()),
+                ..raw
+            }
+        );
+        assert!(
+            !debug.contains(": None") && !debug.contains(": []"),
+            "{debug}"
+        );
+
+        let mut cmd = RawConfig::command();
+        cmd.build();
+        let longs: BTreeSet<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        let mut keys: BTreeSet<&str> = defaults().iter().map(|(k, _)| *k).collect();
+        keys.extend(["config", "help", "version"]);
+        assert_eq!(longs, keys);
+    }
+
+    /// The documented default texts agree with the values the resolver applies.
+    #[test]
+    fn default_texts_match_resolved_defaults() {
+        let c = load(&["--http", ":0"]).unwrap();
+        let secs = |d: Duration| d.as_secs_f64().to_string();
+        for (key, text) in defaults() {
+            let shown = match *key {
+                "http-socket" => continue,
+                "socket" => (if c.uwsgi_sockets.is_empty() {
+                    "none"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "cores" => (if c.cores == c.cpus.len() {
+                    "number of allowed CPUs"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "async" => c.async_slots.to_string(),
+                "listen" => c.listen.to_string(),
+                "reuse-port" => c.reuse_port.to_string(),
+                "app" => c.route("/").unwrap().app.clone(),
+                "mount" => (if c.mounts.len() == 1 { "none" } else { "?" }).to_owned(),
+                "socket-timeout" => secs(c.socket_timeout),
+                "keepalive-timeout" => secs(c.keepalive_timeout),
+                "buffer-size" => c.buffer_size.to_string(),
+                "limit-post" => c
+                    .limit_post
+                    .map_or("unlimited".to_owned(), |n| n.to_string()),
+                "max-vars" => c.max_vars.to_string(),
+                "disable-logging" => c.disable_logging.to_string(),
+                "harakiri" => c.harakiri.map_or("off".to_owned(), secs),
+                "harakiri-verbose" => c.harakiri_verbose.to_string(),
+                "stats" => c.stats.clone().unwrap_or_else(|| "none".to_owned()),
+                "reload-mercy" => secs(c.reload_mercy),
+                other => panic!("no check for key {other}"),
+            };
+            assert_eq!(&shown, text, "default of {key}");
+        }
+    }
+}

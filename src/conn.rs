@@ -1,0 +1,309 @@
+//! The connection loop: the only place that orders the steps of serving a connection.
+//!
+//! read (no slot held while idle) → take a slot → parse the head → call the app (panics
+//! caught) → finish the response → drain the body → keep-alive or close → release the slot.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+
+use crate::app::App;
+use crate::proto::Parsed;
+use crate::proto::http::{self, Limits};
+use crate::request::{Body, Peer, Request};
+use crate::response::Response;
+use crate::slot::{SlotBufs, SlotGuard, SlotPool};
+use crate::uring;
+
+/// What every connection of a worker shares.
+pub(crate) struct ConnCtx {
+    /// The worker's index (0-based).
+    pub(crate) worker: usize,
+    pub(crate) slots: Rc<SlotPool>,
+    /// Mounted apps, longest prefix first.
+    pub(crate) routes: Vec<(String, Rc<dyn App>)>,
+    pub(crate) limits: Limits,
+    /// Inactivity limit while reading a head or body and while writing.
+    pub(crate) socket_timeout: Duration,
+    /// How long an idle keep-alive connection is kept (zero: no keep-alive).
+    pub(crate) keepalive_timeout: Duration,
+    /// Request log on.
+    pub(crate) log: bool,
+    /// Requests served by this worker.
+    pub(crate) requests: std::cell::Cell<u64>,
+}
+
+/// Largest rest of an unread request body that is read and discarded to keep a connection
+/// alive; beyond it the connection is closed instead.
+const MAX_DRAIN: u64 = 256 * 1024;
+
+/// Bytes requested per `recv` while reading a head.
+const HEAD_READ: usize = 4096;
+
+impl ConnCtx {
+    fn route(&self, path: &str) -> Option<&Rc<dyn App>> {
+        self.routes.iter().find_map(|(prefix, app)| {
+            let hit = prefix == "/"
+                || (path.starts_with(prefix.as_str())
+                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')));
+            hit.then_some(app)
+        })
+    }
+}
+
+/// How a request ended, for the connection loop.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serve one accepted connection until it closes.
+pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
+    let raw = fd.as_raw_fd();
+    let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
+    let mut fresh = true;
+    loop {
+        if input.is_empty() {
+            // Idle: wait for the next request's first byte without holding a slot.
+            let wait = if fresh {
+                ctx.socket_timeout
+            } else {
+                ctx.keepalive_timeout
+            };
+            let (r, buf) = uring::recv::recv(raw, input, Some(wait)).await;
+            input = buf;
+            match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && fresh => {
+                    tracing::info!("{peer}: no request within --socket-timeout: 408");
+                    let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout))
+                        .await;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let slot = ctx.slots.acquire().await;
+        let (next, rest) = request(&ctx, raw, &peer, slot, input).await;
+        input = rest;
+        fresh = false;
+        match next {
+            Next::KeepAlive if !ctx.keepalive_timeout.is_zero() => {}
+            _ => break,
+        }
+    }
+    uring::close::close(fd);
+}
+
+/// Read, parse and answer one request while holding `slot`. Returns what to do next and
+/// the connection's input buffer with the consumed bytes removed.
+async fn request(
+    ctx: &ConnCtx,
+    fd: i32,
+    peer: &Peer,
+    mut slot: SlotGuard,
+    mut input: Vec<u8>,
+) -> (Next, Vec<u8>) {
+    let started = Instant::now();
+    let slot_id = slot.id();
+    let mut bufs = slot.take_bufs();
+    // 1. The head.
+    let head_len = loop {
+        match http::parse_head(&input, &ctx.limits, &mut bufs.index) {
+            Ok(Parsed::Complete(n)) => break n,
+            Ok(Parsed::Partial) => {
+                if input.capacity() - input.len() < 512 {
+                    let want = (input.len() + HEAD_READ).min(ctx.limits.max_head + 1);
+                    input.reserve(want.saturating_sub(input.len()).max(512));
+                }
+                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
+                input = buf;
+                match r {
+                    Ok(0) => {
+                        tracing::info!("{peer}: connection closed inside a request head");
+                        slot.put_bufs(bufs);
+                        return (Next::Close, input);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        tracing::info!("{peer}: request head incomplete after --socket-timeout: 408");
+                        error_response(ctx, fd, &mut bufs, 408).await;
+                        slot.put_bufs(bufs);
+                        return (Next::Close, input);
+                    }
+                    Err(_) => {
+                        slot.put_bufs(bufs);
+                        return (Next::Close, input);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{peer}: bad request ({}): {} (worker {} slot {slot_id})",
+                    e.describe(),
+                    e.status(),
+                    ctx.worker
+                );
+                error_response(ctx, fd, &mut bufs, e.status()).await;
+                slot.put_bufs(bufs);
+                return (Next::Close, input);
+            }
+        }
+    };
+    // 2. Move the head into the slot, the body stream over the connection buffer.
+    bufs.head.clear();
+    bufs.head.extend_from_slice(&input[..head_len]);
+    let index = std::mem::take(&mut bufs.index);
+    let version = index.version;
+    let framing = index.framing;
+    let expect_continue = index.expect_continue;
+    let keep_alive = index.keep_alive && !ctx.keepalive_timeout.is_zero();
+    let head_only = index.method.of(&bufs.head) == b"HEAD";
+    let mut body = Body::new(fd, input, head_len, framing);
+    body.timeout = ctx.socket_timeout;
+    body.continue_pending = expect_continue && !body.is_done();
+    let SlotBufs { head, index: _, out } = std::mem::replace(
+        &mut bufs,
+        SlotBufs {
+            head: Vec::new(),
+            index: http::HeadIndex::default(),
+            out: Vec::new(),
+        },
+    );
+    let mut req = Request {
+        head,
+        index,
+        peer: peer.clone(),
+        worker: ctx.worker,
+        slot: slot_id,
+        body,
+    };
+    let mut resp = Response::new(
+        fd,
+        out,
+        Vec::new(),
+        version,
+        keep_alive,
+        head_only,
+        ctx.socket_timeout,
+    );
+    // 3. The app, with panics caught.
+    let outcome = match ctx.route(req.path()) {
+        Some(app) => {
+            let app = app.clone();
+            AssertUnwindSafe(app.call(&mut req, &mut resp))
+                .catch_unwind()
+                .await
+        }
+        None => Ok(resp.send_error(404).await),
+    };
+    match outcome {
+        Ok(Ok(())) => {
+            if !resp.is_started() {
+                tracing::error!(
+                    "{} {}: the handler returned without a response: 500",
+                    req.method(),
+                    req.target()
+                );
+                let _ = resp.send_error(500).await;
+            } else if !resp.is_finished() && !resp.broken {
+                let _ = resp.finish().await;
+            }
+        }
+        Ok(Err(e)) => {
+            if !resp.is_started() && !resp.broken && !req.body.broken {
+                let status = req.body.error.map(|pe| pe.status()).unwrap_or(500);
+                tracing::error!(
+                    "{} {}: handler error: {e}: {status}",
+                    req.method(),
+                    req.target()
+                );
+                let _ = resp.send_error(status).await;
+            } else {
+                tracing::warn!(
+                    "{} {}: handler error after the response started: {e}; closing",
+                    req.method(),
+                    req.target()
+                );
+                resp.keep_alive = false;
+            }
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            tracing::error!(
+                "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",
+                req.method(),
+                req.target(),
+                ctx.worker
+            );
+            if !resp.is_started() && !resp.broken {
+                let _ = resp.send_error(500).await;
+            }
+            resp.keep_alive = false;
+        }
+    }
+    // 4. Keep-alive only if the response is complete and the body can be skipped.
+    let mut next = if resp.keep_alive && resp.is_finished() && !resp.broken {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
+    if matches!(next, Next::KeepAlive) && !req.body.is_done() {
+        // A client still waiting for 100-continue will not send the body: close.
+        if req.body.continue_pending || !req.body.drain(MAX_DRAIN).await {
+            next = Next::Close;
+        }
+    }
+    ctx.requests.set(ctx.requests.get() + 1);
+    if ctx.log {
+        tracing::info!(
+            target: "ringsgi::request",
+            "{peer} {} {} => {} {} bytes in {} ms (worker {} slot {slot_id})",
+            req.method(),
+            req.target(),
+            resp.status,
+            resp.body_bytes,
+            started.elapsed().as_millis(),
+            ctx.worker
+        );
+    }
+    // 5. Give the buffers back to the slot; drop the consumed bytes from the input.
+    let mut input = std::mem::take(&mut req.body.input);
+    let consumed = req.body.pos.min(input.len());
+    input.drain(..consumed);
+    let mut index = std::mem::take(&mut req.index);
+    index.clear();
+    slot.put_bufs(SlotBufs {
+        head: std::mem::take(&mut req.head),
+        index,
+        out: std::mem::take(&mut resp.out),
+    });
+    drop(slot);
+    (next, input)
+}
+
+/// Answer a request the server refused (bad head, timeout) with `status` and close.
+async fn error_response(ctx: &ConnCtx, fd: i32, bufs: &mut SlotBufs, status: u16) {
+    let out = std::mem::take(&mut bufs.out);
+    let mut resp = Response::new(
+        fd,
+        out,
+        Vec::new(),
+        http::Version::Http11,
+        false,
+        false,
+        ctx.socket_timeout,
+    );
+    let _ = resp.send_error(status).await;
+    bufs.out = std::mem::take(&mut resp.out);
+}

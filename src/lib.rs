@@ -1,0 +1,55 @@
+//! ringsgi: uWSGI's asynchronous mode rebuilt as a thread-per-core io_uring application server.
+//!
+//! # Layout
+//!
+//! - [`config`]: options as written (CLI + TOML) and the validated, immutable [`config::Config`].
+//! - `server`: the master process (binds, forks, supervises) and the per-core worker runtime.
+//! - `uring`: each worker's own io_uring ring, one operation per file, and the pump task that
+//!   bridges its completions into the glommio executor.
+//! - `slot`: the fixed pool of request slots (uWSGI's "async cores").
+//! - `conn`: the one loop that orders the steps of a connection: read, parse, call the app,
+//!   write, keep-alive or close.
+//! - [`proto`]: HTTP/1.1 as pure functions over bytes.
+//! - [`Request`], [`Response`], [`App`]: the application API.
+//! - `sys`: the system-call glue (affinity, rlimits, fork); with `uring`, the only `unsafe`.
+//!
+//! # Writing an application
+//!
+//! ```no_run
+//! use ringsgi::{App, BoxFuture, Request, Response};
+//!
+//! struct Hello;
+//!
+//! impl App for Hello {
+//!     fn call<'a>(&'a self, _req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {
+//!         Box::pin(async move { resp.send(200, "Hello World!").await })
+//!     }
+//! }
+//! ```
+//!
+//! # Cancel safety
+//!
+//! A request future can be dropped at any `.await` (harakiri, client gone). Every ring
+//! operation owns its buffers; a dropped operation hands them to the ring, which keeps them
+//! until the kernel's final completion and cancels the operation. A connection whose read or
+//! write was cancelled is closed, because bytes may have landed in the orphaned buffer.
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod config;
+pub mod proto;
+pub mod server;
+
+mod app;
+mod conn;
+mod request;
+mod response;
+mod slot;
+mod sys;
+pub mod uring;
+mod writer;
+
+pub use app::{App, AppFn, Apps, BoxFuture, app_fn};
+pub use request::{Peer, Request};
+pub use response::Response;
+pub use slot::SlotId;

@@ -1,0 +1,287 @@
+//! `Response`: what the application sends back, whole or streamed.
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::proto::http::{self, ResponseFraming, Version};
+use crate::uring;
+use crate::writer;
+
+/// Where the response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing sent; headers may still be added.
+    Fresh,
+    /// Streaming: the head is written (or buffered with the first chunk).
+    Streaming(ResponseFraming),
+    /// The last byte has been written.
+    Finished,
+}
+
+/// The response of one request.
+///
+/// Either [`send`](Response::send) a whole body, or [`start`](Response::start) a stream and
+/// [`write`](Response::write) chunks: each write waits until the client's socket took the
+/// bytes, so every chunk is a point where the worker's other requests run (uWSGI's
+/// "every yield is a switch").
+pub struct Response {
+    pub(crate) fd: RawFd,
+    /// The slot's output buffer: response head, then small bodies and chunks.
+    pub(crate) out: Vec<u8>,
+    /// Application headers, serialized as `Name: value\r\n` lines.
+    pub(crate) headers: Vec<u8>,
+    pub(crate) status: u16,
+    state: State,
+    pub(crate) version: Version,
+    /// Whether the connection may serve another request after this one.
+    pub(crate) keep_alive: bool,
+    /// `HEAD` request: send the head only.
+    pub(crate) head_only: bool,
+    /// Body bytes written (after framing is removed).
+    pub(crate) body_bytes: u64,
+    /// Bytes written to the socket, head included.
+    pub(crate) wire_bytes: u64,
+    pub(crate) timeout: Duration,
+    /// A send was in flight when the future was dropped, or failed: close the connection.
+    pub(crate) broken: bool,
+    /// A header the application gave was invalid: the response fails at send time.
+    bad_header: Option<String>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Headers the server writes itself; applications may not set them.
+const RESERVED: [&str; 5] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+    "server",
+];
+
+impl Response {
+    pub(crate) fn new(
+        fd: RawFd,
+        out: Vec<u8>,
+        headers: Vec<u8>,
+        version: Version,
+        keep_alive: bool,
+        head_only: bool,
+        timeout: Duration,
+    ) -> Response {
+        Response {
+            fd,
+            out,
+            headers,
+            status: 200,
+            state: State::Fresh,
+            version,
+            keep_alive,
+            head_only,
+            body_bytes: 0,
+            wire_bytes: 0,
+            timeout,
+            broken: false,
+            bad_header: None,
+        }
+    }
+
+    /// Add a header. `Content-Length`, `Transfer-Encoding`, `Connection`, `Date` and `Server`
+    /// are managed by the server and refused, as are names and values with CR, LF or NUL;
+    /// a refused header makes the next `send`/`start` fail with `InvalidInput`.
+    pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let value = value.as_ref();
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let value_ok = !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
+        if !name_ok || !value_ok {
+            self.bad_header = Some(format!("invalid header {name:?}"));
+        } else if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            self.bad_header = Some(format!("header {name} is set by the server"));
+        } else if self.state == State::Fresh {
+            self.headers.extend_from_slice(name.as_bytes());
+            self.headers.extend_from_slice(b": ");
+            self.headers.extend_from_slice(value);
+            self.headers.extend_from_slice(b"\r\n");
+        }
+        self
+    }
+
+    /// The status set so far (200 until `send`/`start`).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether any byte of the response has been produced.
+    pub fn is_started(&self) -> bool {
+        self.state != State::Fresh
+    }
+
+    /// Whether the response is complete.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// Body bytes written so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.body_bytes
+    }
+
+    fn check_fresh(&self) -> io::Result<()> {
+        if let Some(why) = &self.bad_header {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why.clone()));
+        }
+        if self.state != State::Fresh {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "response already started",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_head(&mut self, framing: ResponseFraming) {
+        let headers = std::mem::take(&mut self.headers);
+        writer::with_date(|date| {
+            http::encode_head(
+                &mut self.out,
+                self.version,
+                self.status,
+                &headers,
+                framing,
+                self.keep_alive,
+                date,
+            )
+        });
+        self.headers = headers;
+    }
+
+    /// Send a complete response with a `Content-Length` body.
+    pub async fn send(&mut self, status: u16, body: impl AsRef<[u8]>) -> io::Result<()> {
+        self.check_fresh()?;
+        let body = body.as_ref();
+        self.status = status;
+        let no_body = status < 200 || status == 204 || status == 304;
+        let framing = if no_body {
+            ResponseFraming::NoBody
+        } else {
+            ResponseFraming::Length(body.len() as u64)
+        };
+        self.out.clear();
+        self.write_head(framing);
+        if !self.head_only && !no_body {
+            self.out.extend_from_slice(body);
+            self.body_bytes = body.len() as u64;
+        }
+        self.state = State::Finished;
+        self.flush().await
+    }
+
+    /// Begin a streamed response: chunked for HTTP/1.1 clients, delimited by closing the
+    /// connection for HTTP/1.0 ones. The head goes out with the first [`write`](Self::write).
+    pub fn start(&mut self, status: u16) -> io::Result<()> {
+        self.check_fresh()?;
+        self.status = status;
+        let framing = if status < 200 || status == 204 || status == 304 {
+            ResponseFraming::NoBody
+        } else if self.version == Version::Http11 {
+            ResponseFraming::Chunked
+        } else {
+            self.keep_alive = false;
+            ResponseFraming::CloseDelimited
+        };
+        self.out.clear();
+        self.write_head(framing);
+        self.state = State::Streaming(framing);
+        Ok(())
+    }
+
+    /// Write one chunk of a streamed response and wait until the socket took it.
+    pub async fn write(&mut self, chunk: impl AsRef<[u8]>) -> io::Result<()> {
+        let chunk = chunk.as_ref();
+        let State::Streaming(framing) = self.state else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write() needs start() first, and not after finish()",
+            ));
+        };
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if !self.head_only {
+            match framing {
+                ResponseFraming::Chunked => {
+                    http::encode_chunk_header(&mut self.out, chunk.len());
+                    self.out.extend_from_slice(chunk);
+                    self.out.extend_from_slice(b"\r\n");
+                }
+                ResponseFraming::CloseDelimited => self.out.extend_from_slice(chunk),
+                ResponseFraming::NoBody | ResponseFraming::Length(_) => {}
+            }
+            self.body_bytes += chunk.len() as u64;
+        }
+        self.flush().await
+    }
+
+    /// End a streamed response (writes the last chunk). Called by the server if the
+    /// application returns without it.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self.state {
+            State::Streaming(framing) => {
+                if framing == ResponseFraming::Chunked && !self.head_only {
+                    self.out.extend_from_slice(http::LAST_CHUNK);
+                }
+                self.state = State::Finished;
+                self.flush().await
+            }
+            State::Finished => Ok(()),
+            State::Fresh => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "finish() without a started response",
+            )),
+        }
+    }
+
+    /// Write `out` to the socket.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.broken = true;
+        let out = std::mem::take(&mut self.out);
+        let len = out.len() as u64;
+        let (r, mut out) = uring::send::send_all(self.fd, out, 0, Some(self.timeout)).await;
+        out.clear();
+        self.out = out;
+        r?;
+        self.broken = false;
+        self.wire_bytes += len;
+        Ok(())
+    }
+
+    /// Answer with an error status and a short text body (used by the server itself).
+    pub(crate) async fn send_error(&mut self, status: u16) -> io::Result<()> {
+        self.headers.clear();
+        self.bad_header = None;
+        self.state = State::Fresh;
+        self.keep_alive = false;
+        let reason = ::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        self.header("Content-Type", "text/plain; charset=utf-8");
+        let body = format!("{status} {reason}\n");
+        self.send(status, body).await
+    }
+}

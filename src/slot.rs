@@ -1,0 +1,299 @@
+//! The fixed pool of request slots: uWSGI's "async cores".
+//!
+//! `--async N` slots per worker are allocated once at start. A slot holds what one in-flight
+//! request needs: the buffer its head is copied into, the parsed header index, and the output
+//! buffer its response head (and small bodies) are written into. A request holds a slot from
+//! its first byte to its last response byte; an idle keep-alive connection holds none.
+//!
+//! When every slot is busy, new requests wait here in FIFO order (a freed slot is handed to
+//! the oldest waiter) and the worker stops accepting (`server::worker` disarms its accept),
+//! so further connections wait in the shared kernel backlog where other workers can take
+//! them. Nothing spins.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::proto::http::HeadIndex;
+
+/// Index of a slot in its worker's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotId(pub u32);
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The buffers of one slot, allocated once and reused by every request it serves.
+#[derive(Debug)]
+pub(crate) struct SlotBufs {
+    /// The request head bytes (method, target, headers), copied out of the connection buffer.
+    pub(crate) head: Vec<u8>,
+    /// Spans into `head`: method, path, headers, framing.
+    pub(crate) index: HeadIndex,
+    /// The response head and small bodies, sent with one `send`.
+    pub(crate) out: Vec<u8>,
+}
+
+/// A waiter's mailbox: the slot is handed over directly so no later arrival can take it.
+struct Waiter {
+    handoff: Rc<Cell<Option<(SlotId, SlotBufs)>>>,
+    waker: Option<Waker>,
+}
+
+/// The pool. One per worker, shared by its connection tasks.
+pub(crate) struct SlotPool {
+    free: RefCell<Vec<(SlotId, SlotBufs)>>,
+    waiters: RefCell<VecDeque<Rc<RefCell<Waiter>>>>,
+    /// Wakers of tasks waiting for "a slot is free" (the accept loop) or "none is free".
+    watchers: RefCell<Vec<Waker>>,
+    size: usize,
+    /// How many times a request had to wait because every slot was busy.
+    queue_full: Cell<u64>,
+    last_full_log: Cell<Option<Instant>>,
+    /// Largest `out` capacity kept between requests; bigger buffers are shrunk back.
+    out_keep: usize,
+}
+
+impl fmt::Debug for SlotPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotPool")
+            .field("size", &self.size)
+            .field("free", &self.free_count())
+            .finish()
+    }
+}
+
+impl SlotPool {
+    /// Allocate `n` slots with head buffers of `buffer_size` bytes.
+    pub(crate) fn new(n: usize, buffer_size: usize) -> Rc<SlotPool> {
+        let out_keep = 16 * 1024;
+        let free = (0..n)
+            .rev()
+            .map(|i| {
+                (
+                    SlotId(i as u32),
+                    SlotBufs {
+                        head: Vec::with_capacity(buffer_size.min(4096)),
+                        index: HeadIndex::default(),
+                        out: Vec::with_capacity(1024),
+                    },
+                )
+            })
+            .collect();
+        Rc::new(SlotPool {
+            free: RefCell::new(free),
+            waiters: RefCell::new(VecDeque::new()),
+            watchers: RefCell::new(Vec::new()),
+            size: n,
+            queue_full: Cell::new(0),
+            last_full_log: Cell::new(None),
+            out_keep,
+        })
+    }
+
+    /// Number of slots.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Slots free right now.
+    pub(crate) fn free_count(&self) -> usize {
+        self.free.borrow().len()
+    }
+
+    /// Times a request waited for a slot.
+    pub(crate) fn queue_full_events(&self) -> u64 {
+        self.queue_full.get()
+    }
+
+    /// Take a slot, waiting (FIFO) while every slot is busy.
+    pub(crate) async fn acquire(self: &Rc<Self>) -> SlotGuard {
+        if let Some((id, bufs)) = self.free.borrow_mut().pop() {
+            if self.free.borrow().is_empty() {
+                self.notify_watchers();
+            }
+            return SlotGuard {
+                pool: self.clone(),
+                id,
+                bufs: Some(bufs),
+            };
+        }
+        self.note_full();
+        let handoff = Rc::new(Cell::new(None));
+        let waiter = Rc::new(RefCell::new(Waiter {
+            handoff: handoff.clone(),
+            waker: None,
+        }));
+        self.waiters.borrow_mut().push_back(waiter.clone());
+        let mut guard = WaitGuard {
+            pool: self,
+            waiter: &waiter,
+            done: false,
+        };
+        let (id, bufs) = poll_fn(|cx| match handoff.take() {
+            Some(s) => Poll::Ready(s),
+            None => {
+                waiter.borrow_mut().waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        guard.done = true;
+        SlotGuard {
+            pool: self.clone(),
+            id,
+            bufs: Some(bufs),
+        }
+    }
+
+    /// Resolves once at least one slot is free.
+    pub(crate) async fn wait_free(&self) {
+        poll_fn(|cx| {
+            if self.free_count() > 0 {
+                Poll::Ready(())
+            } else {
+                self.watchers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once no slot is free.
+    pub(crate) async fn wait_exhausted(&self) {
+        poll_fn(|cx| {
+            if self.free_count() == 0 {
+                Poll::Ready(())
+            } else {
+                self.watchers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn notify_watchers(&self) {
+        let ws = std::mem::take(&mut *self.watchers.borrow_mut());
+        for w in ws {
+            w.wake();
+        }
+    }
+
+    fn note_full(&self) {
+        self.queue_full.set(self.queue_full.get() + 1);
+        let now = Instant::now();
+        let due = match self.last_full_log.get() {
+            None => true,
+            Some(t) => now.duration_since(t) >= Duration::from_secs(1),
+        };
+        if due {
+            self.last_full_log.set(Some(now));
+            tracing::warn!(
+                "async queue is full: all {} slots busy ({} times so far); raise --async",
+                self.size,
+                self.queue_full.get()
+            );
+        }
+    }
+
+    fn release(&self, id: SlotId, mut bufs: SlotBufs) {
+        bufs.head.clear();
+        bufs.index.clear();
+        bufs.out.clear();
+        if bufs.out.capacity() > self.out_keep {
+            bufs.out.shrink_to(self.out_keep);
+        }
+        loop {
+            let next = self.waiters.borrow_mut().pop_front();
+            match next {
+                Some(w) => {
+                    let mut w = w.borrow_mut();
+                    w.handoff.set(Some((id, bufs)));
+                    if let Some(k) = w.waker.take() {
+                        k.wake();
+                    }
+                    return;
+                }
+                None => break,
+            }
+        }
+        let was_empty = {
+            let mut free = self.free.borrow_mut();
+            free.push((id, bufs));
+            free.len() == 1
+        };
+        if was_empty {
+            self.notify_watchers();
+        }
+    }
+}
+
+/// Removes a waiter that gave up (its request future was dropped), returning a slot that was
+/// handed to it in the meantime.
+struct WaitGuard<'a> {
+    pool: &'a SlotPool,
+    waiter: &'a Rc<RefCell<Waiter>>,
+    done: bool,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.pool
+            .waiters
+            .borrow_mut()
+            .retain(|w| !Rc::ptr_eq(w, self.waiter));
+        let handed = self.waiter.borrow().handoff.take();
+        if let Some((id, bufs)) = handed {
+            self.pool.release(id, bufs);
+        }
+    }
+}
+
+/// A held slot. Dropping it returns the slot to the pool (or hands it to the oldest waiter).
+#[derive(Debug)]
+pub(crate) struct SlotGuard {
+    pool: Rc<SlotPool>,
+    id: SlotId,
+    bufs: Option<SlotBufs>,
+}
+
+impl SlotGuard {
+    pub(crate) fn id(&self) -> SlotId {
+        self.id
+    }
+
+    pub(crate) fn bufs(&mut self) -> &mut SlotBufs {
+        self.bufs.as_mut().expect("slot buffers present")
+    }
+
+    /// Move the buffers out (into a `Request`/`Response`) for the duration of a call.
+    pub(crate) fn take_bufs(&mut self) -> SlotBufs {
+        self.bufs.take().expect("slot buffers present")
+    }
+
+    /// Put buffers back (possibly fresh ones if the originals were lost to a cancel).
+    pub(crate) fn put_bufs(&mut self, bufs: SlotBufs) {
+        self.bufs = Some(bufs);
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let bufs = self.bufs.take().unwrap_or_else(|| SlotBufs {
+            head: Vec::new(),
+            index: HeadIndex::default(),
+            out: Vec::new(),
+        });
+        self.pool.release(self.id, bufs);
+    }
+}

@@ -1,0 +1,78 @@
+//! System-call glue that has no safe wrapper: fork, signal dispositions, parent-death signal,
+//! resource limits. With `uring/`, the only module allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::io;
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// The result of [`fork`].
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent: the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// Fork the process.
+///
+/// Invariant: only the master calls this, and the master never creates a thread, so the
+/// child is a complete copy of a single-threaded process and may run any code.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: the master is single-threaded (see the invariant above): no lock can be held
+    // by a thread that does not exist in the child.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// In a freshly forked worker: restore default dispositions for the signals the master
+/// handles, unblock everything, and ask the kernel to SIGKILL us if the master dies.
+pub(crate) fn worker_signal_setup() -> io::Result<()> {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: installing SIG_DFL runs no handler code; the worker is single-threaded here.
+        unsafe { signal(sig, SigHandler::SigDfl) }.map_err(io::Error::from)?;
+    }
+    // SAFETY: SIG_IGN for SIGPIPE: sends use MSG_NOSIGNAL, this covers any other write.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map_err(io::Error::from)?;
+    SigSet::all()
+        .thread_unblock()
+        .map_err(io::Error::from)?;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raise `RLIMIT_NOFILE` to its hard limit, and `RLIMIT_MEMLOCK` to `memlock` bytes where
+/// allowed (root). Returns the resulting (nofile, memlock) soft limits.
+pub(crate) fn raise_limits(memlock: u64) -> (u64, u64) {
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK)
+        && soft < memlock
+    {
+        let new_hard = hard.max(memlock);
+        if setrlimit(Resource::RLIMIT_MEMLOCK, memlock, new_hard).is_err() && hard > soft {
+            let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
+        }
+    }
+    let nofile = getrlimit(Resource::RLIMIT_NOFILE).map(|l| l.0).unwrap_or(0);
+    let memlock = getrlimit(Resource::RLIMIT_MEMLOCK).map(|l| l.0).unwrap_or(0);
+    (nofile, memlock)
+}

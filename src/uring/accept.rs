@@ -1,0 +1,36 @@
+//! Multishot accept: one SQE, one CQE per accepted connection.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{opcode, types};
+
+use super::OpKind;
+use super::op::MultiOp;
+
+/// A multishot accept on a listening socket. Dropping it cancels it; connections the kernel
+/// accepted for it after that are closed by the driver.
+pub(crate) struct AcceptMulti {
+    op: MultiOp,
+}
+
+impl AcceptMulti {
+    /// Arm a multishot accept on `listener` (accepted sockets get `SOCK_CLOEXEC`).
+    pub(crate) fn arm(listener: RawFd) -> AcceptMulti {
+        let e = opcode::AcceptMulti::new(types::Fd(listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        AcceptMulti {
+            op: MultiOp::submit(e, OpKind::Accept),
+        }
+    }
+
+    /// The next accepted connection. `None` when the kernel ended the multishot (re-arm).
+    pub(crate) async fn next(&mut self) -> Option<io::Result<OwnedFd>> {
+        let res = self.op.next().await?;
+        Some(super::cqe_result(res).map(|fd| {
+            // SAFETY: a non-negative accept result is a new fd that only we hold.
+            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+        }))
+    }
+}

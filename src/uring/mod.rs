@@ -1,0 +1,597 @@
+//! The worker's own io_uring ring, and the pump that bridges it into glommio.
+//!
+//! Every socket operation of a worker goes through this ring (completion-based: multishot
+//! accept, recv, send, close, poll + linked timeout). glommio keeps its own three rings for
+//! its timers, its blocking pool and file I/O; this module adds a fourth ring that we own so
+//! that we can create it with `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the
+//! opcodes glommio lacks.
+//!
+//! # Shape
+//!
+//! - [`Driver`] (one per worker thread, reached through a thread-local) holds the ring, a table
+//!   of in-flight operations (`ops`) and a backlog of SQEs that did not fit in the SQ.
+//! - An operation is an [`op::Op`] future. It owns every buffer the kernel may touch. Its
+//!   `user_data` is `(generation << 32) | index`; the generation discards stale completions.
+//! - The [`pump`] task submits SQEs, reaps CQEs and wakes the futures. When there is nothing to
+//!   do it parks inside glommio on a READ of an eventfd registered on our ring.
+//!
+//! # Invariant: buffers outlive the kernel's use of them
+//!
+//! When an `Op` is dropped before its final completion, its buffers move into the op table as
+//! an orphan, an `ASYNC_CANCEL` is submitted, and the buffers are freed only when the final CQE
+//! arrives. The caller must treat the connection as broken (data may have landed in the
+//! orphan), and `conn` closes it.
+#![allow(unsafe_code)]
+
+pub(crate) mod accept;
+pub(crate) mod close;
+pub(crate) mod op;
+pub(crate) mod poll;
+pub(crate) mod pump;
+pub(crate) mod recv;
+pub(crate) mod send;
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::Waker;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+/// `user_data` of SQEs whose completion nobody waits for (cancels, detached closes).
+const DETACHED: u64 = u64::MAX;
+/// Marks the second CQE of a linked pair (the `LINK_TIMEOUT` after a `POLL_ADD` or `RECV`).
+const SECONDARY: u64 = 1 << 63;
+/// `IORING_ENTER_GETEVENTS` from the kernel UAPI (`io_uring::sys` is private in 0.7).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// Counters of the ring and of the bridge, read by tests and by stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DriverStats {
+    /// Times the pump parked inside glommio waiting for the eventfd.
+    pub parks: u64,
+    /// Times the eventfd READ completed and woke the pump.
+    pub eventfd_wakes: u64,
+    /// `io_uring_enter` calls made by the pump.
+    pub enters: u64,
+    /// Completions reaped.
+    pub cqes: u64,
+    /// Operations currently in the table (in flight or orphaned).
+    pub ops_in_flight: u64,
+    /// Orphaned operations (future dropped, waiting for the final CQE).
+    pub orphans: u64,
+}
+
+/// What an operation slot is doing. One doc line per state, as the kernel sees it.
+enum Lifecycle {
+    /// Unused; on the free list.
+    Free,
+    /// Submitted (or queued for submission); the future waits for the result.
+    Waiting(Option<Waker>),
+    /// The single-shot result arrived and waits for the future to take it.
+    Done { res: i32, flags: u32 },
+    /// A multishot operation: results queued for the future, `finished` once the CQE without
+    /// `F_MORE` arrived.
+    Multi {
+        waker: Option<Waker>,
+        results: VecDeque<(i32, u32)>,
+        finished: bool,
+    },
+    /// The future was dropped; the kernel may still write into these buffers.
+    Orphan(Option<Box<dyn Any>>),
+}
+
+/// What kind of operation a slot holds, for the cleanup an orphan needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum OpKind {
+    /// Accepting: an orphan's completions carry fds that must be closed.
+    Accept,
+    /// Anything else.
+    Other,
+}
+
+struct OpSlot {
+    generation: u32,
+    state: Lifecycle,
+    kind: OpKind,
+    /// CQEs still expected before the slot can be reused (2 for a linked pair).
+    pending: u8,
+}
+
+/// One worker's ring and its operation table.
+pub struct Driver {
+    inner: RefCell<Inner>,
+    /// The pump's waker while it is parked, so that a new SQE can wake it.
+    pump_waker: RefCell<Option<Waker>>,
+    /// True while the pump is parked in glommio.
+    parked: Cell<bool>,
+    /// Mirrors the ring's `IORING_CQ_EVENTFD_DISABLED` flag (inverted) to skip redundant writes.
+    eventfd_on: Cell<bool>,
+}
+
+struct Inner {
+    ring: IoUring,
+    ops: Vec<OpSlot>,
+    free: Vec<u32>,
+    /// SQEs that did not fit in the submission queue; pushed by the pump first.
+    backlog: VecDeque<squeue::Entry>,
+    /// Wakers collected while reaping, woken after the borrow is released.
+    to_wake: Vec<Waker>,
+    /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
+    eventfd: OwnedFd,
+    stats: DriverStats,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("stats", &self.stats()).finish()
+    }
+}
+
+thread_local! {
+    static DRIVER: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+}
+
+impl Driver {
+    /// Create this thread's ring and make it the current driver. Call once per worker thread,
+    /// inside the glommio executor, then spawn [`pump::run`].
+    pub fn install(entries: u32) -> io::Result<Rc<Driver>> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_cqsize(entries * 4)
+            .build(entries)?;
+        // SAFETY: eventfd(2) with valid flags; the result is checked before use.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `efd` is a fresh descriptor owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        // Plain (not `_async`) registration: under DEFER_TASKRUN the async variant never
+        // signals. Start disabled: the pump enables it only while parking.
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        let mut ring = ring;
+        ring.completion().disable_eventfd();
+        let driver = Rc::new(Driver {
+            inner: RefCell::new(Inner {
+                ring,
+                ops: Vec::with_capacity(1024),
+                free: Vec::new(),
+                backlog: VecDeque::new(),
+                to_wake: Vec::with_capacity(64),
+                eventfd,
+                stats: DriverStats::default(),
+            }),
+            pump_waker: RefCell::new(None),
+            parked: Cell::new(false),
+            eventfd_on: Cell::new(false),
+        });
+        DRIVER.with(|d| *d.borrow_mut() = Some(driver.clone()));
+        Ok(driver)
+    }
+
+    /// The current thread's driver. Panics outside a worker (a programming error).
+    pub(crate) fn current() -> Rc<Driver> {
+        Self::try_current().expect("ringsgi ring driver is not installed on this thread")
+    }
+
+    /// The current thread's driver, if installed.
+    pub(crate) fn try_current() -> Option<Rc<Driver>> {
+        DRIVER.with(|d| d.borrow().clone())
+    }
+
+    /// Remove this thread's driver (tests; worker shutdown).
+    pub fn uninstall() {
+        DRIVER.with(|d| d.borrow_mut().take());
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> DriverStats {
+        let inner = self.inner.borrow();
+        let mut s = inner.stats;
+        s.ops_in_flight = (inner.ops.len() - inner.free.len()) as u64;
+        s.orphans = inner
+            .ops
+            .iter()
+            .filter(|o| matches!(o.state, Lifecycle::Orphan(_)))
+            .count() as u64;
+        s
+    }
+
+    /// Reserve an operation slot and return its `user_data`.
+    fn alloc(&self, kind: OpKind, pending: u8, multishot: bool) -> (u32, u32) {
+        let mut inner = self.inner.borrow_mut();
+        let state = if multishot {
+            Lifecycle::Multi {
+                waker: None,
+                results: VecDeque::new(),
+                finished: false,
+            }
+        } else {
+            Lifecycle::Waiting(None)
+        };
+        if let Some(idx) = inner.free.pop() {
+            let slot = &mut inner.ops[idx as usize];
+            slot.generation = slot.generation.wrapping_add(1) & 0x7fff_ffff;
+            slot.state = state;
+            slot.kind = kind;
+            slot.pending = pending;
+            (idx, slot.generation)
+        } else {
+            let idx = inner.ops.len() as u32;
+            inner.ops.push(OpSlot {
+                generation: 0,
+                state,
+                kind,
+                pending,
+            });
+            (idx, 0)
+        }
+    }
+
+    /// Queue SQEs for submission by the pump, waking it if it is parked.
+    fn push(&self, entries: &[squeue::Entry]) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Inner { ring, backlog, .. } = &mut *inner;
+            if backlog.is_empty() {
+                let mut sq = ring.submission();
+                // Linked SQEs must not be split between the SQ and the backlog.
+                if sq.capacity() - sq.len() >= entries.len() {
+                    for e in entries {
+                        // SAFETY: every SQE is built by an `Op` that owns the memory it points to
+                        // until its final CQE (see the module invariant).
+                        unsafe { sq.push(e).expect("checked capacity") };
+                    }
+                } else {
+                    backlog.extend(entries.iter().cloned());
+                }
+            } else {
+                backlog.extend(entries.iter().cloned());
+            }
+        }
+        self.wake_pump();
+    }
+
+    /// Wake the pump if it is parked (it has new SQEs to submit).
+    fn wake_pump(&self) {
+        if self.parked.replace(false)
+            && let Some(w) = self.pump_waker.borrow_mut().take()
+        {
+            w.wake();
+        }
+    }
+
+    /// Submit an `ASYNC_CANCEL` for `user_data` (fire and forget).
+    fn cancel(&self, user_data: u64) {
+        let e = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(DETACHED);
+        self.push(&[e]);
+    }
+
+    /// Submit an SQE whose completion nobody awaits (detached close).
+    pub(crate) fn push_detached(&self, e: squeue::Entry) {
+        self.push(&[e.user_data(DETACHED)]);
+    }
+
+    /// Poll a single-shot operation. Returns the result and frees the slot when done.
+    fn poll_single(&self, idx: u32, waker: &Waker) -> Option<(i32, u32)> {
+        let mut inner = self.inner.borrow_mut();
+        let slot = &mut inner.ops[idx as usize];
+        match &mut slot.state {
+            Lifecycle::Done { res, flags } => {
+                let out = (*res, *flags);
+                if slot.pending == 0 {
+                    slot.state = Lifecycle::Free;
+                    inner.free.push(idx);
+                } else {
+                    // The linked timeout's CQE is still due: keep the slot until it arrives.
+                    slot.state = Lifecycle::Orphan(None);
+                }
+                Some(out)
+            }
+            Lifecycle::Waiting(w) => {
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+                None
+            }
+            _ => unreachable!("poll_single on a slot in the wrong state"),
+        }
+    }
+
+    /// Poll a multishot operation: the next queued result, `Ok(None)` once finished and empty.
+    fn poll_multi(&self, idx: u32, waker: &Waker) -> Option<Option<(i32, u32)>> {
+        let mut inner = self.inner.borrow_mut();
+        let slot = &mut inner.ops[idx as usize];
+        let Lifecycle::Multi {
+            waker: w,
+            results,
+            finished,
+        } = &mut slot.state
+        else {
+            unreachable!("poll_multi on a slot in the wrong state")
+        };
+        if let Some(r) = results.pop_front() {
+            return Some(Some(r));
+        }
+        if *finished {
+            slot.state = Lifecycle::Free;
+            inner.free.push(idx);
+            return Some(None);
+        }
+        match w {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *w = Some(waker.clone()),
+        }
+        None
+    }
+
+    /// The future of operation `idx` was dropped before its final completion.
+    ///
+    /// Its buffers (`keep`) are kept until the kernel is done; a cancel is submitted. Results
+    /// already queued for a multishot accept are fds nobody will use: they are closed.
+    fn orphan(&self, idx: u32, generation: u32, keep: Option<Box<dyn Any>>) {
+        let cancel = {
+            let mut inner = self.inner.borrow_mut();
+            let slot = &mut inner.ops[idx as usize];
+            debug_assert_eq!(slot.generation, generation);
+            let kind = slot.kind;
+            let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(keep));
+            match prev {
+                Lifecycle::Done { .. } if slot.pending == 0 => {
+                    slot.state = Lifecycle::Free;
+                    inner.free.push(idx);
+                    false
+                }
+                Lifecycle::Done { .. } => false,
+                Lifecycle::Multi {
+                    results, finished, ..
+                } => {
+                    if kind == OpKind::Accept {
+                        for (res, _) in results {
+                            close_fd(res);
+                        }
+                    }
+                    if finished {
+                        slot.state = Lifecycle::Free;
+                        inner.free.push(idx);
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ => true,
+            }
+        };
+        if cancel {
+            self.cancel(user_data(idx, generation));
+        }
+    }
+
+    /// Submit queued SQEs and run deferred completions if the kernel flagged any.
+    /// Returns the number of SQEs submitted.
+    fn flush(&self) -> io::Result<usize> {
+        let mut inner = self.inner.borrow_mut();
+        let Inner {
+            ring,
+            backlog,
+            stats,
+            ..
+        } = &mut *inner;
+        let mut submitted = 0;
+        loop {
+            {
+                let mut sq = ring.submission();
+                while let Some(e) = backlog.front() {
+                    // SAFETY: as in `push`: the owning `Op` keeps the memory alive.
+                    if unsafe { sq.push(e) }.is_err() {
+                        break;
+                    }
+                    backlog.pop_front();
+                }
+            }
+            let (sq_len, taskrun, overflow) = {
+                let sq = ring.submission();
+                (sq.len(), sq.taskrun(), sq.cq_overflow())
+            };
+            if sq_len == 0 && !taskrun && !overflow {
+                return Ok(submitted);
+            }
+            stats.enters += 1;
+            match ring.submit() {
+                Ok(n) => submitted += n,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(submitted),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            if backlog.is_empty() {
+                return Ok(submitted);
+            }
+        }
+    }
+
+    /// Drain the completion queue: update op slots, collect wakers. Returns CQEs reaped.
+    fn reap(&self) -> usize {
+        let mut to_wake = {
+            let mut inner = self.inner.borrow_mut();
+            std::mem::take(&mut inner.to_wake)
+        };
+        let n;
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Inner {
+                ring, ops, free, ..
+            } = &mut *inner;
+            let mut count = 0;
+            for cqe in ring.completion() {
+                count += 1;
+                complete(ops, free, &cqe, &mut to_wake);
+            }
+            n = count;
+            inner.stats.cqes += n as u64;
+        }
+        for w in to_wake.drain(..) {
+            w.wake();
+        }
+        self.inner.borrow_mut().to_wake = to_wake;
+        n
+    }
+
+    /// True if completions or deferred work are waiting, or SQEs wait for submission.
+    fn has_work(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if !inner.backlog.is_empty() {
+            return true;
+        }
+        let ring = &mut inner.ring;
+        let sq = ring.submission();
+        if !sq.is_empty() || sq.taskrun() || sq.cq_overflow() {
+            return true;
+        }
+        drop(sq);
+        !ring.completion().is_empty()
+    }
+
+    fn set_eventfd_enabled(&self, enabled: bool) {
+        if self.eventfd_on.replace(enabled) == enabled {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let cq = inner.ring.completion();
+        if enabled {
+            cq.enable_eventfd();
+        } else {
+            cq.disable_eventfd();
+        }
+    }
+
+    /// `io_uring_enter(GETEVENTS)`: runs deferred task work so that completions are posted and
+    /// the deferred list is empty (the kernel signals the eventfd only when that list goes
+    /// from empty to non-empty).
+    fn enter_getevents(&self) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        inner.stats.enters += 1;
+        // SAFETY: no SQEs are submitted (to_submit = 0) and no argument is passed.
+        match unsafe {
+            inner
+                .ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+        } {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A duplicate (`F_DUPFD_CLOEXEC`) of the registered eventfd, for the pump's glommio READ.
+    fn dup_eventfd(&self) -> io::Result<OwnedFd> {
+        self.inner.borrow().eventfd.try_clone()
+    }
+
+    pub(crate) fn note_park(&self) {
+        self.inner.borrow_mut().stats.parks += 1;
+    }
+
+    pub(crate) fn note_eventfd_wake(&self) {
+        self.inner.borrow_mut().stats.eventfd_wakes += 1;
+    }
+}
+
+/// Apply one CQE to the op table.
+fn complete(ops: &mut [OpSlot], free: &mut Vec<u32>, cqe: &cqueue::Entry, to_wake: &mut Vec<Waker>) {
+    let ud = cqe.user_data();
+    if ud == DETACHED {
+        return;
+    }
+    let secondary = ud & SECONDARY != 0;
+    let idx = (ud & 0xffff_ffff) as u32;
+    let generation = ((ud & !SECONDARY) >> 32) as u32;
+    let Some(slot) = ops.get_mut(idx as usize) else {
+        return;
+    };
+    if slot.generation != generation || matches!(slot.state, Lifecycle::Free) {
+        // Stale: the slot was reused. Cannot happen while slots are freed only on their
+        // final CQE, but the generation makes it harmless if it does.
+        return;
+    }
+    let res = cqe.result();
+    let flags = cqe.flags();
+    let more = cqueue::more(flags);
+    if !more {
+        slot.pending = slot.pending.saturating_sub(1);
+    }
+    if secondary {
+        // The linked timeout's own CQE: only its arrival matters.
+        if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
+            slot.state = Lifecycle::Free;
+            free.push(idx);
+        }
+        return;
+    }
+    match &mut slot.state {
+        Lifecycle::Waiting(w) => {
+            if let Some(w) = w.take() {
+                to_wake.push(w);
+            }
+            slot.state = Lifecycle::Done { res, flags };
+        }
+        Lifecycle::Multi {
+            waker,
+            results,
+            finished,
+        } => {
+            results.push_back((res, flags));
+            if !more {
+                *finished = true;
+            }
+            if let Some(w) = waker.take() {
+                to_wake.push(w);
+            }
+        }
+        Lifecycle::Orphan(_) => {
+            if slot.kind == OpKind::Accept && res >= 0 {
+                close_fd(res);
+            }
+            if slot.pending == 0 {
+                slot.state = Lifecycle::Free;
+                free.push(idx);
+            }
+        }
+        Lifecycle::Done { .. } | Lifecycle::Free => {}
+    }
+}
+
+fn user_data(idx: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | idx as u64
+}
+
+/// Close an fd the kernel handed to an operation nobody listens to any more.
+fn close_fd(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: the fd came from a completed accept that no one else has seen.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Convert a negative CQE result into an `io::Error`.
+pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as u32)
+    }
+}
+
+/// Build a kernel timespec for a duration.
+pub(crate) fn timespec(d: std::time::Duration) -> types::Timespec {
+    types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
+}

@@ -1,0 +1,139 @@
+//! The future of one ring operation, and its cancel-on-drop rule.
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::{Driver, OpKind, SECONDARY, user_data};
+
+/// A submitted single-shot operation that owns `T` (its buffers) until the kernel is done.
+///
+/// Awaiting it yields the raw CQE result and gives `T` back. Dropping it early orphans `T`
+/// into the driver and cancels the operation (see the module invariant).
+pub(crate) struct Op<T: 'static> {
+    driver: Rc<Driver>,
+    idx: u32,
+    generation: u32,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submit `entry` (its `user_data` is set here). `data` must own every buffer `entry`
+    /// points to, at a stable address.
+    pub(crate) fn submit(entry: squeue::Entry, data: T) -> Op<T> {
+        let driver = Driver::current();
+        let (idx, generation) = driver.alloc(OpKind::Other, 1, false);
+        driver.push(&[entry.user_data(user_data(idx, generation))]);
+        Op {
+            driver,
+            idx,
+            generation,
+            data: Some(data),
+        }
+    }
+
+    /// Submit `entry` linked to a `LINK_TIMEOUT` (the timeout's timespec lives in `data`).
+    /// If the timeout fires first, the operation completes with `-ECANCELED`.
+    pub(crate) fn submit_linked(entry: squeue::Entry, timeout: squeue::Entry, data: T) -> Op<T> {
+        let driver = Driver::current();
+        let (idx, generation) = driver.alloc(OpKind::Other, 2, false);
+        let ud = user_data(idx, generation);
+        driver.push(&[
+            entry.flags(squeue::Flags::IO_LINK).user_data(ud),
+            timeout.user_data(ud | SECONDARY),
+        ]);
+        Op {
+            driver,
+            idx,
+            generation,
+            data: Some(data),
+        }
+    }
+}
+
+impl<T: 'static + Unpin> Future for Op<T> {
+    type Output = (i32, T);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.driver.poll_single(self.idx, cx.waker()) {
+            Some((res, _flags)) => {
+                let data = self.data.take().expect("Op polled after completion");
+                Poll::Ready((res, data))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            let keep: Box<dyn Any> = Box::new(data);
+            self.driver.orphan(self.idx, self.generation, Some(keep));
+        }
+    }
+}
+
+/// A multishot operation: a stream of CQE results until the kernel ends it.
+pub(crate) struct MultiOp {
+    driver: Rc<Driver>,
+    idx: u32,
+    generation: u32,
+    done: bool,
+}
+
+impl MultiOp {
+    pub(crate) fn submit(entry: squeue::Entry, kind: OpKind) -> MultiOp {
+        let driver = Driver::current();
+        let (idx, generation) = driver.alloc(kind, 1, true);
+        driver.push(&[entry.user_data(user_data(idx, generation))]);
+        MultiOp {
+            driver,
+            idx,
+            generation,
+            done: false,
+        }
+    }
+
+    /// The next result; `None` once the operation has ended (re-arm it if still wanted).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<i32>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.driver.poll_multi(self.idx, cx.waker()) {
+            Some(Some((res, _))) => Poll::Ready(Some(res)),
+            Some(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    pub(crate) async fn next(&mut self) -> Option<i32> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+impl Drop for MultiOp {
+    fn drop(&mut self) {
+        if !self.done {
+            self.driver.orphan(self.idx, self.generation, None);
+        }
+    }
+}
+
+/// Map a CQE result of an operation submitted with a linked timeout: `-ECANCELED` means the
+/// timeout fired (the future itself was alive, so nobody else cancelled it).
+pub(crate) fn timed_result(res: i32) -> io::Result<u32> {
+    if res == -libc::ECANCELED {
+        Err(io::Error::from(io::ErrorKind::TimedOut))
+    } else {
+        super::cqe_result(res)
+    }
+}

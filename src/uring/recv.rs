@@ -1,0 +1,62 @@
+//! recv into the spare capacity of an owned buffer, with an optional linked timeout.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::{opcode, types};
+
+use super::op::{Op, timed_result};
+
+struct RecvData {
+    buf: Vec<u8>,
+    /// Boxed so its address is stable until the kernel has read it at submission.
+    _ts: Option<Box<types::Timespec>>,
+}
+
+/// Receive into `buf[len..capacity]`. On success `buf.len()` grows by the bytes received
+/// (0 = peer closed). With `timeout`, an expired wait yields `ErrorKind::TimedOut`.
+///
+/// Cancel safety: if this future is dropped the buffer is orphaned and the socket must be
+/// treated as broken.
+pub(crate) async fn recv(
+    fd: RawFd,
+    mut buf: Vec<u8>,
+    timeout: Option<Duration>,
+) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let spare = buf.capacity() - buf.len();
+    // SAFETY-free: the pointer is computed from the Vec; it stays valid because the Vec moves
+    // into the Op (its heap block does not move) and is only handed back after the final CQE.
+    let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
+    let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
+    let (res, data) = match timeout {
+        None => {
+            Op::submit(
+                entry,
+                RecvData {
+                    buf,
+                    _ts: None,
+                },
+            )
+            .await
+        }
+        Some(d) => {
+            let ts = Box::new(super::timespec(d));
+            let t = opcode::LinkTimeout::new(&*ts as *const types::Timespec).build();
+            Op::submit_linked(entry, t, RecvData { buf, _ts: Some(ts) }).await
+        }
+    };
+    let mut buf = data.buf;
+    match timed_result(res) {
+        Ok(n) => {
+            let n = n as usize;
+            // SAFETY: the kernel wrote `n` bytes into the spare capacity starting at `len`.
+            unsafe { buf.set_len(buf.len() + n) };
+            (Ok(n), buf)
+        }
+        Err(e) => (Err(e), buf),
+    }
+}

@@ -1,0 +1,59 @@
+//! send from an owned buffer, with an optional linked timeout.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::{opcode, types};
+
+use super::op::{Op, timed_result};
+
+struct SendData {
+    buf: Vec<u8>,
+    _ts: Option<Box<types::Timespec>>,
+}
+
+/// Send `buf[offset..]` once (may be partial). Returns the bytes sent and the buffer.
+/// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, not a SIGPIPE.
+pub(crate) async fn send(
+    fd: RawFd,
+    buf: Vec<u8>,
+    offset: usize,
+    timeout: Option<Duration>,
+) -> (io::Result<usize>, Vec<u8>) {
+    debug_assert!(offset <= buf.len());
+    let ptr = buf.as_ptr().wrapping_add(offset);
+    let len = (buf.len() - offset) as u32;
+    let entry = opcode::Send::new(types::Fd(fd), ptr, len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    let (res, data) = match timeout {
+        None => Op::submit(entry, SendData { buf, _ts: None }).await,
+        Some(d) => {
+            let ts = Box::new(super::timespec(d));
+            let t = opcode::LinkTimeout::new(&*ts as *const types::Timespec).build();
+            Op::submit_linked(entry, t, SendData { buf, _ts: Some(ts) }).await
+        }
+    };
+    (timed_result(res).map(|n| n as usize), data.buf)
+}
+
+/// Send all of `buf[offset..]`, looping over partial sends. Each wait is bounded by `timeout`.
+pub(crate) async fn send_all(
+    fd: RawFd,
+    mut buf: Vec<u8>,
+    mut offset: usize,
+    timeout: Option<Duration>,
+) -> (io::Result<()>, Vec<u8>) {
+    while offset < buf.len() {
+        let (res, b) = send(fd, buf, offset, timeout).await;
+        buf = b;
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => offset += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
