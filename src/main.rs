@@ -1,6 +1,34 @@
-fn main() {
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(128 << 10).make().unwrap();
-    ex.run(async { println!("ok"); });
-    let ring: io_uring::IoUring = io_uring::IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_taskrun_flag().build(64).unwrap();
-    drop(ring);
+//! The `ringsgi` binary: parse the configuration, register the built-in apps, run the server.
+
+mod apps;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match ringsgi::config::load_from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => e.print_and_exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGSGI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let apps = apps::builtin();
+    match ringsgi::server::run(&config, &apps) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("ringsgi: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("ringsgi: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

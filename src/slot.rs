@@ -115,8 +115,9 @@ impl SlotPool {
 
     /// Take a slot, waiting (FIFO) while every slot is busy.
     pub(crate) async fn acquire(self: &Rc<Self>) -> SlotGuard {
-        if let Some((id, bufs)) = self.free.borrow_mut().pop() {
-            if self.free.borrow().is_empty() {
+        let popped = self.free.borrow_mut().pop();
+        if let Some((id, bufs)) = popped {
+            if self.free_count() == 0 {
                 self.notify_watchers();
             }
             return SlotGuard {

@@ -1,0 +1,38 @@
+//! `sleep`: the seed article's Flask demo, a request that waits on a slow third party.
+//!
+//! Sleeps 1 s (or `?ms=N`, at most an hour) on a glommio timer, then answers "Hello World!".
+//! While it sleeps the slot's worker serves every other slot.
+
+use std::time::Duration;
+
+use ringsgi::{App, BoxFuture, Request, Response};
+
+/// Default wait, as in the seed article.
+const DEFAULT_MS: u64 = 1000;
+/// Longest wait a client may ask for.
+const MAX_MS: u64 = 3_600_000;
+
+/// Sleeps, then answers "Hello World!".
+pub struct Sleep;
+
+impl App for Sleep {
+    fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {
+        Box::pin(async move {
+            let ms = match req.query_param("ms") {
+                None => DEFAULT_MS,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(ms) if ms <= MAX_MS => ms,
+                    _ => {
+                        resp.header("Content-Type", "text/plain");
+                        return resp
+                            .send(400, format!("ms must be an integer 0..={MAX_MS}\n"))
+                            .await;
+                    }
+                },
+            };
+            glommio::timer::sleep(Duration::from_millis(ms)).await;
+            resp.header("Content-Type", "text/plain");
+            resp.send(200, "Hello World!").await
+        })
+    }
+}
