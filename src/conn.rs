@@ -82,8 +82,8 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && fresh => {
                     tracing::info!("{peer}: no request within --socket-timeout: 408");
                     let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-                    let _ = uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout))
-                        .await;
+                    let _ =
+                        uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
                     break;
                 }
                 Err(_) => break,
@@ -132,7 +132,9 @@ async fn request(
                     }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        tracing::info!("{peer}: request head incomplete after --socket-timeout: 408");
+                        tracing::info!(
+                            "{peer}: request head incomplete after --socket-timeout: 408"
+                        );
                         error_response(ctx, fd, &mut bufs, 408).await;
                         slot.put_bufs(bufs);
                         return (Next::Close, input);
@@ -168,7 +170,11 @@ async fn request(
     let mut body = Body::new(fd, input, head_len, framing);
     body.timeout = ctx.socket_timeout;
     body.continue_pending = expect_continue && !body.is_done();
-    let SlotBufs { head, index: _, out } = std::mem::replace(
+    let SlotBufs {
+        head,
+        index: _,
+        out,
+    } = std::mem::replace(
         &mut bufs,
         SlotBufs {
             head: Vec::new(),

@@ -11,6 +11,7 @@
 //!   write, keep-alive or close.
 //! - [`proto`]: HTTP/1.1 as pure functions over bytes.
 //! - [`Request`], [`Response`], [`App`]: the application API.
+//! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
 //! - `sys`: the system-call glue (affinity, rlimits, fork); with `uring`, the only `unsafe`.
 //!
 //! # Writing an application
@@ -42,6 +43,7 @@ pub mod server;
 
 mod app;
 mod conn;
+mod primitives;
 mod request;
 mod response;
 mod slot;
@@ -50,6 +52,7 @@ pub mod uring;
 mod writer;
 
 pub use app::{App, AppFn, Apps, BoxFuture, app_fn};
+pub use primitives::{Ready, wait_fd_read, wait_fd_write, wait_fds};
 pub use request::{Peer, Request};
 pub use response::Response;
 pub use slot::SlotId;

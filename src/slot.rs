@@ -98,19 +98,9 @@ impl SlotPool {
         })
     }
 
-    /// Number of slots.
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
     /// Slots free right now.
     pub(crate) fn free_count(&self) -> usize {
         self.free.borrow().len()
-    }
-
-    /// Times a request waited for a slot.
-    pub(crate) fn queue_full_events(&self) -> u64 {
-        self.queue_full.get()
     }
 
     /// Take a slot, waiting (FIFO) while every slot is busy.
@@ -187,7 +177,8 @@ impl SlotPool {
         }
     }
 
-    fn note_full(&self) {
+    /// Count (and log, at most once a second) that every slot is busy.
+    pub(crate) fn note_full(&self) {
         self.queue_full.set(self.queue_full.get() + 1);
         let now = Instant::now();
         let due = match self.last_full_log.get() {
@@ -211,19 +202,15 @@ impl SlotPool {
         if bufs.out.capacity() > self.out_keep {
             bufs.out.shrink_to(self.out_keep);
         }
-        loop {
-            let next = self.waiters.borrow_mut().pop_front();
-            match next {
-                Some(w) => {
-                    let mut w = w.borrow_mut();
-                    w.handoff.set(Some((id, bufs)));
-                    if let Some(k) = w.waker.take() {
-                        k.wake();
-                    }
-                    return;
-                }
-                None => break,
+        // Waiters that gave up removed themselves (WaitGuard), so the oldest one is alive.
+        let next = self.waiters.borrow_mut().pop_front();
+        if let Some(w) = next {
+            let mut w = w.borrow_mut();
+            w.handoff.set(Some((id, bufs)));
+            if let Some(k) = w.waker.take() {
+                k.wake();
             }
+            return;
         }
         let was_empty = {
             let mut free = self.free.borrow_mut();
@@ -271,10 +258,6 @@ pub(crate) struct SlotGuard {
 impl SlotGuard {
     pub(crate) fn id(&self) -> SlotId {
         self.id
-    }
-
-    pub(crate) fn bufs(&mut self) -> &mut SlotBufs {
-        self.bufs.as_mut().expect("slot buffers present")
     }
 
     /// Move the buffers out (into a `Request`/`Response`) for the duration of a call.

@@ -47,9 +47,7 @@ pub(crate) fn worker_signal_setup() -> io::Result<()> {
     }
     // SAFETY: SIG_IGN for SIGPIPE: sends use MSG_NOSIGNAL, this covers any other write.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map_err(io::Error::from)?;
-    SigSet::all()
-        .thread_unblock()
-        .map_err(io::Error::from)?;
+    SigSet::all().thread_unblock().map_err(io::Error::from)?;
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory arguments.
     let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     if r != 0 {
@@ -73,6 +71,8 @@ pub(crate) fn raise_limits(memlock: u64) -> (u64, u64) {
         }
     }
     let nofile = getrlimit(Resource::RLIMIT_NOFILE).map(|l| l.0).unwrap_or(0);
-    let memlock = getrlimit(Resource::RLIMIT_MEMLOCK).map(|l| l.0).unwrap_or(0);
+    let memlock = getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map(|l| l.0)
+        .unwrap_or(0);
     (nofile, memlock)
 }

@@ -4,7 +4,7 @@
 use ringsgi::{App, BoxFuture, Request, Response};
 
 /// Streams `<h1>i</h1>` for i in 1..10000 (9 999 chunks).
-pub struct CpuBound;
+pub(crate) struct CpuBound;
 
 impl App for CpuBound {
     fn call<'a>(&'a self, _req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {

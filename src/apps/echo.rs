@@ -6,7 +6,7 @@
 use ringsgi::{App, BoxFuture, Request, Response};
 
 /// Echoes method, target, headers and body.
-pub struct Echo;
+pub(crate) struct Echo;
 
 impl App for Echo {
     fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {

@@ -3,7 +3,7 @@
 use ringsgi::{App, BoxFuture, Request, Response};
 
 /// Answers every request with "Hello World!".
-pub struct Hello;
+pub(crate) struct Hello;
 
 impl App for Hello {
     fn call<'a>(&'a self, _req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {

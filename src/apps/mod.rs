@@ -8,7 +8,7 @@ mod sleep;
 use ringsgi::Apps;
 
 /// The registry of built-in apps, by the names the configuration uses.
-pub fn builtin() -> Apps {
+pub(crate) fn builtin() -> Apps {
     let mut apps = Apps::new();
     apps.register("hello", || hello::Hello)
         .register("sleep", || sleep::Sleep)

@@ -13,7 +13,7 @@ const DEFAULT_MS: u64 = 1000;
 const MAX_MS: u64 = 3_600_000;
 
 /// Sleeps, then answers "Hello World!".
-pub struct Sleep;
+pub(crate) struct Sleep;
 
 impl App for Sleep {
     fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {

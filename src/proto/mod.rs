@@ -44,9 +44,7 @@ impl ParseError {
     /// The HTTP status code this error is answered with.
     pub fn status(self) -> u16 {
         match self {
-            ParseError::Malformed(_) | ParseError::AmbiguousLength | ParseError::MissingHost => {
-                400
-            }
+            ParseError::Malformed(_) | ParseError::AmbiguousLength | ParseError::MissingHost => 400,
             ParseError::UriTooLong => 414,
             ParseError::HeadTooLarge => 431,
             ParseError::BodyTooLarge => 413,

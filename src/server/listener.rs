@@ -44,12 +44,21 @@ impl Listener {
 
 /// Bind and listen on `addr` with `backlog`. Non-blocking, close-on-exec, `TCP_NODELAY`
 /// (inherited by accepted sockets), `SO_REUSEADDR`; `SO_REUSEPORT` only if asked.
-pub fn bind(addr: &ListenAddr, protocol: Protocol, backlog: u32, reuse_port: bool) -> io::Result<Listener> {
+pub fn bind(
+    addr: &ListenAddr,
+    protocol: Protocol,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<Listener> {
     let what = |e: io::Error| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"));
     match addr {
         ListenAddr::Tcp(sa) => {
-            let sock = Socket::new(Domain::for_address(*sa), Type::STREAM.nonblocking().cloexec(), None)
-                .map_err(what)?;
+            let sock = Socket::new(
+                Domain::for_address(*sa),
+                Type::STREAM.nonblocking().cloexec(),
+                None,
+            )
+            .map_err(what)?;
             sock.set_reuse_address(true).map_err(what)?;
             if reuse_port {
                 sock.set_reuse_port(true).map_err(what)?;
@@ -95,7 +104,8 @@ pub fn bind(addr: &ListenAddr, protocol: Protocol, backlog: u32, reuse_port: boo
             }
             let sock = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
                 .map_err(what)?;
-            sock.bind(&SockAddr::unix(path).map_err(what)?).map_err(what)?;
+            sock.bind(&SockAddr::unix(path).map_err(what)?)
+                .map_err(what)?;
             sock.listen(backlog as i32).map_err(what)?;
             Ok(Listener {
                 fd: sock.into(),

@@ -72,7 +72,7 @@ fn install_signals() -> io::Result<SignalFlags> {
 }
 
 /// Run the master until it is told to stop. Returns the process exit code.
-pub fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::Result<i32> {
+pub(super) fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::Result<i32> {
     let signals = install_signals()?;
     let mut workers: Vec<WorkerRec> = (0..config.cores)
         .map(|_| WorkerRec {
@@ -82,8 +82,8 @@ pub fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::Result<i
             respawns: 0,
         })
         .collect();
-    for i in 0..workers.len() {
-        spawn(config, i, listeners, apps, &mut workers[i])?;
+    for (i, rec) in workers.iter_mut().enumerate() {
+        spawn(config, i, listeners, apps, rec)?;
     }
     let mut buf = [0u8; 64];
     loop {
@@ -109,10 +109,10 @@ pub fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::Result<i
             return Ok(0);
         }
         let now = Instant::now();
-        for i in 0..workers.len() {
-            let due = workers[i].pid.is_none() && workers[i].respawn_at.is_none_or(|t| t <= now);
+        for (i, rec) in workers.iter_mut().enumerate() {
+            let due = rec.pid.is_none() && rec.respawn_at.is_none_or(|t| t <= now);
             if due {
-                spawn(config, i, listeners, apps, &mut workers[i])?;
+                spawn(config, i, listeners, apps, rec)?;
             }
         }
     }
@@ -131,7 +131,10 @@ fn spawn(
             if rec.pid.is_none() && rec.respawns > 0 {
                 tracing::info!("respawned worker {i} (new pid: {pid})");
             } else {
-                tracing::info!("spawned worker {i} (pid: {pid}, cpu {})", config.cpu_for_worker(i));
+                tracing::info!(
+                    "spawned worker {i} (pid: {pid}, cpu {})",
+                    config.cpu_for_worker(i)
+                );
             }
             rec.pid = Some(pid);
             rec.started = Instant::now();

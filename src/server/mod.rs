@@ -29,23 +29,40 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
     let (nofile, memlock) = crate::sys::raise_limits(64 << 20);
     let mut listeners = Vec::new();
     for a in &config.http_sockets {
-        listeners.push(listener::bind(a, Protocol::Http, config.listen, config.reuse_port)?);
+        listeners.push(listener::bind(
+            a,
+            Protocol::Http,
+            config.listen,
+            config.reuse_port,
+        )?);
     }
     for a in &config.uwsgi_sockets {
-        listeners.push(listener::bind(a, Protocol::Uwsgi, config.listen, config.reuse_port)?);
+        listeners.push(listener::bind(
+            a,
+            Protocol::Uwsgi,
+            config.listen,
+            config.reuse_port,
+        )?);
     }
     for l in &listeners {
         let proto = match l.protocol {
             Protocol::Http => "http",
             Protocol::Uwsgi => "uwsgi",
         };
-        tracing::info!("bound {proto} socket on {} (fd {}, backlog {})", l.local, l.raw(), config.listen);
+        tracing::info!(
+            "bound {proto} socket on {} (fd {}, backlog {})",
+            l.local,
+            l.raw(),
+            config.listen
+        );
     }
     tracing::info!(
         "master pid {}: {} workers pinned to cpus {:?}, {} slots each; RLIMIT_NOFILE {nofile}, RLIMIT_MEMLOCK {memlock}",
         std::process::id(),
         config.cores,
-        (0..config.cores).map(|i| config.cpu_for_worker(i)).collect::<Vec<_>>(),
+        (0..config.cores)
+            .map(|i| config.cpu_for_worker(i))
+            .collect::<Vec<_>>(),
         config.async_slots
     );
     let code = master_run(config, &listeners, apps);

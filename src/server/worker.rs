@@ -101,8 +101,12 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
             })
             .await;
             match event {
-                // Every slot is busy: drop (cancel) the accept.
-                None => break,
+                // Every slot is busy: drop (cancel) the accept; new connections wait in the
+                // shared backlog, where another worker may take them.
+                None => {
+                    ctx.slots.note_full();
+                    break;
+                }
                 // The kernel ended the multishot: re-arm.
                 Some(None) => break,
                 Some(Some(Ok(fd))) => {
@@ -111,7 +115,10 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
                 }
                 Some(Some(Err(e))) => {
                     tracing::error!("worker {}: accept failed: {e}", ctx.worker);
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                    ) {
                         // Out of descriptors: back off instead of spinning on the error.
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                     }

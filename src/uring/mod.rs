@@ -81,7 +81,10 @@ enum Lifecycle {
         finished: bool,
     },
     /// The future was dropped; the kernel may still write into these buffers.
-    Orphan(Option<Box<dyn Any>>),
+    Orphan(
+        #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
+        Option<Box<dyn Any>>,
+    ),
 }
 
 /// What kind of operation a slot holds, for the cleanup an orphan needs.
@@ -127,7 +130,9 @@ struct Inner {
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver").field("stats", &self.stats()).finish()
+        f.debug_struct("Driver")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -507,7 +512,12 @@ impl Driver {
 }
 
 /// Apply one CQE to the op table.
-fn complete(ops: &mut [OpSlot], free: &mut Vec<u32>, cqe: &cqueue::Entry, to_wake: &mut Vec<Waker>) {
+fn complete(
+    ops: &mut [OpSlot],
+    free: &mut Vec<u32>,
+    cqe: &cqueue::Entry,
+    to_wake: &mut Vec<Waker>,
+) {
     let ud = cqe.user_data();
     if ud == DETACHED {
         return;
@@ -593,5 +603,7 @@ pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
 
 /// Build a kernel timespec for a duration.
 pub(crate) fn timespec(d: std::time::Duration) -> types::Timespec {
-    types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
+    types::Timespec::new()
+        .sec(d.as_secs())
+        .nsec(d.subsec_nanos())
 }

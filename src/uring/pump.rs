@@ -52,7 +52,7 @@ impl Wake for ReadWaker {
 type ReadFuture = Pin<Box<dyn Future<Output = glommio::Result<glommio::io::ReadResult, ()>>>>;
 
 /// The pump future. Runs until the worker stops (it never completes on its own).
-pub struct Pump {
+pub(crate) struct Pump {
     driver: Rc<Driver>,
     file: Rc<BufferedFile>,
     read: Option<ReadFuture>,
@@ -62,12 +62,14 @@ pub struct Pump {
 
 impl std::fmt::Debug for Pump {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pump").field("armed", &self.read.is_some()).finish()
+        f.debug_struct("Pump")
+            .field("armed", &self.read.is_some())
+            .finish()
     }
 }
 
 /// Build the pump for this thread's driver. Spawn it on the worker's executor.
-pub fn pump(driver: Rc<Driver>) -> io::Result<Pump> {
+pub(crate) fn pump(driver: Rc<Driver>) -> io::Result<Pump> {
     let efd = driver.dup_eventfd()?;
     // SAFETY: `efd` is a fresh duplicate that the BufferedFile takes ownership of.
     let file = unsafe { BufferedFile::from_raw_fd(efd.into_raw_fd()) };

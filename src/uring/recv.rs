@@ -33,16 +33,7 @@ pub(crate) async fn recv(
     let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
     let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
     let (res, data) = match timeout {
-        None => {
-            Op::submit(
-                entry,
-                RecvData {
-                    buf,
-                    _ts: None,
-                },
-            )
-            .await
-        }
+        None => Op::submit(entry, RecvData { buf, _ts: None }).await,
         Some(d) => {
             let ts = Box::new(super::timespec(d));
             let t = opcode::LinkTimeout::new(&*ts as *const types::Timespec).build();
