@@ -12,6 +12,7 @@ use super::op::MultiOp;
 /// accepted for it after that are closed by the driver.
 pub(crate) struct AcceptMulti {
     op: MultiOp,
+    listener: RawFd,
 }
 
 impl AcceptMulti {
@@ -21,12 +22,18 @@ impl AcceptMulti {
             .flags(libc::SOCK_CLOEXEC)
             .build();
         AcceptMulti {
-            op: MultiOp::submit(e, OpKind::Accept),
+            op: MultiOp::submit(e, OpKind::Accept { listener }),
+            listener,
         }
     }
 
     /// The next accepted connection. `None` when the kernel ended the multishot (re-arm).
+    ///
+    /// Connections accepted for an earlier, cancelled accept on the same listener come first.
     pub(crate) async fn next(&mut self) -> Option<io::Result<OwnedFd>> {
+        if let Some(fd) = super::Driver::current().take_stray(self.listener) {
+            return Some(Ok(fd));
+        }
         let res = self.op.next().await?;
         Some(super::cqe_result(res).map(|fd| {
             // SAFETY: a non-negative accept result is a new fd that only we hold.

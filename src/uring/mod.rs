@@ -30,6 +30,8 @@ pub(crate) mod poll;
 pub(crate) mod pump;
 pub(crate) mod recv;
 pub(crate) mod send;
+#[cfg(test)]
+mod tests;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -90,8 +92,12 @@ enum Lifecycle {
 /// What kind of operation a slot holds, for the cleanup an orphan needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum OpKind {
-    /// Accepting: an orphan's completions carry fds that must be closed.
-    Accept,
+    /// Accepting on `listener`: an orphan's completions carry connections the kernel already
+    /// took off the shared backlog; they are kept as strays for the next accept, never closed.
+    Accept {
+        /// The listening socket.
+        listener: RawFd,
+    },
     /// Anything else.
     Other,
 }
@@ -121,6 +127,8 @@ struct Inner {
     free: Vec<u32>,
     /// SQEs that did not fit in the submission queue; pushed by the pump first.
     backlog: VecDeque<squeue::Entry>,
+    /// Connections accepted for a cancelled multishot accept, by listener (see `keep_stray`).
+    strays: VecDeque<(RawFd, OwnedFd)>,
     /// Wakers collected while reaping, woken after the borrow is released.
     to_wake: Vec<Waker>,
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
@@ -168,6 +176,7 @@ impl Driver {
                 ops: Vec::with_capacity(1024),
                 free: Vec::new(),
                 backlog: VecDeque::new(),
+                strays: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
                 eventfd,
                 stats: DriverStats::default(),
@@ -342,32 +351,35 @@ impl Driver {
     /// The future of operation `idx` was dropped before its final completion.
     ///
     /// Its buffers (`keep`) are kept until the kernel is done; a cancel is submitted. Results
-    /// already queued for a multishot accept are fds nobody will use: they are closed.
+    /// already queued for a multishot accept are connections: they are kept as strays.
     fn orphan(&self, idx: u32, generation: u32, keep: Option<Box<dyn Any>>) {
         let cancel = {
             let mut inner = self.inner.borrow_mut();
-            let slot = &mut inner.ops[idx as usize];
+            let Inner {
+                ops, free, strays, ..
+            } = &mut *inner;
+            let slot = &mut ops[idx as usize];
             debug_assert_eq!(slot.generation, generation);
             let kind = slot.kind;
             let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(keep));
             match prev {
                 Lifecycle::Done { .. } if slot.pending == 0 => {
                     slot.state = Lifecycle::Free;
-                    inner.free.push(idx);
+                    free.push(idx);
                     false
                 }
                 Lifecycle::Done { .. } => false,
                 Lifecycle::Multi {
                     results, finished, ..
                 } => {
-                    if kind == OpKind::Accept {
+                    if let OpKind::Accept { listener } = kind {
                         for (res, _) in results {
-                            close_fd(res);
+                            keep_stray(strays, listener, res);
                         }
                     }
                     if finished {
                         slot.state = Lifecycle::Free;
-                        inner.free.push(idx);
+                        free.push(idx);
                         false
                     } else {
                         true
@@ -433,12 +445,16 @@ impl Driver {
         {
             let mut inner = self.inner.borrow_mut();
             let Inner {
-                ring, ops, free, ..
+                ring,
+                ops,
+                free,
+                strays,
+                ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, &cqe, &mut to_wake);
+                complete(ops, free, strays, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -502,6 +518,13 @@ impl Driver {
         self.inner.borrow().eventfd.try_clone()
     }
 
+    /// Take a connection accepted for a cancelled accept on `listener`, if any.
+    pub(crate) fn take_stray(&self, listener: RawFd) -> Option<OwnedFd> {
+        let mut inner = self.inner.borrow_mut();
+        let pos = inner.strays.iter().position(|(l, _)| *l == listener)?;
+        inner.strays.remove(pos).map(|(_, fd)| fd)
+    }
+
     pub(crate) fn note_park(&self) {
         self.inner.borrow_mut().stats.parks += 1;
     }
@@ -515,6 +538,7 @@ impl Driver {
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
+    strays: &mut VecDeque<(RawFd, OwnedFd)>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
 ) {
@@ -568,8 +592,8 @@ fn complete(
             }
         }
         Lifecycle::Orphan(_) => {
-            if slot.kind == OpKind::Accept && res >= 0 {
-                close_fd(res);
+            if let OpKind::Accept { listener } = slot.kind {
+                keep_stray(strays, listener, res);
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;
@@ -584,11 +608,12 @@ fn user_data(idx: u32, generation: u32) -> u64 {
     ((generation as u64) << 32) | idx as u64
 }
 
-/// Close an fd the kernel handed to an operation nobody listens to any more.
-fn close_fd(fd: RawFd) {
-    if fd >= 0 {
-        // SAFETY: the fd came from a completed accept that no one else has seen.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+/// Keep a connection the kernel accepted for a cancelled accept: it left the shared backlog,
+/// so closing it would lose a client. The next accept on `listener` hands it out first.
+fn keep_stray(strays: &mut VecDeque<(RawFd, OwnedFd)>, listener: RawFd, res: i32) {
+    if res >= 0 {
+        // SAFETY: a non-negative accept result is a new fd that no one else has seen.
+        strays.push_back((listener, unsafe { OwnedFd::from_raw_fd(res) }));
     }
 }
 
