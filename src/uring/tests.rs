@@ -17,25 +17,38 @@ use super::accept::AcceptMulti;
 use super::{Driver, pump, recv::recv, send::send_all};
 use crate::primitives::{wait_fd_read, wait_fds};
 
-/// Run `f` inside a glommio executor with a driver and its pump, as a worker does.
+/// Run `f` inside a glommio executor with a driver and its pump, as a worker does, on its own
+/// thread with a watchdog: a test that hangs (a lost wakeup) fails after `WATCHDOG`.
 fn in_worker<F, Fut, T>(f: F) -> T
 where
-    F: FnOnce(Rc<Driver>) -> Fut + 'static,
+    F: FnOnce(Rc<Driver>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
-    T: 'static,
+    T: Send + 'static,
 {
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(128 << 10)
-        .preempt_timer(Duration::from_millis(1))
-        .make()
-        .expect("executor");
-    ex.run(async move {
-        let driver = Driver::install(64).expect("ring");
-        glommio::spawn_local(pump::pump(driver.clone()).expect("pump")).detach();
-        let out = f(driver).await;
-        Driver::uninstall();
-        out
-    })
+    const WATCHDOG: Duration = Duration::from_secs(30);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 << 10)
+            .preempt_timer(Duration::from_millis(1))
+            .make()
+            .expect("executor");
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ex.run(async move {
+                let driver = Driver::install(64).expect("ring");
+                glommio::spawn_local(pump::pump(driver.clone()).expect("pump")).detach();
+                let out = f(driver).await;
+                Driver::uninstall();
+                out
+            })
+        }));
+        let _ = tx.send(out);
+    });
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the worker did not finish within {WATCHDOG:?}: a wakeup was lost"),
+    }
 }
 
 /// Wait (bounded) until the driver has no operation left in its table.
