@@ -52,7 +52,10 @@ pub mod uring;
 mod writer;
 
 pub use app::{App, AppFn, Apps, BoxFuture, app_fn};
-pub use primitives::{Ready, wait_fd_read, wait_fd_write, wait_fds};
+pub use primitives::{
+    Ready, Task, TcpStream, background_tasks, connect, join_all_timeout, resolve, sleep, spawn,
+    suspend, wait_fd_read, wait_fd_write, wait_fds,
+};
 pub use request::{Peer, Request};
 pub use response::Response;
 pub use slot::SlotId;

@@ -6,6 +6,17 @@
 //!
 //! They must be awaited inside a ringsgi worker (an app handler or a task it spawned).
 
+mod net;
+mod resolve;
+mod sleep;
+mod task;
 mod wait_fd;
 
+#[cfg(test)]
+mod tests;
+
+pub use net::{TcpStream, connect};
+pub use resolve::resolve;
+pub use sleep::{sleep, suspend};
+pub use task::{Task, background_tasks, join_all_timeout, spawn};
 pub use wait_fd::{Ready, wait_fd_read, wait_fd_write, wait_fds};

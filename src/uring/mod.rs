@@ -25,13 +25,14 @@
 
 pub(crate) mod accept;
 pub(crate) mod close;
+pub(crate) mod connect;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pump;
 pub(crate) mod recv;
 pub(crate) mod send;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};

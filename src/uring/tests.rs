@@ -19,7 +19,7 @@ use crate::primitives::{wait_fd_read, wait_fds};
 
 /// Run `f` inside a glommio executor with a driver and its pump, as a worker does, on its own
 /// thread with a watchdog: a test that hangs (a lost wakeup) fails after `WATCHDOG`.
-fn in_worker<F, Fut, T>(f: F) -> T
+pub(crate) fn in_worker<F, Fut, T>(f: F) -> T
 where
     F: FnOnce(Rc<Driver>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
