@@ -61,6 +61,7 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("harakiri-verbose", "false"),
         ("stats", "none"),
         ("reload-mercy", "60"),
+        ("crazy-names", "localhost"),
     ]
 }
 
@@ -149,6 +150,8 @@ pub struct Config {
     pub stats: Option<String>,
     /// Time a worker gets to finish its requests on reload/shutdown (`--reload-mercy`).
     pub reload_mercy: Duration,
+    /// Host names the built-in `crazy` app resolves (`--crazy-names`).
+    pub crazy_names: Vec<String>,
 }
 
 impl Config {
@@ -497,6 +500,11 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         harakiri_verbose: raw.harakiri_verbose.unwrap_or(false),
         stats: raw.stats,
         reload_mercy: secs(raw.reload_mercy.unwrap_or(DEFAULT_RELOAD_MERCY)),
+        crazy_names: if raw.crazy_names.is_empty() {
+            vec!["localhost".to_owned()]
+        } else {
+            raw.crazy_names.clone()
+        },
     })
 }
 
@@ -919,6 +927,8 @@ mod tests {
             mounts,
             vec![
                 ("/cpubound", "cpubound"),
+                ("/sleeping", "sleeping"),
+                ("/crazy", "crazy"),
                 ("/sleep", "sleep"),
                 ("/echo", "echo"),
                 ("/", "hello")
@@ -934,6 +944,7 @@ mod tests {
         let example = |key: &str| match key {
             "http-socket" | "socket" => "[\":0\"]",
             "mount" => "[\"/a=a\"]",
+            "crazy-names" => "[\"localhost\"]",
             "app" => "\"hello\"",
             "stats" => "\"127.0.0.1:9191\"",
             "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
@@ -1007,6 +1018,7 @@ mod tests {
                 "harakiri-verbose" => c.harakiri_verbose.to_string(),
                 "stats" => c.stats.clone().unwrap_or_else(|| "none".to_owned()),
                 "reload-mercy" => secs(c.reload_mercy),
+                "crazy-names" => c.crazy_names.join(","),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

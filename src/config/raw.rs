@@ -68,6 +68,11 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub mount: Vec<String>,
 
+    /// Host names the `crazy` app resolves (repeatable) [default: localhost]
+    #[arg(long, value_name = "NAME")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub crazy_names: Vec<String>,
+
     /// Socket read/write timeout in seconds, fractions allowed, > 0 [default: 30]
     #[arg(long, short = 'z', value_name = "SECS", value_parser = parse_socket_timeout,
           allow_negative_numbers = true)]
@@ -142,7 +147,7 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, config;
-        http_socket, socket, mount
+        http_socket, socket, mount, crazy_names
     )
 }
 
