@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 
 use crate::app::App;
+use crate::harakiri::{self, Guarded, ReqCtx};
 use crate::proto::Parsed;
 use crate::proto::http::{self, Limits};
 use crate::request::{Body, Peer, Request};
 use crate::response::Response;
+use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
 use crate::uring;
 
@@ -35,6 +37,12 @@ pub(crate) struct ConnCtx {
     pub(crate) log: bool,
     /// Requests served by this worker.
     pub(crate) requests: std::cell::Cell<u64>,
+    /// Per-request deadline (`--harakiri`).
+    pub(crate) harakiri: Option<Duration>,
+    /// Log what a harakiri'd request was waiting on.
+    pub(crate) harakiri_verbose: bool,
+    /// This worker's scoreboard entry, read by the master.
+    pub(crate) board: Option<&'static WorkerBoard>,
 }
 
 /// Largest rest of an unread request body that is read and discarded to keep a connection
@@ -199,15 +207,64 @@ async fn request(
         head_only,
         ctx.socket_timeout,
     );
-    // 3. The app, with panics caught.
+    // 3. The app, with panics caught, raced against its harakiri deadline.
+    let hctx = Rc::new(ReqCtx::new(
+        slot_id,
+        started,
+        ctx.harakiri,
+        format!("\"{} {}\" from {peer}", req.method(), req.target()).into_bytes(),
+        ctx.board,
+    ));
     let outcome = match ctx.route(req.path()) {
         Some(app) => {
             let app = app.clone();
-            AssertUnwindSafe(app.call(&mut req, &mut resp))
-                .catch_unwind()
-                .await
+            let call = Guarded::new(
+                hctx.clone(),
+                AssertUnwindSafe(app.call(&mut req, &mut resp)).catch_unwind(),
+            );
+            futures_lite::future::or(async { Some(call.await) }, async {
+                harakiri::expired(&hctx).await;
+                None
+            })
+            .await
         }
-        None => Ok(resp.send_error(404).await),
+        None => Some(Ok(resp.send_error(404).await)),
+    };
+    let Some(outcome) = outcome else {
+        // Harakiri: the handler was dropped (cancelled) at its current await.
+        let verbose = if ctx.harakiri_verbose {
+            format!("; it was waiting on: {}", hctx.waiting_on())
+        } else {
+            String::new()
+        };
+        tracing::error!(
+            "HARAKIRI ON WORKER {} SLOT {slot_id} (pid {}): \"{} {}\" from {peer} after {} ms{verbose}",
+            ctx.worker,
+            std::process::id(),
+            req.method(),
+            req.target(),
+            started.elapsed().as_millis()
+        );
+        let status = if !resp.is_started() && !resp.broken {
+            let _ = resp.send_error(504).await;
+            504
+        } else {
+            resp.status
+        };
+        ctx.requests.set(ctx.requests.get() + 1);
+        if ctx.log {
+            tracing::info!(
+                target: "ringsgi::request",
+                "{peer} {} {} => {status} {} bytes in {} ms (worker {} slot {slot_id}, harakiri)",
+                req.method(),
+                req.target(),
+                resp.body_bytes,
+                started.elapsed().as_millis(),
+                ctx.worker
+            );
+        }
+        // The connection may hold half a body or half a response: close it.
+        return (Next::Close, Vec::new());
     };
     match outcome {
         Ok(Ok(())) => {

@@ -12,6 +12,8 @@
 //! - [`proto`]: HTTP/1.1 as pure functions over bytes.
 //! - [`Request`], [`Response`], [`App`]: the application API.
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
+//! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board
+//!   the master reads to kill a worker stuck in a handler that never yields.
 //! - `sys`: the system-call glue (affinity, rlimits, fork); with `uring`, the only `unsafe`.
 //!
 //! # Writing an application
@@ -43,15 +45,18 @@ pub mod server;
 
 mod app;
 mod conn;
+mod harakiri;
 mod primitives;
 mod request;
 mod response;
+mod scoreboard;
 mod slot;
 mod sys;
 pub mod uring;
 mod writer;
 
 pub use app::{App, AppFn, Apps, BoxFuture, app_fn};
+pub use harakiri::{set_user_harakiri, slot_id, worker_id};
 pub use primitives::{
     Ready, Task, TcpStream, background_tasks, connect, join_all_timeout, resolve, sleep, spawn,
     suspend, wait_fd_read, wait_fd_write, wait_fds,

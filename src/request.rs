@@ -125,6 +125,7 @@ impl Request {
     /// The next piece of the body, `None` at its end. Each call may wait on the client
     /// (bounded by `--socket-timeout`); other requests run meanwhile.
     pub async fn read_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+        crate::harakiri::note_wait("reading the request body");
         self.body.read_chunk().await
     }
 

@@ -209,6 +209,7 @@ impl Response {
 
     /// Write one chunk of a streamed response and wait until the socket took it.
     pub async fn write(&mut self, chunk: impl AsRef<[u8]>) -> io::Result<()> {
+        crate::harakiri::note_wait("writing the response");
         let chunk = chunk.as_ref();
         let State::Streaming(framing) = self.state else {
             return Err(io::Error::new(

@@ -76,3 +76,38 @@ pub(crate) fn raise_limits(memlock: u64) -> (u64, u64) {
         .unwrap_or(0);
     (nofile, memlock)
 }
+
+/// A zero-filled `MAP_SHARED | MAP_ANONYMOUS` array of `n` boards, created by the master before
+/// it forks so that every worker writes its own entry and the master reads them all.
+///
+/// The mapping lives as long as the process (it is never unmapped), hence `'static`.
+pub(crate) fn shared_boards(n: usize) -> io::Result<&'static [crate::scoreboard::WorkerBoard]> {
+    use crate::scoreboard::WorkerBoard;
+    let len = std::mem::size_of::<WorkerBoard>() * n.max(1);
+    // SAFETY: an anonymous shared mapping with no address hint; the result is checked.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for `WorkerBoard`), zero
+    // filled by the kernel, and never unmapped. `WorkerBoard` is `repr(C)` and made only of
+    // atomics, for which all-zero bytes are a valid value and which may be shared between
+    // processes (they are lock-free on x86-64 and aarch64).
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<WorkerBoard>(), n) })
+}
+
+/// Milliseconds on `CLOCK_MONOTONIC`: one clock that the master and every worker agree on.
+pub(crate) fn monotonic_ms() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
+}

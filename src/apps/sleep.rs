@@ -30,7 +30,7 @@ impl App for Sleep {
                     }
                 },
             };
-            glommio::timer::sleep(Duration::from_millis(ms)).await;
+            ringsgi::sleep(Duration::from_millis(ms)).await;
             resp.header("Content-Type", "text/plain");
             resp.send(200, "Hello World!").await
         })

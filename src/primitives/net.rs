@@ -34,6 +34,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// # Ok(()) }
 /// ```
 pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    crate::harakiri::note_wait("connect");
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
@@ -136,6 +137,7 @@ impl AsyncRead for TcpStream {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
+            crate::harakiri::note_wait("TcpStream read");
             let fut = this.read.get_or_insert_with(|| {
                 let mut v = std::mem::take(&mut this.rbuf);
                 v.clear();
@@ -166,6 +168,7 @@ impl AsyncWrite for TcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check()?;
+        crate::harakiri::note_wait("TcpStream write");
         let fut = this.write.get_or_insert_with(|| {
             Box::pin(uring::send::send(
                 this.fd.as_raw_fd(),

@@ -14,6 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 /// # Ok(()) }
 /// ```
 pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    crate::harakiri::note_wait("resolve (name lookup)");
     let host = host.to_owned();
     glommio::executor()
         .spawn_blocking(move || {

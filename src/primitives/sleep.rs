@@ -14,6 +14,7 @@ use std::time::Duration;
 /// # }
 /// ```
 pub async fn sleep(d: Duration) {
+    crate::harakiri::note_wait("sleep");
     if d.is_zero() {
         suspend().await;
     } else {
@@ -33,5 +34,6 @@ pub async fn sleep(d: Duration) {
 /// # }
 /// ```
 pub async fn suspend() {
+    crate::harakiri::note_wait("suspend");
     futures_lite::future::yield_now().await;
 }

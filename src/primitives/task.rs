@@ -98,6 +98,7 @@ pub async fn join_all_timeout<F: Future>(
     futures: Vec<F>,
     timeout: Duration,
 ) -> Vec<Option<F::Output>> {
+    crate::harakiri::note_wait("join_all_timeout");
     let mut futures: Vec<Option<Pin<Box<F>>>> =
         futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();

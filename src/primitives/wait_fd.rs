@@ -36,12 +36,14 @@ pub struct Ready {
 /// # Ok(()) }
 /// ```
 pub async fn wait_fd_read(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<u32> {
+    crate::harakiri::note_wait("wait_fd_read");
     poll(fd.as_raw_fd(), libc::POLLIN as u32, timeout).await
 }
 
 /// Wait until `fd` is writable (or hung up / in error), at most `timeout` (`None`: forever).
 /// Same outcomes as [`wait_fd_read`].
 pub async fn wait_fd_write(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<u32> {
+    crate::harakiri::note_wait("wait_fd_write");
     poll(fd.as_raw_fd(), libc::POLLOUT as u32, timeout).await
 }
 
@@ -65,6 +67,7 @@ pub async fn wait_fds(
     fds: &[(BorrowedFd<'_>, u32)],
     timeout: Option<Duration>,
 ) -> io::Result<Ready> {
+    crate::harakiri::note_wait("wait_fds");
     if fds.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use crate::app::Apps;
 use crate::config::Config;
+use crate::scoreboard::WorkerBoard;
 use crate::server::listener::Listener;
 use crate::server::worker;
 use crate::sys::{self, Forked};
@@ -35,6 +36,8 @@ struct WorkerRec {
     /// When set, respawn no earlier than this (fork-bomb guard).
     respawn_at: Option<Instant>,
     respawns: u64,
+    /// Killed by hard harakiri: respawn at once (not a crash loop).
+    harakiri: bool,
 }
 
 /// The flags set by the master's signal handlers.
@@ -72,7 +75,12 @@ fn install_signals() -> io::Result<SignalFlags> {
 }
 
 /// Run the master until it is told to stop. Returns the process exit code.
-pub(super) fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::Result<i32> {
+pub(super) fn run(
+    config: &Config,
+    listeners: &[Listener],
+    apps: &Apps,
+    boards: &'static [WorkerBoard],
+) -> io::Result<i32> {
     let signals = install_signals()?;
     let mut workers: Vec<WorkerRec> = (0..config.cores)
         .map(|_| WorkerRec {
@@ -80,10 +88,11 @@ pub(super) fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::R
             started: Instant::now(),
             respawn_at: None,
             respawns: 0,
+            harakiri: false,
         })
         .collect();
     for (i, rec) in workers.iter_mut().enumerate() {
-        spawn(config, i, listeners, apps, rec)?;
+        spawn(config, i, listeners, apps, rec, &boards[i])?;
     }
     let mut buf = [0u8; 64];
     loop {
@@ -108,11 +117,12 @@ pub(super) fn run(config: &Config, listeners: &[Listener], apps: &Apps) -> io::R
             stop_all(&mut workers, Signal::SIGTERM);
             return Ok(0);
         }
+        hard_harakiri(&mut workers, boards);
         let now = Instant::now();
         for (i, rec) in workers.iter_mut().enumerate() {
             let due = rec.pid.is_none() && rec.respawn_at.is_none_or(|t| t <= now);
             if due {
-                spawn(config, i, listeners, apps, rec)?;
+                spawn(config, i, listeners, apps, rec, &boards[i])?;
             }
         }
     }
@@ -125,6 +135,7 @@ fn spawn(
     listeners: &[Listener],
     apps: &Apps,
     rec: &mut WorkerRec,
+    board: &'static WorkerBoard,
 ) -> io::Result<()> {
     match sys::fork()? {
         Forked::Parent(pid) => {
@@ -143,7 +154,7 @@ fn spawn(
         }
         Forked::Child => {
             let code = match sys::worker_signal_setup()
-                .and_then(|()| worker::run(config, i, listeners, apps))
+                .and_then(|()| worker::run(config, i, listeners, apps, board))
             {
                 Ok(()) => 0,
                 Err(e) => {
@@ -180,7 +191,10 @@ fn reap(workers: &mut [WorkerRec], stopping: bool) {
                     other => format!("{other:?}"),
                 };
                 rec.respawns += 1;
-                if rec.started.elapsed() < MIN_LIFETIME {
+                if std::mem::take(&mut rec.harakiri) {
+                    tracing::warn!("worker {i} (pid: {pid}) {how} by harakiri: respawning");
+                    rec.respawn_at = None;
+                } else if rec.started.elapsed() < MIN_LIFETIME {
                     tracing::error!(
                         "worker {i} (pid: {pid}) {how} {} ms after its start: respawning too fast, waiting {} s",
                         rec.started.elapsed().as_millis(),
@@ -218,5 +232,38 @@ fn stop_all(workers: &mut [WorkerRec], sig: Signal) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long past its deadline a request may keep its worker's executor busy in one poll before
+/// the master kills the worker. The in-worker harakiri fires at the deadline itself; this grace
+/// only separates "stuck" from "about to be cancelled".
+const HARD_HARAKIRI_GRACE_MS: u64 = 200;
+
+/// The master's layer of harakiri: kill a worker whose executor is stuck inside a request
+/// that has passed its deadline (a handler that never yields). Its other requests die with it;
+/// connections still in the shared backlog are served by the other workers.
+fn hard_harakiri(workers: &mut [WorkerRec], boards: &[WorkerBoard]) {
+    let now_ms = sys::monotonic_ms();
+    for (i, (rec, board)) in workers.iter_mut().zip(boards).enumerate() {
+        let Some(pid) = rec.pid else { continue };
+        if rec.harakiri || board.pid.load(std::sync::atomic::Ordering::Acquire) != pid.as_raw() {
+            continue;
+        }
+        let Some(busy) = board.busy() else { continue };
+        if busy.deadline_ms == 0 || now_ms <= busy.deadline_ms + HARD_HARAKIRI_GRACE_MS {
+            continue;
+        }
+        tracing::error!(
+            "HARAKIRI ON WORKER {i} (pid {pid}): executor stuck for {} ms in SLOT {} serving {} \
+             ({} ms after the request started, {} ms past its deadline): SIGKILL",
+            now_ms.saturating_sub(busy.busy_since_ms),
+            busy.slot,
+            busy.info,
+            now_ms.saturating_sub(busy.started_ms),
+            now_ms.saturating_sub(busy.deadline_ms),
+        );
+        rec.harakiri = true;
+        let _ = kill(pid, Signal::SIGKILL);
     }
 }

@@ -65,15 +65,12 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             .collect::<Vec<_>>(),
         config.async_slots
     );
-    let code = master_run(config, &listeners, apps);
+    let boards = crate::sys::shared_boards(config.cores)?;
+    let code = master::run(config, &listeners, apps, boards);
     for l in &listeners {
         if let Some(p) = &l.path {
             let _ = std::fs::remove_file(p);
         }
     }
     code
-}
-
-fn master_run(config: &Config, listeners: &[listener::Listener], apps: &Apps) -> io::Result<i32> {
-    master::run(config, listeners, apps)
 }

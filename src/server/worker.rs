@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::conn::{self, ConnCtx};
 use crate::proto::http::Limits;
 use crate::request::Peer;
+use crate::scoreboard::WorkerBoard;
 use crate::server::listener::{Listener, Protocol};
 use crate::slot::SlotPool;
 use crate::uring::{Driver, accept::AcceptMulti, pump};
@@ -36,7 +37,15 @@ pub const RING_ENTRIES: u32 = 1024;
 const MAX_HEADERS: usize = 100;
 
 /// Run worker `index` until the process is told to stop. Never returns on success.
-pub fn run(config: &Config, index: usize, listeners: &[Listener], apps: &Apps) -> io::Result<()> {
+pub(crate) fn run(
+    config: &Config,
+    index: usize,
+    listeners: &[Listener],
+    apps: &Apps,
+    board: &'static WorkerBoard,
+) -> io::Result<()> {
+    board.reset(std::process::id() as i32);
+    crate::harakiri::set_worker(index);
     let cpu = config.cpu_for_worker(index);
     let ex = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("ringsgi-w{index}"))
@@ -64,6 +73,9 @@ pub fn run(config: &Config, index: usize, listeners: &[Listener], apps: &Apps) -
         keepalive_timeout: config.keepalive_timeout,
         log: !config.disable_logging,
         requests: Cell::new(0),
+        harakiri: config.harakiri,
+        harakiri_verbose: config.harakiri_verbose,
+        board: Some(board),
     });
     let fds: Vec<(i32, bool, Protocol)> = listeners
         .iter()

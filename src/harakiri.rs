@@ -1,0 +1,193 @@
+//! Harakiri inside the worker, and the context of the request being run.
+//!
+//! Every request gets its own deadline when its slot starts it (`--harakiri`), which the
+//! handler may move (`set_user_harakiri`). [`expired`] resolves when the deadline passes; the
+//! connection loop races it against the handler and drops (cancels) the handler alone.
+//!
+//! [`Guarded`] wraps the handler's future: around every poll it makes the request current
+//! (for [`worker_id`], [`slot_id`], [`set_user_harakiri`]) and, when the request has a
+//! deadline, marks the worker busy in the shared scoreboard, which is how the master sees an
+//! executor stuck in a handler that never yields (the second harakiri layer).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::scoreboard::WorkerBoard;
+use crate::slot::SlotId;
+
+/// The request being run: who it is, its deadline, what it last waited on.
+#[derive(Debug)]
+pub(crate) struct ReqCtx {
+    pub(crate) slot: SlotId,
+    pub(crate) started: Instant,
+    started_ms: u64,
+    /// The harakiri deadline; `None`: none.
+    deadline: Cell<Option<Instant>>,
+    /// Bumped when the deadline changes, so that [`expired`] re-arms.
+    generation: Cell<u64>,
+    watcher: RefCell<Option<Waker>>,
+    /// What the handler last awaited (for `--harakiri-verbose`).
+    waiting: Cell<&'static str>,
+    /// `"METHOD URI" from ADDR`, for the scoreboard.
+    info: Vec<u8>,
+    board: Option<&'static WorkerBoard>,
+}
+
+impl ReqCtx {
+    pub(crate) fn new(
+        slot: SlotId,
+        started: Instant,
+        harakiri: Option<Duration>,
+        info: Vec<u8>,
+        board: Option<&'static WorkerBoard>,
+    ) -> ReqCtx {
+        let started_ms =
+            crate::sys::monotonic_ms().saturating_sub(started.elapsed().as_millis() as u64);
+        ReqCtx {
+            slot,
+            started,
+            started_ms,
+            deadline: Cell::new(harakiri.map(|h| started + h)),
+            generation: Cell::new(0),
+            watcher: RefCell::new(None),
+            waiting: Cell::new("running (not awaiting anything)"),
+            info,
+            board,
+        }
+    }
+
+    /// What the handler last awaited.
+    pub(crate) fn waiting_on(&self) -> &'static str {
+        self.waiting.get()
+    }
+
+    fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
+        self.generation.set(self.generation.get() + 1);
+        if let Some(w) = self.watcher.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn deadline_ms(&self) -> u64 {
+        self.deadline.get().map_or(0, |d| {
+            self.started_ms + d.saturating_duration_since(self.started).as_millis() as u64
+        })
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<ReqCtx>>> = const { RefCell::new(None) };
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Record the worker index of this thread (at worker start).
+pub(crate) fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(Some(index)));
+}
+
+/// The worker (CPU core) this code runs on; `None` outside a ringsgi worker.
+pub fn worker_id() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
+/// The request slot ("async core") of the request being handled; `None` outside a request
+/// handler (for example in a background task).
+pub fn slot_id() -> Option<SlotId> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|r| r.slot))
+}
+
+/// Set the current request's harakiri deadline to `timeout` from now (`None` removes it),
+/// like uWSGI's `uwsgi.set_user_harakiri`. Returns false outside a request handler.
+///
+/// ```no_run
+/// # async fn handler() {
+/// use std::time::Duration;
+/// // This request may take up to a minute, whatever --harakiri says.
+/// ringsgi::set_user_harakiri(Some(Duration::from_secs(60)));
+/// # }
+/// ```
+pub fn set_user_harakiri(timeout: Option<Duration>) -> bool {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(r) => {
+            r.set_deadline(timeout.map(|t| Instant::now() + t));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Note what the current request is about to wait on (for `--harakiri-verbose`).
+pub(crate) fn note_wait(what: &'static str) {
+    CURRENT.with(|c| {
+        if let Some(r) = c.borrow().as_ref() {
+            r.waiting.set(what);
+        }
+    });
+}
+
+/// Resolves when `ctx`'s deadline has passed (never, while it has none).
+pub(crate) async fn expired(ctx: &ReqCtx) {
+    loop {
+        let generation = ctx.generation.get();
+        let changed = std::future::poll_fn(|cx| {
+            if ctx.generation.get() != generation {
+                Poll::Ready(())
+            } else {
+                *ctx.watcher.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        match ctx.deadline.get() {
+            None => changed.await,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return;
+                }
+                futures_lite::future::or(glommio::timer::sleep(d - now), changed).await;
+            }
+        }
+    }
+}
+
+/// A handler future run as the current request (see the module docs).
+pub(crate) struct Guarded<F> {
+    inner: F,
+    ctx: Rc<ReqCtx>,
+}
+
+impl<F> Guarded<F> {
+    pub(crate) fn new(ctx: Rc<ReqCtx>, inner: F) -> Guarded<F> {
+        Guarded { inner, ctx }
+    }
+}
+
+impl<F: Future + Unpin> Future for Guarded<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let board = this.ctx.board.filter(|_| this.ctx.deadline.get().is_some());
+        if let Some(b) = board {
+            b.enter(
+                this.ctx.slot.0,
+                crate::sys::monotonic_ms(),
+                this.ctx.deadline_ms(),
+                this.ctx.started_ms,
+                &this.ctx.info,
+            );
+        }
+        let prev = CURRENT.with(|c| c.replace(Some(this.ctx.clone())));
+        let out = Pin::new(&mut this.inner).poll(cx);
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+        if let Some(b) = board {
+            b.leave();
+        }
+        out
+    }
+}

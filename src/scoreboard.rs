@@ -1,0 +1,166 @@
+//! The shared-memory scoreboard: the only worker state the master reads.
+//!
+//! The master maps one [`WorkerBoard`] per worker before forking. A worker writes its own
+//! board around every poll of a request future: while a poll runs, `busy_since_ms` says when
+//! it started and `deadline_ms` holds the request's harakiri deadline. A handler that never
+//! yields leaves `busy_since_ms` set while the clock passes the deadline; the master sees
+//! that and kills the worker (hard harakiri), naming the request from `info`.
+//!
+//! Writes are relaxed atomics guarded by a sequence counter (odd while a write is under way)
+//! so that the master never logs a torn request line.
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Bytes of request description kept per worker (`"GET /uri" from ADDR`).
+pub(crate) const INFO_BYTES: usize = 128;
+
+/// One worker's entry. `repr(C)` and all atomics: valid when zeroed, shareable across fork.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct WorkerBoard {
+    /// The worker's pid (0 before its start).
+    pub(crate) pid: AtomicI32,
+    /// The slot being polled.
+    pub(crate) slot: AtomicU32,
+    /// Sequence counter: odd while the fields below are being written.
+    seq: AtomicU64,
+    /// `monotonic_ms` when the current poll of a request began; 0 when no request is polled.
+    pub(crate) busy_since_ms: AtomicU64,
+    /// Harakiri deadline of the request being polled (`monotonic_ms`); 0 for none.
+    pub(crate) deadline_ms: AtomicU64,
+    /// When that request started (`monotonic_ms`).
+    pub(crate) started_ms: AtomicU64,
+    /// Requests finished by this worker.
+    pub(crate) requests: AtomicU64,
+    /// The request line and peer of the request being polled, NUL padded.
+    info: [AtomicU64; INFO_BYTES / 8],
+}
+
+/// What the master reads about a busy worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Busy {
+    pub(crate) slot: u32,
+    pub(crate) busy_since_ms: u64,
+    pub(crate) deadline_ms: u64,
+    pub(crate) started_ms: u64,
+    pub(crate) info: String,
+}
+
+impl WorkerBoard {
+    /// A request's poll begins (worker side).
+    pub(crate) fn enter(
+        &self,
+        slot: u32,
+        now_ms: u64,
+        deadline_ms: u64,
+        started_ms: u64,
+        info: &[u8],
+    ) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.slot.store(slot, Ordering::Relaxed);
+        self.deadline_ms.store(deadline_ms, Ordering::Relaxed);
+        self.started_ms.store(started_ms, Ordering::Relaxed);
+        for (i, word) in self.info.iter().enumerate() {
+            let mut b = [0u8; 8];
+            let from = (i * 8).min(info.len());
+            let to = (i * 8 + 8).min(info.len());
+            b[..to - from].copy_from_slice(&info[from..to]);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        self.busy_since_ms.store(now_ms, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The poll returned (worker side).
+    pub(crate) fn leave(&self) {
+        self.busy_since_ms.store(0, Ordering::Release);
+    }
+
+    /// Reset at worker start.
+    pub(crate) fn reset(&self, pid: i32) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.deadline_ms.store(0, Ordering::Relaxed);
+        self.pid.store(pid, Ordering::Release);
+    }
+
+    /// A consistent snapshot of the request being polled, if any (master side).
+    pub(crate) fn busy(&self) -> Option<Busy> {
+        for _ in 0..100 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let busy_since_ms = self.busy_since_ms.load(Ordering::Relaxed);
+            let snap = Busy {
+                slot: self.slot.load(Ordering::Relaxed),
+                busy_since_ms,
+                deadline_ms: self.deadline_ms.load(Ordering::Relaxed),
+                started_ms: self.started_ms.load(Ordering::Relaxed),
+                info: {
+                    let bytes: Vec<u8> = self
+                        .info
+                        .iter()
+                        .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+                        .take_while(|&b| b != 0)
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                },
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return (busy_since_ms != 0).then_some(snap);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board() -> WorkerBoard {
+        WorkerBoard {
+            pid: AtomicI32::new(0),
+            slot: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
+            deadline_ms: AtomicU64::new(0),
+            started_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            info: Default::default(),
+        }
+    }
+
+    #[test]
+    fn enter_leave_round_trip() {
+        let b = board();
+        assert_eq!(b.busy(), None);
+        b.enter(7, 1000, 2000, 900, b"\"GET /spin\" from 127.0.0.1:5");
+        assert_eq!(
+            b.busy(),
+            Some(Busy {
+                slot: 7,
+                busy_since_ms: 1000,
+                deadline_ms: 2000,
+                started_ms: 900,
+                info: "\"GET /spin\" from 127.0.0.1:5".into()
+            })
+        );
+        b.leave();
+        assert_eq!(b.busy(), None);
+    }
+
+    #[test]
+    fn long_info_is_truncated_and_short_info_overwrites() {
+        let b = board();
+        let long = vec![b'x'; 300];
+        b.enter(1, 1, 0, 1, &long);
+        assert_eq!(b.busy().unwrap().info.len(), INFO_BYTES);
+        b.enter(1, 2, 0, 1, b"short");
+        assert_eq!(b.busy().unwrap().info, "short");
+    }
+}
