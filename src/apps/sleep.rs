@@ -1,7 +1,8 @@
 //! `sleep`: the seed article's Flask demo, a request that waits on a slow third party.
 //!
 //! Sleeps 1 s (or `?ms=N`, at most an hour) on a glommio timer, then answers "Hello World!".
-//! While it sleeps the slot's worker serves every other slot.
+//! While it sleeps the slot's worker serves every other slot. `?harakiri=SECS` sets this
+//! request's own harakiri deadline first (`ringsgi::set_user_harakiri`; `0` removes it).
 
 use std::time::Duration;
 
@@ -30,6 +31,14 @@ impl App for Sleep {
                     }
                 },
             };
+            if let Some(secs) = req
+                .query_param("harakiri")
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                let limit = (secs > 0.0 && secs.is_finite())
+                    .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+                ringsgi::set_user_harakiri(limit);
+            }
             ringsgi::sleep(Duration::from_millis(ms)).await;
             resp.header("Content-Type", "text/plain");
             resp.send(200, "Hello World!").await

@@ -16,6 +16,11 @@ impl App for Spin {
                 .and_then(|v| v.parse::<u64>().ok())
                 .filter(|ms| *ms <= 600_000)
                 .unwrap_or(1000);
+            tracing::info!(
+                "spin: burning CPU for {ms} ms without yielding (worker {} slot {})",
+                req.worker_id(),
+                req.slot_id()
+            );
             let until = Instant::now() + Duration::from_millis(ms);
             let mut x = 0u64;
             while Instant::now() < until {
