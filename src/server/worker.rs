@@ -100,6 +100,36 @@ pub(crate) fn run(
     })
 }
 
+/// Run `future` to completion on the calling thread inside a one-core ringsgi runtime (a glommio
+/// executor with this worker's ring and pump), so that the primitives (`sleep`, `wait_fd_read`,
+/// `connect`, ...) work outside a server: in tools, tests and benchmarks.
+///
+/// ```
+/// let slept = ringsgi::server::worker::block_on(async {
+///     let t0 = std::time::Instant::now();
+///     ringsgi::sleep(std::time::Duration::from_millis(10)).await;
+///     t0.elapsed()
+/// })
+/// .unwrap();
+/// assert!(slept >= std::time::Duration::from_millis(10));
+/// ```
+pub fn block_on<T: 'static>(
+    future: impl std::future::Future<Output = T> + 'static,
+) -> io::Result<T> {
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .preempt_timer(PREEMPT_TIMER)
+        .io_memory(IO_MEMORY)
+        .make()
+        .map_err(|e| io::Error::other(format!("cannot build the executor: {e}")))?;
+    ex.run(async move {
+        let driver = Driver::install(RING_ENTRIES)?;
+        glommio::spawn_local(pump::pump(driver)?).detach();
+        let out = future.await;
+        Driver::uninstall();
+        Ok(out)
+    })
+}
+
 /// Accept connections on `listener` while a slot is free; stop accepting while none is, so
 /// that waiting connections stay in the shared kernel backlog for the other workers.
 async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
