@@ -41,7 +41,7 @@ fn main() {
             }
         })
         .detach();
-        let suspend = rounds(|| ringsgi::suspend()).await;
+        let suspend = rounds(ringsgi::suspend).await;
         let sleep0 = rounds(|| ringsgi::sleep(Duration::ZERO)).await;
         let (r, w) = std::io::pipe().unwrap();
         std::io::Write::write_all(&mut &w, b"x").unwrap();
