@@ -1,8 +1,11 @@
 //! The fixed pool of request slots: uWSGI's "async cores".
 //!
-//! `--async N` slots per worker are allocated once at start. A slot holds what one in-flight
+//! `--async N` slots per worker are created once at start. A slot holds what one in-flight
 //! request needs: the buffer its head is copied into, the parsed header index, and the output
-//! buffer its response head (and small bodies) are written into. A request holds a slot from
+//! buffer its response head (and small bodies) are written into. The buffers get their memory
+//! on the slot's first request and keep it afterwards (the free list is LIFO, so the same hot
+//! slots are reused): the steady state allocates nothing, and an idle `--async 10000` worker
+//! costs ~4 MB instead of the ~55 MB that preallocating 5 KB per slot measured. A request holds a slot from
 //! its first byte to its last response byte; an idle keep-alive connection holds none.
 //!
 //! When every slot is busy, new requests wait here in FIFO order (a freed slot is handed to
@@ -71,8 +74,8 @@ impl fmt::Debug for SlotPool {
 }
 
 impl SlotPool {
-    /// Allocate `n` slots with head buffers of `buffer_size` bytes.
-    pub(crate) fn new(n: usize, buffer_size: usize) -> Rc<SlotPool> {
+    /// Create `n` slots. Their buffers get memory on first use (see the module docs).
+    pub(crate) fn new(n: usize) -> Rc<SlotPool> {
         let out_keep = 16 * 1024;
         let free = (0..n)
             .rev()
@@ -80,9 +83,9 @@ impl SlotPool {
                 (
                     SlotId(i as u32),
                     SlotBufs {
-                        head: Vec::with_capacity(buffer_size.min(4096)),
+                        head: Vec::new(),
                         index: HeadIndex::default(),
-                        out: Vec::with_capacity(1024),
+                        out: Vec::new(),
                     },
                 )
             })

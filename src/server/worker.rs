@@ -62,7 +62,7 @@ pub(crate) fn run(
     }
     let ctx = Rc::new(ConnCtx {
         worker: index,
-        slots: SlotPool::new(config.async_slots, config.buffer_size),
+        slots: SlotPool::new(config.async_slots),
         routes,
         limits: Limits {
             max_head: config.buffer_size,
