@@ -49,8 +49,10 @@ pub(crate) struct ConnCtx {
 /// alive; beyond it the connection is closed instead.
 const MAX_DRAIN: u64 = 256 * 1024;
 
-/// Bytes requested per `recv` while reading a head.
-const HEAD_READ: usize = 4096;
+/// Initial input buffer of a connection, and growth step while a head is incomplete. Most
+/// request heads fit in 1 KiB (nginx's `client_header_buffer_size` default is 1k too); an idle
+/// keep-alive connection holds this buffer, so it is kept small.
+const HEAD_READ: usize = 1024;
 
 impl ConnCtx {
     fn route(&self, path: &str) -> Option<&Rc<dyn App>> {
