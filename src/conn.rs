@@ -67,8 +67,14 @@ impl ConnCtx {
 
 /// How a request ended, for the connection loop.
 enum Next {
+    /// Wait for the next request on this connection.
     KeepAlive,
+    /// Close now.
     Close,
+    /// Close after a lingering read: the client may still be sending bytes we did not read
+    /// (an error answered mid-request, a body not drained). Closing with unread input sends an
+    /// RST, which can destroy our response in flight to the client.
+    Linger,
 }
 
 /// Serve one accepted connection until it closes.
@@ -105,10 +111,45 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         fresh = false;
         match next {
             Next::KeepAlive if !ctx.keepalive_timeout.is_zero() => {}
+            Next::Linger => {
+                linger(&fd).await;
+                break;
+            }
             _ => break,
         }
     }
     uring::close::close(fd);
+}
+
+/// Longest a lingering close waits for the client to stop sending (in total, and per read).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_READ: Duration = Duration::from_millis(500);
+/// Most bytes read and discarded by a lingering close.
+const LINGER_MAX: usize = 1 << 20;
+
+/// nginx's lingering close: stop sending (our response is complete), then read and discard
+/// what the client still sends, bounded, so that the close does not reset the connection
+/// before the client has read the response. Holds no slot.
+async fn linger(fd: &OwnedFd) {
+    if socket2::SockRef::from(fd)
+        .shutdown(std::net::Shutdown::Write)
+        .is_err()
+    {
+        return;
+    }
+    let fd = fd.as_raw_fd();
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = Vec::with_capacity(4096);
+    let mut total = 0;
+    while total < LINGER_MAX && Instant::now() < deadline {
+        buf.clear();
+        let (r, b) = uring::recv::recv(fd, buf, Some(LINGER_READ)).await;
+        buf = b;
+        match r {
+            Ok(n) if n > 0 => total += n,
+            _ => break,
+        }
+    }
 }
 
 /// Read, parse and answer one request while holding `slot`. Returns what to do next and
@@ -164,7 +205,7 @@ async fn request(
                 );
                 error_response(ctx, fd, &mut bufs, e.status()).await;
                 slot.put_bufs(bufs);
-                return (Next::Close, input);
+                return (Next::Linger, input);
             }
         }
     };
@@ -177,7 +218,7 @@ async fn request(
     let expect_continue = index.expect_continue;
     let keep_alive = index.keep_alive && !ctx.keepalive_timeout.is_zero();
     let head_only = index.method.of(&bufs.head) == b"HEAD";
-    let mut body = Body::new(fd, input, head_len, framing);
+    let mut body = Body::new(fd, input, head_len, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
     body.continue_pending = expect_continue && !body.is_done();
     let SlotBufs {
@@ -282,7 +323,10 @@ async fn request(
             }
         }
         Ok(Err(e)) => {
-            if !resp.is_started() && !resp.broken && !req.body.broken {
+            // A framing error in the body (413, 400) leaves the input unusable but the
+            // output fine: answer with its status, then close.
+            if !resp.is_started() && !resp.broken {
+                resp.keep_alive &= !req.body.broken;
                 let status = req.body.error.map(|pe| pe.status()).unwrap_or(500);
                 tracing::error!(
                     "{} {}: handler error: {e}: {status}",
@@ -328,6 +372,9 @@ async fn request(
         if req.body.continue_pending || !req.body.drain(MAX_DRAIN).await {
             next = Next::Close;
         }
+    }
+    if matches!(next, Next::Close) && !req.body.is_done() && !resp.broken {
+        next = Next::Linger;
     }
     ctx.requests.set(ctx.requests.get() + 1);
     if ctx.log {

@@ -177,11 +177,17 @@ pub(crate) struct Body {
 }
 
 impl Body {
-    pub(crate) fn new(fd: RawFd, input: Vec<u8>, pos: usize, framing: BodyFraming) -> Body {
+    pub(crate) fn new(
+        fd: RawFd,
+        input: Vec<u8>,
+        pos: usize,
+        framing: BodyFraming,
+        max_body: Option<u64>,
+    ) -> Body {
         let state = match framing {
             BodyFraming::None | BodyFraming::Length(0) => BodyState::Done,
             BodyFraming::Length(n) => BodyState::Length(n),
-            BodyFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(None)),
+            BodyFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(max_body)),
         };
         Body {
             fd,

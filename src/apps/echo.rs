@@ -1,9 +1,12 @@
 //! `echo`: returns what it was sent, for debugging clients and proxies.
 //!
 //! The body is the request line, the headers as received, an empty line, then the request
-//! body, streamed back chunk by chunk as it arrives.
+//! body (read whole first, so that a body over `--limit-post` is answered with 413).
 
 use ringsgi::{App, BoxFuture, Request, Response};
+
+/// Largest body echoed, whatever `--limit-post` allows.
+const MAX_ECHO: usize = 64 << 20;
 
 /// Echoes method, target, headers and body.
 pub(crate) struct Echo;
@@ -19,14 +22,16 @@ impl App for Echo {
                 head.push('\n');
             }
             head.push('\n');
-            resp.header("Content-Type", "text/plain; charset=utf-8");
-            resp.start(200)?;
-            resp.write(head).await?;
+            let mut out = head.into_bytes();
             while let Some(chunk) = req.read_chunk().await? {
-                let chunk = chunk.to_vec();
-                resp.write(chunk).await?;
+                if out.len() + chunk.len() > MAX_ECHO {
+                    resp.header("Content-Type", "text/plain");
+                    return resp.send(413, "echo: body over 64 MiB\n").await;
+                }
+                out.extend_from_slice(chunk);
             }
-            resp.finish().await
+            resp.header("Content-Type", "text/plain; charset=utf-8");
+            resp.send(200, out).await
         })
     }
 }

@@ -4,6 +4,7 @@ mod cpubound;
 mod crazy;
 mod echo;
 mod hello;
+mod panic;
 mod sleep;
 mod sleeping;
 mod spin;
@@ -25,6 +26,7 @@ pub(crate) fn builtin(config: &Config) -> Apps {
             names: Rc::new(names.clone()),
         })
         .register("sleeping", || sleeping::Sleeping)
-        .register("spin", || spin::Spin);
+        .register("spin", || spin::Spin)
+        .register("panic", || panic::Panic);
     apps
 }

@@ -48,8 +48,6 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 const DETACHED: u64 = u64::MAX;
 /// Marks the second CQE of a linked pair (the `LINK_TIMEOUT` after a `POLL_ADD` or `RECV`).
 const SECONDARY: u64 = 1 << 63;
-/// `IORING_ENTER_GETEVENTS` from the kernel UAPI (`io_uring::sys` is private in 0.7).
-const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Counters of the ring and of the bridge, read by tests and by stats.
 #[derive(Debug, Default, Clone, Copy)]
@@ -495,23 +493,34 @@ impl Driver {
         }
     }
 
-    /// `io_uring_enter(GETEVENTS)`: runs deferred task work so that completions are posted and
-    /// the deferred list is empty (the kernel signals the eventfd only when that list goes
-    /// from empty to non-empty).
+    /// Run **all** deferred task work before the pump parks, so that completions are posted
+    /// and the deferred lists are empty: the kernel signals the eventfd only when its work list
+    /// goes from empty to non-empty, so work left behind would never wake us (a lost wakeup).
+    ///
+    /// A plain `io_uring_enter(GETEVENTS)` is not enough: since Linux 6.13 it runs at most 20
+    /// items (`IO_LOCAL_TW_DEFAULT_MAX`) and parks the rest on a retry list that neither the
+    /// eventfd nor `IORING_SQ_TASKRUN` reports. Asking for `min_complete` = the CQ size with a
+    /// zero timeout makes the kernel run up to that many items, then return `ETIME` at once.
     fn enter_getevents(&self) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.stats.enters += 1;
-        // SAFETY: no SQEs are submitted (to_submit = 0) and no argument is passed.
-        match unsafe {
-            inner
-                .ring
-                .submitter()
-                .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
-        } {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
+        let want = inner.ring.params().cq_entries() as usize;
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        for _ in 0..8 {
+            match inner.ring.submitter().submit_with_args(want, &args) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
+                // Interrupted before the work ran: run it again.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     /// A duplicate (`F_DUPFD_CLOEXEC`) of the registered eventfd, for the pump's glommio READ.

@@ -1,0 +1,289 @@
+//! Shared helpers for the integration tests: the real `ringsgi` binary on 127.0.0.1:0, its
+//! log as a readiness signal, and a raw HTTP/1.1 client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `ringsgi` with its stderr lines streamed to a channel.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Server {
+    pub(crate) fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringsgi");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines: rx,
+            log: Vec::new(),
+        };
+        let bound = s.wait_for("bound http socket on ");
+        let addr = bound
+            .split("bound http socket on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap();
+        s.addr = addr.parse().unwrap();
+        let cores = args
+            .windows(2)
+            .find(|w| w[0] == "--cores")
+            .map_or(1, |w| w[1].parse().unwrap());
+        for _ in 0..cores {
+            s.wait_for(" ready (pid ");
+        }
+        s
+    }
+
+    /// Wait (at most 20 s) for a log line containing `needle`; returns it.
+    pub(crate) fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Log lines so far (draining what arrived).
+    pub(crate) fn drain(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        &self.log
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM lets the master stop its workers; SIGKILL if it does not exit.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `target` on a new connection; returns (status, body). `None` if the connection closed
+/// without a response.
+pub(crate) fn get(addr: SocketAddr, target: &str) -> Option<(u16, String)> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    if raw.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((status, body))
+}
+
+/// Decode a chunked body; a body cut short (no last chunk) is returned with a `[truncated]`
+/// marker so that tests can tell.
+pub(crate) fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            return out + "[truncated]";
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return out + "[truncated]";
+        };
+        if n == 0 {
+            return out;
+        }
+        if rest.len() < n + 2 {
+            return out + "[truncated]";
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+/// One parsed response: status line, headers (as sent, `Date` value replaced by `<date>`),
+/// decoded body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    /// The head exactly as sent, with the `Date` value normalised.
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Resp {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A keep-alive client connection that reads responses one at a time.
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub(crate) fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    fn take_until(&mut self, pat: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.windows(pat.len()).position(|w| w == pat) {
+                let out = self.buf[..i + pat.len()].to_vec();
+                self.buf.drain(..i + pat.len());
+                return Some(out);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// Read one response (`head_only` for a HEAD request). `None` if the connection ended
+    /// before a whole response.
+    pub(crate) fn read(&mut self, head_only: bool) -> Option<Resp> {
+        let head = String::from_utf8(self.take_until(b"\r\n\r\n")?).unwrap();
+        let status: u16 = head.get(9..12)?.parse().ok()?;
+        let head = normalise_date(&head);
+        let mut r = Resp {
+            status,
+            head,
+            body: Vec::new(),
+        };
+        if head_only || status / 100 == 1 || status == 204 || status == 304 {
+            return Some(r);
+        }
+        if r.header("transfer-encoding") == Some("chunked") {
+            loop {
+                let line = String::from_utf8(self.take_until(b"\r\n")?).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).ok()?;
+                if n == 0 {
+                    self.take_until(b"\r\n")?;
+                    break;
+                }
+                r.body.extend(self.take(n)?);
+                self.take(2)?;
+            }
+        } else if let Some(n) = r.header("content-length") {
+            let n = n.parse().unwrap();
+            r.body = self.take(n)?;
+        } else {
+            while self.fill() {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        Some(r)
+    }
+
+    /// True if the server closed the connection (and sent nothing more).
+    pub(crate) fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill()
+    }
+}
+
+fn normalise_date(head: &str) -> String {
+    head.split("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("date:") {
+                "Date: <date>".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}

@@ -1,0 +1,10 @@
+//! The integration tests: one binary, one module per area, all against the real `ringsgi`
+//! binary on 127.0.0.1 port 0.
+
+mod support;
+
+// Harakiri (per request and per executor), background tasks, the `crazy` app.
+mod harakiri;
+
+// HTTP/1.1: keep-alive, pipelining, chunked, 100-continue, bad input, slots, workers, panics.
+mod http;
