@@ -43,6 +43,8 @@ pub(crate) struct ConnCtx {
     pub(crate) harakiri_verbose: bool,
     /// This worker's scoreboard entry, read by the master.
     pub(crate) board: Option<&'static WorkerBoard>,
+    /// Every worker's entry (accept balancing).
+    pub(crate) boards: &'static [WorkerBoard],
 }
 
 /// Largest rest of an unread request body that is read and discarded to keep a connection

@@ -172,15 +172,20 @@ impl<F: Future + Unpin> Future for Guarded<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let board = this.ctx.board.filter(|_| this.ctx.deadline.get().is_some());
+        let board = this.ctx.board;
         if let Some(b) = board {
-            b.enter(
-                this.ctx.slot.0,
-                crate::sys::monotonic_ms(),
-                this.ctx.deadline_ms(),
-                this.ctx.started_ms,
-                &this.ctx.info,
-            );
+            let now = crate::sys::monotonic_ms();
+            if this.ctx.deadline.get().is_some() {
+                b.enter(
+                    this.ctx.slot.0,
+                    now,
+                    this.ctx.deadline_ms(),
+                    this.ctx.started_ms,
+                    &this.ctx.info,
+                );
+            } else {
+                b.enter_plain(now);
+            }
         }
         let prev = CURRENT.with(|c| c.replace(Some(this.ctx.clone())));
         let out = Pin::new(&mut this.inner).poll(cx);

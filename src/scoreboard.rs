@@ -32,6 +32,10 @@ pub(crate) struct WorkerBoard {
     pub(crate) started_ms: AtomicU64,
     /// Requests finished by this worker.
     pub(crate) requests: AtomicU64,
+    /// Open client connections (for accept balancing between workers).
+    pub(crate) conns: AtomicU64,
+    /// 1 while the worker has an accept armed.
+    pub(crate) accepting: AtomicU32,
     /// The request line and peer of the request being polled, NUL padded.
     info: [AtomicU64; INFO_BYTES / 8],
 }
@@ -73,6 +77,24 @@ impl WorkerBoard {
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
+    /// A poll of a request without a deadline begins (worker side): only `busy_since_ms`, so
+    /// that other workers can tell a stuck executor from a busy one.
+    pub(crate) fn enter_plain(&self, now_ms: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.deadline_ms.store(0, Ordering::Relaxed);
+        self.busy_since_ms.store(now_ms, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Whether this worker's executor is making progress: not inside one poll for more than
+    /// `stuck_ms` (read by other workers).
+    pub(crate) fn alive(&self, now_ms: u64, stuck_ms: u64) -> bool {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        since == 0 || now_ms.saturating_sub(since) < stuck_ms
+    }
+
     /// The poll returned (worker side).
     pub(crate) fn leave(&self) {
         self.busy_since_ms.store(0, Ordering::Release);
@@ -81,6 +103,8 @@ impl WorkerBoard {
     /// Reset at worker start.
     pub(crate) fn reset(&self, pid: i32) {
         self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.conns.store(0, Ordering::Relaxed);
+        self.accepting.store(0, Ordering::Relaxed);
         self.deadline_ms.store(0, Ordering::Relaxed);
         self.pid.store(pid, Ordering::Release);
     }
@@ -131,6 +155,8 @@ mod tests {
             deadline_ms: AtomicU64::new(0),
             started_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            accepting: AtomicU32::new(0),
             info: Default::default(),
         }
     }

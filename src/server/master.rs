@@ -92,7 +92,7 @@ pub(super) fn run(
         })
         .collect();
     for (i, rec) in workers.iter_mut().enumerate() {
-        spawn(config, i, listeners, apps, rec, &boards[i])?;
+        spawn(config, i, listeners, apps, rec, boards)?;
     }
     let mut buf = [0u8; 64];
     loop {
@@ -122,7 +122,7 @@ pub(super) fn run(
         for (i, rec) in workers.iter_mut().enumerate() {
             let due = rec.pid.is_none() && rec.respawn_at.is_none_or(|t| t <= now);
             if due {
-                spawn(config, i, listeners, apps, rec, &boards[i])?;
+                spawn(config, i, listeners, apps, rec, boards)?;
             }
         }
     }
@@ -135,7 +135,7 @@ fn spawn(
     listeners: &[Listener],
     apps: &Apps,
     rec: &mut WorkerRec,
-    board: &'static WorkerBoard,
+    boards: &'static [WorkerBoard],
 ) -> io::Result<()> {
     match sys::fork()? {
         Forked::Parent(pid) => {
@@ -154,7 +154,7 @@ fn spawn(
         }
         Forked::Child => {
             let code = match sys::worker_signal_setup()
-                .and_then(|()| worker::run(config, i, listeners, apps, board))
+                .and_then(|()| worker::run(config, i, listeners, apps, boards))
             {
                 Ok(()) => 0,
                 Err(e) => {

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -42,8 +43,9 @@ pub(crate) fn run(
     index: usize,
     listeners: &[Listener],
     apps: &Apps,
-    board: &'static WorkerBoard,
+    boards: &'static [WorkerBoard],
 ) -> io::Result<()> {
+    let board = &boards[index];
     board.reset(std::process::id() as i32);
     crate::harakiri::set_worker(index);
     let cpu = config.cpu_for_worker(index);
@@ -76,6 +78,7 @@ pub(crate) fn run(
         harakiri: config.harakiri,
         harakiri_verbose: config.harakiri_verbose,
         board: Some(board),
+        boards,
     });
     let fds: Vec<(i32, bool, Protocol)> = listeners
         .iter()
@@ -130,30 +133,89 @@ pub fn block_on<T: 'static>(
     })
 }
 
-/// Accept connections on `listener` while a slot is free; stop accepting while none is, so
-/// that waiting connections stay in the shared kernel backlog for the other workers.
+/// Connections a worker may hold beyond the least loaded live worker before it stops accepting.
+///
+/// The kernel wakes one waiter per new connection, and always the same one while it stays
+/// armed: without this, one worker takes every connection until its slots are full.
+const BALANCE_SLACK: u64 = 8;
+/// How often a worker that stopped accepting for balance (or holds more than the slack)
+/// compares its load again.
+const BALANCE_CHECK: Duration = Duration::from_millis(10);
+/// A worker inside one poll for longer than this is stuck (a handler that does not yield):
+/// it does not count as a place for connections to go.
+const STUCK_MS: u64 = 50;
+
+/// Whether this worker holds clearly more connections than another live, accepting worker.
+fn overloaded(ctx: &ConnCtx) -> bool {
+    let me = ctx.worker;
+    let mine = ctx.boards[me].conns.load(Ordering::Relaxed);
+    if mine <= BALANCE_SLACK {
+        return false;
+    }
+    let now = crate::sys::monotonic_ms();
+    ctx.boards.iter().enumerate().any(|(i, b)| {
+        i != me
+            && b.pid.load(Ordering::Relaxed) != 0
+            && b.accepting.load(Ordering::Relaxed) == 1
+            && b.alive(now, STUCK_MS)
+            && b.conns.load(Ordering::Relaxed) + BALANCE_SLACK < mine
+    })
+}
+
+/// Accept connections on `listener` while a slot is free and this worker is not clearly more
+/// loaded than another; stop accepting otherwise, so that new connections stay in the shared
+/// kernel backlog for the other workers.
 async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
+    let board = &ctx.boards[ctx.worker];
     loop {
         ctx.slots.wait_free().await;
-        let mut accept = AcceptMulti::arm(listener);
+        while overloaded(&ctx) {
+            glommio::timer::sleep(BALANCE_CHECK).await;
+        }
+        // Alone on the listener: multishot (one SQE for many connections). With other
+        // workers: one connection per SQE, so that a burst is spread between them.
+        let mut accept = if ctx.boards.len() == 1 {
+            AcceptMulti::arm(listener)
+        } else {
+            AcceptMulti::arm_once(listener)
+        };
+        board.accepting.store(1, Ordering::Relaxed);
         loop {
-            let event = future::or(async { Some(accept.next().await) }, async {
-                ctx.slots.wait_exhausted().await;
-                None
-            })
+            let watch_balance = board.conns.load(Ordering::Relaxed) > BALANCE_SLACK;
+            let event = future::or(
+                future::or(async { Some(accept.next().await) }, async {
+                    ctx.slots.wait_exhausted().await;
+                    ctx.slots.note_full();
+                    None
+                }),
+                async {
+                    if !watch_balance {
+                        return future::pending().await;
+                    }
+                    loop {
+                        glommio::timer::sleep(BALANCE_CHECK).await;
+                        if overloaded(&ctx) {
+                            return None;
+                        }
+                    }
+                },
+            )
             .await;
             match event {
                 // Every slot is busy: drop (cancel) the accept; new connections wait in the
                 // shared backlog, where another worker may take them.
-                None => {
-                    ctx.slots.note_full();
-                    break;
-                }
+                None => break,
                 // The kernel ended the multishot: re-arm.
                 Some(None) => break,
                 Some(Some(Ok(fd))) => {
                     let peer = peer_of(&fd, tcp);
-                    glommio::spawn_local(conn::serve(fd, peer, ctx.clone())).detach();
+                    board.conns.fetch_add(1, Ordering::Relaxed);
+                    let ctx = ctx.clone();
+                    glommio::spawn_local(async move {
+                        conn::serve(fd, peer, ctx.clone()).await;
+                        ctx.boards[ctx.worker].conns.fetch_sub(1, Ordering::Relaxed);
+                    })
+                    .detach();
                 }
                 Some(Some(Err(e))) => {
                     tracing::error!("worker {}: accept failed: {e}", ctx.worker);
@@ -168,6 +230,7 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
                 }
             }
         }
+        board.accepting.store(0, Ordering::Relaxed);
     }
 }
 

@@ -27,6 +27,25 @@ impl AcceptMulti {
         }
     }
 
+    /// Arm a single-shot accept: one connection, then `next` yields `None` (re-arm).
+    ///
+    /// With several workers on one listener this spreads a burst of connections: the kernel
+    /// wakes one waiter per connection, and a multishot accept takes every connection queued
+    /// when its worker runs, so one worker would take a whole burst.
+    pub(crate) fn arm_once(listener: RawFd) -> AcceptMulti {
+        let e = opcode::Accept::new(
+            types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+        AcceptMulti {
+            op: MultiOp::submit(e, OpKind::Accept { listener }),
+            listener,
+        }
+    }
+
     /// The next accepted connection. `None` when the kernel ended the multishot (re-arm).
     ///
     /// Connections accepted for an earlier, cancelled accept on the same listener come first.
