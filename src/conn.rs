@@ -37,6 +37,8 @@ pub(crate) struct ConnCtx {
     pub(crate) log: bool,
     /// Requests served by this worker.
     pub(crate) requests: std::cell::Cell<u64>,
+    /// The worker is stopping: finish the current request, then close.
+    pub(crate) stopping: std::cell::Cell<bool>,
     /// Per-request deadline (`--harakiri`).
     pub(crate) harakiri: Option<Duration>,
     /// Log what a harakiri'd request was waiting on.
@@ -112,7 +114,7 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         input = rest;
         fresh = false;
         match next {
-            Next::KeepAlive if !ctx.keepalive_timeout.is_zero() => {}
+            Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
             Next::Linger => {
                 linger(&fd).await;
                 break;

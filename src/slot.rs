@@ -101,6 +101,11 @@ impl SlotPool {
         })
     }
 
+    /// Slots held by requests right now.
+    pub(crate) fn busy_count(&self) -> usize {
+        self.size - self.free_count()
+    }
+
     /// Slots free right now.
     pub(crate) fn free_count(&self) -> usize {
         self.free.borrow().len()

@@ -111,3 +111,34 @@ pub(crate) fn monotonic_ms() -> u64 {
         .expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
 }
+
+/// The write end of the worker's stop pipe, for the SIGTERM handler (-1: none).
+static STOP_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    let fd = STOP_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte. A full pipe
+        // (EAGAIN) is fine: one byte is enough to wake the worker.
+        let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// In a worker: make SIGTERM write a byte to `tx` (the read end is the worker's graceful stop
+/// signal) instead of killing the process.
+///
+/// signal-hook cannot be used here: its registry was inherited from the master, which
+/// registered SIGTERM, so it would not reinstall the handler that `worker_signal_setup` reset.
+pub(crate) fn worker_stop_on_sigterm(tx: std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    STOP_PIPE.store(tx.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    let action = nix::sys::signal::SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only loads an atomic and calls write(2), both async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &action) }.map_err(io::Error::from)?;
+    Ok(())
+}

@@ -140,3 +140,34 @@ fn crazy_follows_the_seed_sequence_and_its_task_outlives_the_response() {
     assert!(pos("long task 9") < pos(&response_logged));
     assert!(pos(&response_logged) < pos(&last));
 }
+
+#[test]
+fn sigterm_lets_requests_and_background_tasks_finish() {
+    let mut srv = Server::start(&[
+        "--cores",
+        "1",
+        "--mount",
+        "/crazy=crazy",
+        "--reload-mercy",
+        "10",
+    ]);
+    let addr = srv.addr;
+    let client = std::thread::spawn(move || get(addr, "/crazy?sleep_ms=500&bg_ms=50"));
+    // The request is in its handler (its joined task has run): stop the server now.
+    srv.wait_for("long task 9");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}");
+    // The request in progress completed, whole.
+    let (code, body) = client.join().unwrap().expect("a response");
+    assert_eq!(code, 200);
+    assert!(
+        body.starts_with("sleeping for 3 seconds...<br/>done<br>"),
+        "{body}"
+    );
+    assert!(!body.contains("[truncated]"), "{body}");
+    // Its background task ran to the end before the worker exited.
+    let log = srv.drain().to_vec();
+    let pos = |needle: &str| log.iter().position(|l| l.contains(needle));
+    assert!(pos("background task 9").is_some(), "{}", log.join("\n"));
+    assert!(pos("background task 9") < pos("stopped gracefully"));
+}

@@ -109,12 +109,16 @@ pub(super) fn run(
         }
         if signals.quit.load(Ordering::Acquire) {
             tracing::info!("SIGINT/SIGQUIT received: stopping workers now");
-            stop_all(&mut workers, Signal::SIGKILL);
+            stop_all(&mut workers, Signal::SIGKILL, STOP_GRACE);
             return Ok(0);
         }
         if signals.stop.load(Ordering::Acquire) {
             tracing::info!("SIGTERM received: stopping workers");
-            stop_all(&mut workers, Signal::SIGTERM);
+            stop_all(
+                &mut workers,
+                Signal::SIGTERM,
+                config.reload_mercy + STOP_GRACE,
+            );
             return Ok(0);
         }
         hard_harakiri(&mut workers, boards);
@@ -210,14 +214,14 @@ fn reap(workers: &mut [WorkerRec], stopping: bool) {
     }
 }
 
-/// Signal every worker and wait for all of them (SIGKILL after `STOP_GRACE`).
-fn stop_all(workers: &mut [WorkerRec], sig: Signal) {
+/// Signal every worker and wait for all of them (SIGKILL after `grace`).
+fn stop_all(workers: &mut [WorkerRec], sig: Signal, grace: Duration) {
     for w in workers.iter() {
         if let Some(pid) = w.pid {
             let _ = kill(pid, sig);
         }
     }
-    let deadline = Instant::now() + STOP_GRACE;
+    let deadline = Instant::now() + grace;
     while workers.iter().any(|w| w.pid.is_some()) {
         reap(workers, true);
         if Instant::now() >= deadline {

@@ -75,6 +75,7 @@ pub(crate) fn run(
         keepalive_timeout: config.keepalive_timeout,
         log: !config.disable_logging,
         requests: Cell::new(0),
+        stopping: Cell::new(false),
         harakiri: config.harakiri,
         harakiri_verbose: config.harakiri_verbose,
         board: Some(board),
@@ -85,22 +86,74 @@ pub(crate) fn run(
         .map(|l| (l.raw(), l.tcp, l.protocol))
         .collect();
     let slots = config.async_slots;
+    // SIGTERM asks for a graceful stop: its handler writes to this pipe.
+    let (stop_rx, stop_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    crate::sys::worker_stop_on_sigterm(stop_tx)?;
+    let mercy = config.reload_mercy;
     ex.run(async move {
         let driver = Driver::install(RING_ENTRIES)?;
         let pump = pump::pump(driver)?;
-        let pump_task = glommio::spawn_local(pump);
+        let mut pump_task = glommio::spawn_local(pump);
+        let mut accepts = Vec::new();
         for (fd, tcp, protocol) in fds {
             if protocol != Protocol::Http {
                 continue;
             }
-            glommio::spawn_local(accept_loop(fd, tcp, ctx.clone())).detach();
+            accepts.push(glommio::spawn_local(accept_loop(fd, tcp, ctx.clone())));
         }
         tracing::info!(
             "worker {index} ready (pid {}, pinned to cpu {cpu}, {slots} slots)",
             std::process::id()
         );
-        pump_task.await
+        let stopped = future::or(
+            async {
+                // By reference: the pump must keep running during a graceful stop.
+                (&mut pump_task).await?;
+                Ok::<bool, io::Error>(false)
+            },
+            async {
+                crate::primitives::wait_fd_read(std::os::fd::AsFd::as_fd(&stop_rx), None).await?;
+                Ok(true)
+            },
+        )
+        .await?;
+        if stopped {
+            graceful_stop(&ctx, accepts, mercy).await;
+        }
+        Ok(())
     })
+}
+
+/// SIGTERM: stop accepting, let requests in progress and background tasks finish for at most
+/// `mercy` (`--reload-mercy`), then return (the process exits; the rest is cancelled).
+async fn graceful_stop(ctx: &ConnCtx, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
+    ctx.stopping.set(true);
+    // Dropping the accept tasks cancels their accepts.
+    drop(accepts);
+    ctx.boards[ctx.worker].accepting.store(0, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + mercy;
+    let busy = || ctx.slots.busy_count() + crate::primitives::background_tasks() as usize;
+    tracing::info!(
+        "worker {} stopping: {} requests in progress, {} background tasks, up to {} s",
+        ctx.worker,
+        ctx.slots.busy_count(),
+        crate::primitives::background_tasks(),
+        mercy.as_secs_f64()
+    );
+    while busy() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if busy() > 0 {
+        tracing::warn!(
+            "worker {}: --reload-mercy passed with {} requests and {} background tasks left: cancelling them",
+            ctx.worker,
+            ctx.slots.busy_count(),
+            crate::primitives::background_tasks()
+        );
+    } else {
+        tracing::info!("worker {} stopped gracefully", ctx.worker);
+    }
 }
 
 /// Run `future` to completion on the calling thread inside a one-core ringsgi runtime (a glommio

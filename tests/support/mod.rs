@@ -91,6 +91,27 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM the master and wait (at most 30 s) for it to exit; the log is complete after.
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The stderr reader ends at EOF; collect what it read.
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                    self.log.push(l);
+                }
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM lets the master stop its workers; SIGKILL if it does not exit.
