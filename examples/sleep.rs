@@ -5,18 +5,13 @@
 //! then `ab -c 500 -n 500 'http://127.0.0.1:8080/?ms=1000'`: 500 requests in about one second
 //! on one core; `curl 'http://127.0.0.1:8080/?work=1'` computes while others keep going.
 
+mod common;
+
 use std::time::Duration;
 
 use ringsgi::{Apps, app_fn};
 
 fn main() {
-    // Serve this example's app at "/" unless the command line picks another.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if !args.iter().any(|a| a == "--app") {
-        args.extend(["--app".into(), "sleep".into()]);
-    }
-    let config = ringsgi::config::load_from_args(args).unwrap_or_else(|e| e.print_and_exit());
-    tracing_subscriber::fmt().with_target(false).init();
     let mut apps = Apps::new();
     apps.register("sleep", || {
         app_fn(|req, resp| {
@@ -46,8 +41,5 @@ fn main() {
             })
         })
     });
-    std::process::exit(ringsgi::server::run(&config, &apps).unwrap_or_else(|e| {
-        eprintln!("sleep: {e}");
-        1
-    }));
+    common::serve("sleep", apps)
 }

@@ -6,19 +6,14 @@
 //! then `curl 'http://127.0.0.1:8080/?host=localhost&port=8080'`: the handler makes an HTTP
 //! request to `host:port` (here: to itself) and returns the status line it got.
 
+mod common;
+
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use ringsgi::{Apps, app_fn};
 
 fn main() {
-    // Serve this example's app at "/" unless the command line picks another.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if !args.iter().any(|a| a == "--app") {
-        args.extend(["--app".into(), "third_party".into()]);
-    }
-    let config = ringsgi::config::load_from_args(args).unwrap_or_else(|e| e.print_and_exit());
-    tracing_subscriber::fmt().with_target(false).init();
     let mut apps = Apps::new();
     apps.register("third_party", || {
         app_fn(|req, resp| {
@@ -71,8 +66,5 @@ fn main() {
             })
         })
     });
-    std::process::exit(ringsgi::server::run(&config, &apps).unwrap_or_else(|e| {
-        eprintln!("third_party: {e}");
-        1
-    }));
+    common::serve("third_party", apps)
 }

@@ -6,19 +6,14 @@
 //! after `ms` milliseconds; the handler waits on both for at most 500 ms and reports which
 //! became ready, or that the wait timed out (try `?ms=900`).
 
+mod common;
+
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use ringsgi::{Apps, app_fn};
 
 fn main() {
-    // Serve this example's app at "/" unless the command line picks another.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if !args.iter().any(|a| a == "--app") {
-        args.extend(["--app".into(), "wait".into()]);
-    }
-    let config = ringsgi::config::load_from_args(args).unwrap_or_else(|e| e.print_and_exit());
-    tracing_subscriber::fmt().with_target(false).init();
     let mut apps = Apps::new();
     apps.register("wait", || {
         app_fn(|req, resp| {
@@ -53,8 +48,5 @@ fn main() {
             })
         })
     });
-    std::process::exit(ringsgi::server::run(&config, &apps).unwrap_or_else(|e| {
-        eprintln!("wait_fd: {e}");
-        1
-    }));
+    common::serve("wait", apps)
 }

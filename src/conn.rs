@@ -156,6 +156,31 @@ async fn linger(fd: &OwnedFd) {
     }
 }
 
+/// Count a finished request and write its log line (unless `--disable-logging`).
+#[allow(clippy::too_many_arguments)]
+fn log_request(
+    ctx: &ConnCtx,
+    peer: &Peer,
+    req: &Request,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    slot: crate::slot::SlotId,
+    note: &str,
+) {
+    ctx.requests.set(ctx.requests.get() + 1);
+    if ctx.log {
+        tracing::info!(
+            target: "ringsgi::request",
+            "{peer} {} {} => {status} {bytes} bytes in {} ms (worker {} slot {slot}{note})",
+            req.method(),
+            req.target(),
+            started.elapsed().as_millis(),
+            ctx.worker
+        );
+    }
+}
+
 /// Read, parse and answer one request while holding `slot`. Returns what to do next and
 /// the connection's input buffer with the consumed bytes removed.
 async fn request(
@@ -298,18 +323,16 @@ async fn request(
         } else {
             resp.status
         };
-        ctx.requests.set(ctx.requests.get() + 1);
-        if ctx.log {
-            tracing::info!(
-                target: "ringsgi::request",
-                "{peer} {} {} => {status} {} bytes in {} ms (worker {} slot {slot_id}, harakiri)",
-                req.method(),
-                req.target(),
-                resp.body_bytes,
-                started.elapsed().as_millis(),
-                ctx.worker
-            );
-        }
+        log_request(
+            ctx,
+            peer,
+            &req,
+            status,
+            resp.body_bytes,
+            started,
+            slot_id,
+            ", harakiri",
+        );
         // The connection may hold half a body or half a response: close it.
         return (Next::Close, Vec::new());
     };
@@ -380,19 +403,16 @@ async fn request(
     if matches!(next, Next::Close) && !req.body.is_done() && !resp.broken {
         next = Next::Linger;
     }
-    ctx.requests.set(ctx.requests.get() + 1);
-    if ctx.log {
-        tracing::info!(
-            target: "ringsgi::request",
-            "{peer} {} {} => {} {} bytes in {} ms (worker {} slot {slot_id})",
-            req.method(),
-            req.target(),
-            resp.status,
-            resp.body_bytes,
-            started.elapsed().as_millis(),
-            ctx.worker
-        );
-    }
+    log_request(
+        ctx,
+        peer,
+        &req,
+        resp.status,
+        resp.body_bytes,
+        started,
+        slot_id,
+        "",
+    );
     // 5. Give the buffers back to the slot; drop the consumed bytes from the input.
     let mut input = std::mem::take(&mut req.body.input);
     let consumed = req.body.pos.min(input.len());
