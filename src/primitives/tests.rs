@@ -42,7 +42,7 @@ fn sleeps_finish_in_deadline_order() {
 
 #[test]
 fn many_concurrent_sleeps() {
-    const N: usize = 20_000;
+    const N: usize = 100_000;
     let done = in_worker(|_| async {
         let done = Rc::new(Cell::new(0usize));
         let t0 = Instant::now();
