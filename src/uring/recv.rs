@@ -1,4 +1,4 @@
-//! recv into the spare capacity of an owned buffer, with an optional linked timeout.
+//! recv into the spare capacity of an owned buffer, with an optional deadline ([`super::op::deadline`]).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use io_uring::{opcode, types};
 
-use super::op::{Op, timed_result};
+use super::op::{Op, deadline};
 
 struct RecvData {
     buf: Vec<u8>,
-    /// Boxed so its address is stable until the kernel has read it at submission.
-    _ts: Option<Box<types::Timespec>>,
 }
 
 /// Receive into `buf[len..capacity]`. On success `buf.len()` grows by the bytes received
@@ -32,16 +30,11 @@ pub(crate) async fn recv(
     // into the Op (its heap block does not move) and is only handed back after the final CQE.
     let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
     let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
-    let (res, data) = match timeout {
-        None => Op::submit(entry, RecvData { buf, _ts: None }).await,
-        Some(d) => {
-            let ts = Box::new(super::timespec(d));
-            let t = opcode::LinkTimeout::new(&*ts as *const types::Timespec).build();
-            Op::submit_linked(entry, t, RecvData { buf, _ts: Some(ts) }).await
-        }
+    let Some((res, data)) = deadline(Op::submit(entry, RecvData { buf }), timeout).await else {
+        return (Err(io::ErrorKind::TimedOut.into()), Vec::new());
     };
     let mut buf = data.buf;
-    match timed_result(res) {
+    match super::cqe_result(res) {
         Ok(n) => {
             let n = n as usize;
             // SAFETY: the kernel wrote `n` bytes into the spare capacity starting at `len`.

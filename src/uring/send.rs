@@ -1,4 +1,4 @@
-//! send from an owned buffer, with an optional linked timeout.
+//! send from an owned buffer, with an optional deadline ([`super::op::deadline`]).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use io_uring::{opcode, types};
 
-use super::op::{Op, timed_result};
+use super::op::{Op, deadline};
 
 struct SendData {
     buf: Vec<u8>,
-    _ts: Option<Box<types::Timespec>>,
 }
 
 /// Send `buf[offset..]` once (may be partial). Returns the bytes sent and the buffer.
@@ -27,15 +26,10 @@ pub(crate) async fn send(
     let entry = opcode::Send::new(types::Fd(fd), ptr, len)
         .flags(libc::MSG_NOSIGNAL)
         .build();
-    let (res, data) = match timeout {
-        None => Op::submit(entry, SendData { buf, _ts: None }).await,
-        Some(d) => {
-            let ts = Box::new(super::timespec(d));
-            let t = opcode::LinkTimeout::new(&*ts as *const types::Timespec).build();
-            Op::submit_linked(entry, t, SendData { buf, _ts: Some(ts) }).await
-        }
+    let Some((res, data)) = deadline(Op::submit(entry, SendData { buf }), timeout).await else {
+        return (Err(io::ErrorKind::TimedOut.into()), Vec::new());
     };
-    (timed_result(res).map(|n| n as usize), data.buf)
+    (super::cqe_result(res).map(|n| n as usize), data.buf)
 }
 
 /// Send all of `buf[offset..]`, looping over partial sends. Each wait is bounded by `timeout`.
