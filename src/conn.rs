@@ -284,7 +284,13 @@ async fn request(
         slot_id,
         started,
         ctx.harakiri,
-        format!("\"{} {}\" from {peer}", req.method(), req.target()).into_bytes(),
+        // The request line for the master's log; formatted only when a deadline is configured
+        // (a deadline set later by set_user_harakiri alone shows only the slot).
+        if ctx.harakiri.is_some() {
+            format!("\"{} {}\" from {peer}", req.method(), req.target()).into_bytes()
+        } else {
+            Vec::new()
+        },
         ctx.board,
     ));
     let outcome = match ctx.route(req.path()) {
