@@ -40,6 +40,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod config;
+pub mod cron;
 pub mod proto;
 pub mod server;
 

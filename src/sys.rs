@@ -142,3 +142,27 @@ pub(crate) fn worker_stop_on_sigterm(tx: std::os::fd::OwnedFd) -> io::Result<()>
     unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &action) }.map_err(io::Error::from)?;
     Ok(())
 }
+
+/// Broken-down local time of `epoch_secs`, and the zone's offset from UTC in seconds.
+///
+/// `localtime_r` rather than `localtime`: the result lands in our own buffer, not in libc's
+/// static one. glibc's `localtime_r` loads the time zone (`TZ`, `/etc/localtime`) itself.
+pub(crate) fn local_time(epoch_secs: i64) -> Option<(crate::cron::BrokenDownTime, i64)> {
+    let t: libc::time_t = epoch_secs;
+    // SAFETY: `tm` is plain integers plus a `tm_zone` pointer, for which null is valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to live locals of the right types; `localtime_r` writes only
+    // into `tm` and returns null on failure (checked).
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    if r.is_null() {
+        return None;
+    }
+    let when = crate::cron::BrokenDownTime {
+        minute: tm.tm_min,
+        hour: tm.tm_hour,
+        mday: tm.tm_mday,
+        month: tm.tm_mon + 1,
+        wday: tm.tm_wday,
+    };
+    Some((when, tm.tm_gmtoff))
+}
