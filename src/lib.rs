@@ -43,6 +43,7 @@ pub mod config;
 pub mod cron;
 pub mod proto;
 pub mod server;
+pub mod stats;
 
 mod app;
 mod conn;

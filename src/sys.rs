@@ -143,6 +143,43 @@ pub(crate) fn worker_stop_on_sigterm(tx: std::os::fd::OwnedFd) -> io::Result<()>
     Ok(())
 }
 
+/// `TCP_LISTEN` from the kernel's `include/net/tcp_states.h` (libc does not export the enum).
+const TCP_LISTEN: u8 = 10;
+
+/// The accept queue of a listening TCP socket: (connections waiting for `accept`, backlog).
+///
+/// `Ok(None)` when the socket is not a TCP listener: only in `LISTEN` does the kernel
+/// (`tcp_get_info`, `net/ipv4/tcp.c`) alias `tcpi_unacked` to the accept queue length and
+/// `tcpi_sacked` to its maximum; on any other socket those fields mean something else.
+pub(crate) fn tcp_listen_queue(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<(u32, u32)>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain integers, for which all-zero bytes are a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a live, writable `tcp_info` and `len` holds its size; the kernel writes
+    // at most `len` bytes and stores the written length back in `len`. `fd` is borrowed, so it
+    // stays open for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The three fields read below sit in the first 32 bytes, which every kernel that has
+    // TCP_INFO fills; a shorter answer would be a kernel bug, reported as "not a listener".
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_sacked) + 4;
+    if (len as usize) < needed || info.tcpi_state != TCP_LISTEN {
+        return Ok(None);
+    }
+    Ok(Some((info.tcpi_unacked, info.tcpi_sacked)))
+}
+
 /// Broken-down local time of `epoch_secs`, and the zone's offset from UTC in seconds.
 ///
 /// `localtime_r` rather than `localtime`: the result lands in our own buffer, not in libc's
@@ -165,4 +202,12 @@ pub(crate) fn local_time(epoch_secs: i64) -> Option<(crate::cron::BrokenDownTime
         wday: tm.tm_wday,
     };
     Some((when, tm.tm_gmtoff))
+}
+
+/// The size of a memory page in bytes (`/proc/PID/statm` counts pages).
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: sysconf takes an integer name and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // POSIX requires _SC_PAGESIZE; 4096 is every Linux target's smallest page, if it ever fails.
+    if n > 0 { n as u64 } else { 4096 }
 }
