@@ -47,6 +47,51 @@ pub(crate) struct ConnCtx {
     pub(crate) board: Option<&'static WorkerBoard>,
     /// Every worker's entry (accept balancing).
     pub(crate) boards: &'static [WorkerBoard],
+    /// Recycle the worker after this many requests (`--max-requests`).
+    pub(crate) max_requests: Option<u64>,
+    /// Connections waiting for their next request without a slot: shut for reading when the
+    /// worker drains, so that each either serves a request that already arrived (with
+    /// `Connection: close`) or closes at once instead of at exit.
+    pub(crate) idle: std::cell::RefCell<std::collections::HashSet<i32>>,
+    /// This worker's index in `boards` (not its worker index: during a reload the old and
+    /// the new worker of one index both have a board).
+    pub(crate) board_index: usize,
+    /// The listening sockets and whether each is TCP.
+    pub(crate) listeners: Vec<(i32, bool)>,
+}
+
+/// Set once when this worker starts draining: responses from then on say `Connection: close`.
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this worker is draining.
+pub(crate) fn draining() -> bool {
+    DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl ConnCtx {
+    /// This worker's index in `boards`.
+    pub(crate) fn worker_board(&self) -> usize {
+        self.board_index
+    }
+
+    /// Client connections open on this worker.
+    pub(crate) fn open_conns(&self) -> usize {
+        self.boards[self.board_index]
+            .conns
+            .load(std::sync::atomic::Ordering::Relaxed) as usize
+    }
+
+    /// Start draining: no new requests on kept-alive connections, `Connection: close` on the
+    /// responses still to come, idle connections closed (after serving a request that already
+    /// arrived on one).
+    pub(crate) fn drain(&self) {
+        DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping.set(true);
+        for &fd in self.idle.borrow().iter() {
+            // The pending recv completes with what already arrived, or with 0 (end of file).
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
 }
 
 /// Largest rest of an unread request body that is read and discarded to keep a connection
@@ -94,7 +139,12 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
             } else {
                 ctx.keepalive_timeout
             };
+            if ctx.stopping.get() && !fresh {
+                break;
+            }
+            ctx.idle.borrow_mut().insert(raw);
             let (r, buf) = uring::recv::recv(raw, input, Some(wait)).await;
+            ctx.idle.borrow_mut().remove(&raw);
             input = buf;
             match r {
                 Ok(0) => break,
@@ -164,11 +214,25 @@ fn log_request(
     req: &Request,
     status: u16,
     bytes: u64,
+    wire: u64,
     started: Instant,
     slot: crate::slot::SlotId,
     note: &str,
 ) {
-    ctx.requests.set(ctx.requests.get() + 1);
+    let n = ctx.requests.get() + 1;
+    ctx.requests.set(n);
+    if let Some(b) = ctx.board {
+        b.note_request(wire, started.elapsed().as_micros() as u64);
+    }
+    if ctx.max_requests == Some(n) {
+        tracing::info!(
+            "worker {}: --max-requests {n} reached: asking the master for a replacement",
+            ctx.worker
+        );
+        if let Some(b) = ctx.board {
+            b.recycle.store(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     if ctx.log {
         tracing::info!(
             target: "ringsgi::request",
@@ -192,6 +256,7 @@ async fn request(
 ) -> (Next, Vec<u8>) {
     let started = Instant::now();
     let slot_id = slot.id();
+    let _stat = SlotStat::enter(ctx, slot_id);
     let mut bufs = slot.take_bufs();
     // 1. The head.
     let head_len = loop {
@@ -245,7 +310,7 @@ async fn request(
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
-    let keep_alive = index.keep_alive && !ctx.keepalive_timeout.is_zero();
+    let keep_alive = index.keep_alive && !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get();
     let head_only = index.method.of(&bufs.head) == b"HEAD";
     let mut body = Body::new(fd, input, head_len, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
@@ -315,6 +380,10 @@ async fn request(
         } else {
             String::new()
         };
+        if let Some(b) = ctx.board {
+            b.harakiri_count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::error!(
             "HARAKIRI ON WORKER {} SLOT {slot_id} (pid {}): \"{} {}\" from {peer} after {} ms{verbose}",
             ctx.worker,
@@ -335,6 +404,7 @@ async fn request(
             &req,
             status,
             resp.body_bytes,
+            resp.wire_bytes,
             started,
             slot_id,
             ", harakiri",
@@ -382,6 +452,9 @@ async fn request(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".into());
+            if let Some(b) = ctx.board {
+                b.exceptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::error!(
                 "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",
                 req.method(),
@@ -415,6 +488,7 @@ async fn request(
         &req,
         resp.status,
         resp.body_bytes,
+        resp.wire_bytes,
         started,
         slot_id,
         "",
@@ -432,6 +506,33 @@ async fn request(
     });
     drop(slot);
     (next, input)
+}
+
+/// Keeps the scoreboard's view of a slot (uWSGI's per-core stats) up to date for as long as a
+/// request holds the slot, whichever way it ends.
+struct SlotStat {
+    slot: Option<&'static crate::scoreboard::SlotBoard>,
+}
+
+impl SlotStat {
+    fn enter(ctx: &ConnCtx, slot: crate::slot::SlotId) -> SlotStat {
+        let slot = crate::scoreboard::slot_boards(ctx.board_index).get(slot.0 as usize);
+        if let Some(s) = slot {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            s.enter(epoch);
+        }
+        SlotStat { slot }
+    }
+}
+
+impl Drop for SlotStat {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot {
+            s.leave();
+        }
+    }
 }
 
 /// Answer a request the server refused (bad head, timeout) with `status` and close.

@@ -52,6 +52,7 @@ mod primitives;
 mod request;
 mod response;
 mod scoreboard;
+mod signals;
 mod slot;
 mod sys;
 pub mod uring;
@@ -65,4 +66,5 @@ pub use primitives::{
 };
 pub use request::{Peer, Request};
 pub use response::Response;
+pub use signals::{SignalTarget, register_signal, signal, signal_registered};
 pub use slot::SlotId;

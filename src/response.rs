@@ -152,6 +152,10 @@ impl Response {
     }
 
     fn write_head(&mut self, framing: ResponseFraming) {
+        // A worker that is draining (reload, recycling, stop) tells the client to reconnect.
+        if crate::conn::draining() {
+            self.keep_alive = false;
+        }
         let headers = std::mem::take(&mut self.headers);
         writer::with_date(|date| {
             http::encode_head(

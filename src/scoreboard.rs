@@ -36,6 +36,29 @@ pub(crate) struct WorkerBoard {
     pub(crate) conns: AtomicU64,
     /// 1 while the worker has an accept armed.
     pub(crate) accepting: AtomicU32,
+    /// 1 once the worker's accept loops run: the master retires the worker it replaces only
+    /// then (reload and recycling never leave a listener without an accepting worker).
+    pub(crate) ready: AtomicU32,
+    /// Set by the worker when it wants to be replaced (`--max-requests` reached); the master
+    /// starts its replacement and then stops it gracefully.
+    pub(crate) recycle: AtomicU32,
+    /// Request slots of the worker, and how many are busy.
+    pub(crate) slots: AtomicU32,
+    pub(crate) busy_slots: AtomicU32,
+    /// Times every slot was busy ("async queue is full").
+    pub(crate) queue_full: AtomicU64,
+    /// Background tasks alive.
+    pub(crate) background: AtomicU64,
+    /// Requests cancelled by the in-worker harakiri.
+    pub(crate) harakiri_count: AtomicU64,
+    /// Handler panics.
+    pub(crate) exceptions: AtomicU64,
+    /// uWSGI signals handled.
+    pub(crate) signals: AtomicU64,
+    /// Response bytes written (heads included).
+    pub(crate) tx: AtomicU64,
+    /// Sum of request durations in microseconds (for the average response time).
+    pub(crate) rt_us: AtomicU64,
     /// The request line and peer of the request being polled, NUL padded.
     info: [AtomicU64; INFO_BYTES / 8],
 }
@@ -109,6 +132,39 @@ impl WorkerBoard {
         self.pid.store(pid, Ordering::Release);
     }
 
+    /// Zero every field (master side: before a worker is forked onto this board, and after
+    /// its worker is reaped, so that nobody balances connections toward a dead worker).
+    pub(crate) fn clear(&self) {
+        self.pid.store(0, Ordering::Relaxed);
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.deadline_ms.store(0, Ordering::Relaxed);
+        self.conns.store(0, Ordering::Relaxed);
+        self.accepting.store(0, Ordering::Relaxed);
+        self.ready.store(0, Ordering::Relaxed);
+        self.recycle.store(0, Ordering::Relaxed);
+        self.busy_slots.store(0, Ordering::Relaxed);
+        self.background.store(0, Ordering::Relaxed);
+        for c in [
+            &self.requests,
+            &self.queue_full,
+            &self.harakiri_count,
+            &self.exceptions,
+            &self.signals,
+            &self.tx,
+            &self.rt_us,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// Count one finished request (worker side).
+    pub(crate) fn note_request(&self, wire_bytes: u64, micros: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.tx.fetch_add(wire_bytes, Ordering::Relaxed);
+        self.rt_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
     /// A consistent snapshot of the request being polled, if any (master side).
     pub(crate) fn busy(&self) -> Option<Busy> {
         for _ in 0..100 {
@@ -142,6 +198,107 @@ impl WorkerBoard {
     }
 }
 
+/// One request slot's entry (uWSGI's per-core stats): written by its worker at the start and
+/// end of every request, read by the stats server.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SlotBoard {
+    in_request: AtomicU32,
+    requests: AtomicU64,
+    /// Wall-clock start of the request in progress, seconds since the epoch.
+    start: AtomicU64,
+}
+
+impl SlotBoard {
+    /// A request starts on this slot (worker side).
+    pub(crate) fn enter(&self, epoch_secs: u64) {
+        self.start.store(epoch_secs, Ordering::Relaxed);
+        self.in_request.store(1, Ordering::Release);
+    }
+
+    /// The request on this slot ended (worker side).
+    pub(crate) fn leave(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_request.store(0, Ordering::Release);
+    }
+
+    /// `(in_request, requests, start)` (stats side).
+    pub(crate) fn read(&self) -> (bool, u64, u64) {
+        (
+            self.in_request.load(Ordering::Acquire) == 1,
+            self.requests.load(Ordering::Relaxed),
+            self.start.load(Ordering::Relaxed),
+        )
+    }
+
+    fn clear(&self) {
+        self.in_request.store(0, Ordering::Relaxed);
+        self.requests.store(0, Ordering::Relaxed);
+        self.start.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Every board's slot entries, `slots_per_board` per board, in board order.
+static SLOTS: std::sync::OnceLock<(&'static [SlotBoard], usize)> = std::sync::OnceLock::new();
+
+/// Record the shared slot entries (master, before forking).
+pub(crate) fn set_slot_boards(all: &'static [SlotBoard], per_board: usize) {
+    let _ = SLOTS.set((all, per_board));
+}
+
+/// The slot entries of board `board` (empty if there are none).
+pub(crate) fn slot_boards(board: usize) -> &'static [SlotBoard] {
+    match SLOTS.get() {
+        Some((all, per)) => all.get(board * per..(board + 1) * per).unwrap_or(&[]),
+        None => &[],
+    }
+}
+
+/// Zero the slot entries of board `board` (master, before a worker is forked onto it).
+pub(crate) fn clear_slot_boards(board: usize) {
+    for s in slot_boards(board) {
+        s.clear();
+    }
+}
+
+/// This process's own board (set once in a worker at start; `None` in the master).
+static MINE: std::sync::OnceLock<&'static WorkerBoard> = std::sync::OnceLock::new();
+
+/// Record this worker's board.
+pub(crate) fn set_mine(board: &'static WorkerBoard) {
+    let _ = MINE.set(board);
+}
+
+/// This worker's board, for counters written from anywhere in the worker.
+pub(crate) fn mine() -> Option<&'static WorkerBoard> {
+    MINE.get().copied()
+}
+
+/// Where each uWSGI signal number goes, registered by the workers and read by the master when
+/// it routes a raised signal (the handlers themselves live in every worker).
+///
+/// Entry encoding: 0 unregistered, 1 `worker` (any one), 2 `workers` (all), `3 + i` worker
+/// index `i` (`worker<i+1>` in uWSGI's 1-based naming).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SignalTable {
+    pub(crate) targets: [AtomicU32; 256],
+    /// Signals raised that no worker registered, or that found a full channel.
+    pub(crate) unrouted: AtomicU64,
+}
+
+static TABLE: std::sync::OnceLock<&'static SignalTable> = std::sync::OnceLock::new();
+
+/// Record the shared signal table (master, before forking).
+pub(crate) fn set_signal_table(t: &'static SignalTable) {
+    let _ = TABLE.set(t);
+}
+
+/// The shared signal table, if this process has one.
+pub(crate) fn signal_table() -> Option<&'static SignalTable> {
+    TABLE.get().copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +314,17 @@ mod tests {
             requests: AtomicU64::new(0),
             conns: AtomicU64::new(0),
             accepting: AtomicU32::new(0),
+            ready: AtomicU32::new(0),
+            recycle: AtomicU32::new(0),
+            slots: AtomicU32::new(0),
+            busy_slots: AtomicU32::new(0),
+            queue_full: AtomicU64::new(0),
+            background: AtomicU64::new(0),
+            harakiri_count: AtomicU64::new(0),
+            exceptions: AtomicU64::new(0),
+            signals: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            rt_us: AtomicU64::new(0),
             info: Default::default(),
         }
     }

@@ -62,6 +62,8 @@ pub(crate) struct SlotPool {
     last_full_log: Cell<Option<Instant>>,
     /// Largest `out` capacity kept between requests; bigger buffers are shrunk back.
     out_keep: usize,
+    /// Where the busy count is published for the master's stats (the worker's scoreboard).
+    gauge: Cell<Option<&'static std::sync::atomic::AtomicU32>>,
 }
 
 impl fmt::Debug for SlotPool {
@@ -98,7 +100,23 @@ impl SlotPool {
             queue_full: Cell::new(0),
             last_full_log: Cell::new(None),
             out_keep,
+            gauge: Cell::new(None),
         })
+    }
+
+    /// Publish the busy count to `gauge` from now on.
+    pub(crate) fn publish_to(&self, gauge: &'static std::sync::atomic::AtomicU32) {
+        self.gauge.set(Some(gauge));
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(g) = self.gauge.get() {
+            g.store(
+                self.busy_count() as u32,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
     }
 
     /// Slots held by requests right now.
@@ -118,6 +136,7 @@ impl SlotPool {
             if self.free_count() == 0 {
                 self.notify_watchers();
             }
+            self.publish();
             return SlotGuard {
                 pool: self.clone(),
                 id,
@@ -145,6 +164,7 @@ impl SlotPool {
         })
         .await;
         guard.done = true;
+        self.publish();
         SlotGuard {
             pool: self.clone(),
             id,
@@ -287,5 +307,6 @@ impl Drop for SlotGuard {
             out: Vec::new(),
         });
         self.pool.release(self.id, bufs);
+        self.pool.publish();
     }
 }

@@ -77,13 +77,37 @@ pub(crate) fn raise_limits(memlock: u64) -> (u64, u64) {
     (nofile, memlock)
 }
 
-/// A zero-filled `MAP_SHARED | MAP_ANONYMOUS` array of `n` boards, created by the master before
+/// Types that may live in memory shared between the master and the workers.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid value, and every field must be safe to access from several
+/// processes at once (atomics only, `repr(C)`).
+pub(crate) unsafe trait Shareable {}
+
+// SAFETY: `WorkerBoard` is `repr(C)` and made only of atomics (and arrays of them), for which
+// all-zero bytes are valid and which are lock-free on x86-64 and aarch64.
+unsafe impl Shareable for crate::scoreboard::WorkerBoard {}
+// SAFETY: as above: `repr(C)`, atomics only.
+unsafe impl Shareable for crate::scoreboard::SignalTable {}
+// SAFETY: as above: `repr(C)`, atomics only.
+unsafe impl Shareable for crate::scoreboard::SlotBoard {}
+
+/// Borrow a raw descriptor for a call that needs a `BorrowedFd` (the master's `poll`).
+///
+/// The caller owns `fd` (through an `OwnedFd` or socket it keeps) for longer than the borrow.
+pub(crate) fn borrow_fd<'a>(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: see above: the descriptor stays open while the borrow lives; the master is
+    // single-threaded, so nothing closes it meanwhile.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// A zero-filled `MAP_SHARED | MAP_ANONYMOUS` array of `n` values, created by the master before
 /// it forks so that every worker writes its own entry and the master reads them all.
 ///
 /// The mapping lives as long as the process (it is never unmapped), hence `'static`.
-pub(crate) fn shared_boards(n: usize) -> io::Result<&'static [crate::scoreboard::WorkerBoard]> {
-    use crate::scoreboard::WorkerBoard;
-    let len = std::mem::size_of::<WorkerBoard>() * n.max(1);
+pub(crate) fn shared_zeroed<T: Shareable>(n: usize) -> io::Result<&'static [T]> {
+    let len = std::mem::size_of::<T>() * n.max(1);
     // SAFETY: an anonymous shared mapping with no address hint; the result is checked.
     let ptr = unsafe {
         libc::mmap(
@@ -98,11 +122,9 @@ pub(crate) fn shared_boards(n: usize) -> io::Result<&'static [crate::scoreboard:
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for `WorkerBoard`), zero
-    // filled by the kernel, and never unmapped. `WorkerBoard` is `repr(C)` and made only of
-    // atomics, for which all-zero bytes are a valid value and which may be shared between
-    // processes (they are lock-free on x86-64 and aarch64).
-    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<WorkerBoard>(), n) })
+    // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for `T`), zero filled by
+    // the kernel, and never unmapped; `T: Shareable` makes zeroed bytes a valid, shareable `T`.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<T>(), n) })
 }
 
 /// Milliseconds on `CLOCK_MONOTONIC`: one clock that the master and every worker agree on.

@@ -61,6 +61,19 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("harakiri-verbose", "false"),
         ("stats", "none"),
         ("reload-mercy", "60"),
+        ("stats-http", "false"),
+        ("metrics", "none"),
+        ("max-requests", "0"),
+        ("max-worker-lifetime", "0"),
+        ("reload-on-rss", "0"),
+        ("pidfile", "none"),
+        ("uid", "none"),
+        ("gid", "none"),
+        ("refuse-root", "false"),
+        ("chdir", "none"),
+        ("timer", "none"),
+        ("cron", "none"),
+        ("file-monitor", "none"),
         ("crazy-names", "localhost"),
     ]
 }
@@ -150,6 +163,32 @@ pub struct Config {
     pub stats: Option<String>,
     /// Time a worker gets to finish its requests on reload/shutdown (`--reload-mercy`).
     pub reload_mercy: Duration,
+    /// Serve the stats document over HTTP (`--stats-http`).
+    pub stats_http: bool,
+    /// Prometheus endpoint address as written (`--metrics`).
+    pub metrics: Option<String>,
+    /// Recycle a worker after this many requests (`--max-requests`).
+    pub max_requests: Option<u64>,
+    /// Recycle a worker after it ran this long (`--max-worker-lifetime`).
+    pub max_worker_lifetime: Option<Duration>,
+    /// Recycle a worker whose RSS exceeds this many bytes (`--reload-on-rss`, given in MB).
+    pub reload_on_rss: Option<u64>,
+    /// The master's pid file (`--pidfile`).
+    pub pidfile: Option<PathBuf>,
+    /// User to run as after binding (`--uid`), as written.
+    pub uid: Option<String>,
+    /// Group to run as after binding (`--gid`), as written.
+    pub gid: Option<String>,
+    /// Refuse to run workers as root (`--refuse-root`).
+    pub refuse_root: bool,
+    /// Working directory (`--chdir`).
+    pub chdir: Option<PathBuf>,
+    /// `--timer` signal sources: (signal, period).
+    pub timers: Vec<(u8, Duration)>,
+    /// `--cron` signal sources.
+    pub crons: Vec<(u8, crate::cron::CronSpec)>,
+    /// `--file-monitor` signal sources: (signal, path).
+    pub file_monitors: Vec<(u8, PathBuf)>,
     /// Host names the built-in `crazy` app resolves (`--crazy-names`).
     pub crazy_names: Vec<String>,
 }
@@ -391,6 +430,11 @@ fn read_somaxconn() -> Option<u32> {
         .ok()
 }
 
+/// Resolve a stats or metrics address as written (`--stats`, `--metrics`).
+pub fn resolve_listen_addr(written: &str) -> Result<ListenAddr, String> {
+    resolve_addr("stats", written, true).map_err(|e| e.to_string())
+}
+
 fn resolve_addr(key: &str, written: &str, allow_abstract: bool) -> Result<ListenAddr, ConfigError> {
     let spec = raw::parse_addr(written, allow_abstract)
         .map_err(|reason| invalid(format!("invalid value '{written}' for --{key}: {reason}")))?;
@@ -500,6 +544,31 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         harakiri_verbose: raw.harakiri_verbose.unwrap_or(false),
         stats: raw.stats,
         reload_mercy: secs(raw.reload_mercy.unwrap_or(DEFAULT_RELOAD_MERCY)),
+        stats_http: raw.stats_http.unwrap_or(false),
+        metrics: raw.metrics.clone(),
+        max_requests: raw.max_requests.filter(|&n| n != 0),
+        max_worker_lifetime: raw.max_worker_lifetime.filter(|&s| s != 0.0).map(secs),
+        reload_on_rss: raw.reload_on_rss.filter(|&n| n != 0).map(|mb| mb << 20),
+        pidfile: raw.pidfile.clone(),
+        uid: raw.uid.clone(),
+        gid: raw.gid.clone(),
+        refuse_root: raw.refuse_root.unwrap_or(false),
+        chdir: raw.chdir.clone(),
+        timers: raw
+            .timer
+            .iter()
+            .map(|s| crate::cron::parse_timer(s).expect("validated"))
+            .collect(),
+        crons: raw
+            .cron
+            .iter()
+            .map(|s| crate::cron::parse_cron_option(s).expect("validated"))
+            .collect(),
+        file_monitors: raw
+            .file_monitor
+            .iter()
+            .map(|s| crate::cron::parse_file_monitor(s).expect("validated"))
+            .collect(),
         crazy_names: if raw.crazy_names.is_empty() {
             vec!["localhost".to_owned()]
         } else {
@@ -946,7 +1015,14 @@ mod tests {
             "mount" => "[\"/a=a\"]",
             "crazy-names" => "[\"localhost\"]",
             "app" => "\"hello\"",
-            "stats" => "\"127.0.0.1:9191\"",
+            "stats" | "metrics" => "\"127.0.0.1:9191\"",
+            "pidfile" | "chdir" => "\"/tmp\"",
+            "uid" | "gid" => "\"nobody\"",
+            "timer" => "[\"1 2\"]",
+            "cron" => "[\"1 -1 -1 -1 -1 -1\"]",
+            "file-monitor" => "[\"1 /tmp\"]",
+            "stats-http" | "refuse-root" => "true",
+            "max-worker-lifetime" => "1.5",
             "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
             "socket-timeout" | "keepalive-timeout" | "harakiri" | "reload-mercy" => "1.5",
             "buffer-size" => "4096",
@@ -1018,6 +1094,25 @@ mod tests {
                 "harakiri-verbose" => c.harakiri_verbose.to_string(),
                 "stats" => c.stats.clone().unwrap_or_else(|| "none".to_owned()),
                 "reload-mercy" => secs(c.reload_mercy),
+                "stats-http" => c.stats_http.to_string(),
+                "refuse-root" => c.refuse_root.to_string(),
+                "max-requests" => c.max_requests.unwrap_or(0).to_string(),
+                "max-worker-lifetime" => c.max_worker_lifetime.map_or("0".to_owned(), secs),
+                "reload-on-rss" => c.reload_on_rss.unwrap_or(0).to_string(),
+                "metrics" | "pidfile" | "uid" | "gid" | "chdir" => {
+                    let set = match *key {
+                        "metrics" => c.metrics.is_some(),
+                        "pidfile" => c.pidfile.is_some(),
+                        "uid" => c.uid.is_some(),
+                        "gid" => c.gid.is_some(),
+                        _ => c.chdir.is_some(),
+                    };
+                    (if set { "?" } else { "none" }).to_owned()
+                }
+                "timer" | "cron" | "file-monitor" => {
+                    let n = c.timers.len() + c.crons.len() + c.file_monitors.len();
+                    (if n == 0 { "none" } else { "?" }).to_owned()
+                }
                 "crazy-names" => c.crazy_names.join(","),
                 other => panic!("no check for key {other}"),
             };

@@ -123,6 +123,69 @@ pub struct RawConfig {
           allow_negative_numbers = true)]
     pub reload_mercy: Option<f64>,
 
+    /// Serve the stats document over HTTP (for browsers and `curl`) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub stats_http: Option<bool>,
+
+    /// Prometheus metrics endpoint (HTTP): "HOST:PORT" or a unix socket path [default: none]
+    #[arg(long, value_name = "ADDR", value_parser = parse_stats)]
+    pub metrics: Option<String>,
+
+    /// Recycle a worker (drained, like a reload) after it served N requests; 0 = never
+    /// [default: 0]
+    #[arg(long, short = 'R', value_name = "N", value_parser = parse_limit_post,
+          allow_negative_numbers = true)]
+    pub max_requests: Option<u64>,
+
+    /// Recycle a worker (drained) after it ran SECS seconds; 0 = never [default: 0]
+    #[arg(long, value_name = "SECS", value_parser = parse_reload_mercy,
+          allow_negative_numbers = true)]
+    pub max_worker_lifetime: Option<f64>,
+
+    /// Recycle a worker (drained) whose resident memory exceeds MB megabytes; 0 = never
+    /// [default: 0]
+    #[arg(long, value_name = "MB", value_parser = parse_limit_post,
+          allow_negative_numbers = true)]
+    pub reload_on_rss: Option<u64>,
+
+    /// Write the master's pid to FILE (removed at exit) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Drop privileges to this user (name or number) after binding [default: none]
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<String>,
+
+    /// Drop privileges to this group (name or number) after binding [default: none]
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<String>,
+
+    /// Refuse to start when the workers would run as root [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub refuse_root: Option<bool>,
+
+    /// Change to DIR before anything else [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Raise signal NUM every SECS seconds (repeatable): "NUM SECS"
+    #[arg(long, value_name = "NUM SECS", value_parser = parse_timer_arg)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub timer: Vec<String>,
+
+    /// Raise signal NUM on a cron schedule (repeatable): "NUM MIN HOUR DAY MONTH WEEKDAY",
+    /// -1 = any, -N = every N
+    #[arg(long, value_name = "NUM SPEC", value_parser = parse_cron_arg)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub cron: Vec<String>,
+
+    /// Raise signal NUM when PATH changes (repeatable): "NUM PATH"
+    #[arg(long, value_name = "NUM PATH", value_parser = parse_file_monitor_arg)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub file_monitor: Vec<String>,
+
     /// TOML config file; command-line flags override its values
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -146,8 +209,9 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
     merged!(
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
-        reload_mercy, config;
-        http_socket, socket, mount, crazy_names
+        reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
+        pidfile, uid, gid, refuse_root, chdir, config;
+        http_socket, socket, mount, crazy_names, timer, cron, file_monitor
     )
 }
 
@@ -240,6 +304,15 @@ impl RawConfig {
         check("stats", &self.stats, |s| parse_addr(s, true).map(drop))?;
         check("reload-mercy", &self.reload_mercy, |v| {
             NONNEG_SECS.check(*v)
+        })?;
+        check("metrics", &self.metrics, |s| parse_addr(s, true).map(drop))?;
+        check("max-worker-lifetime", &self.max_worker_lifetime, |v| {
+            NONNEG_SECS.check(*v)
+        })?;
+        each("timer", &self.timer, |s| crate::cron::parse_timer(s).map(drop))?;
+        each("cron", &self.cron, |s| crate::cron::parse_cron_option(s).map(drop))?;
+        each("file-monitor", &self.file_monitor, |s| {
+            crate::cron::parse_file_monitor(s).map(drop)
         })?;
         Ok(())
     }
@@ -382,6 +455,15 @@ fn parse_harakiri(s: &str) -> Result<f64, String> {
 }
 fn parse_reload_mercy(s: &str) -> Result<f64, String> {
     NONNEG_SECS.parse(s)
+}
+fn parse_timer_arg(s: &str) -> Result<String, String> {
+    crate::cron::parse_timer(s).map(|_| s.to_owned())
+}
+fn parse_cron_arg(s: &str) -> Result<String, String> {
+    crate::cron::parse_cron_option(s).map(|_| s.to_owned())
+}
+fn parse_file_monitor_arg(s: &str) -> Result<String, String> {
+    crate::cron::parse_file_monitor(s).map(|_| s.to_owned())
 }
 fn parse_app(s: &str) -> Result<String, String> {
     check_app_name(s).map(|()| s.to_owned())

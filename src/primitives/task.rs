@@ -22,6 +22,10 @@ struct Counted;
 impl Counted {
     fn new() -> Counted {
         BACKGROUND.with(|c| c.set(c.get() + 1));
+        if let Some(b) = crate::scoreboard::mine() {
+            b.background
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Counted
     }
 }
@@ -29,6 +33,10 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         BACKGROUND.with(|c| c.set(c.get() - 1));
+        if let Some(b) = crate::scoreboard::mine() {
+            b.background
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

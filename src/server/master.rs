@@ -1,10 +1,17 @@
-//! The master: binds, forks one worker per core, respawns the ones that die, stops them all.
+//! The master: binds, forks one worker per core, respawns the ones that die, replaces them
+//! without losing a request (reload, recycling), routes uWSGI signals, serves stats.
 //!
 //! Invariant: the master never creates a thread (see `sys::fork`). It waits in `poll(2)` on a
-//! self-pipe written by its signal handlers, with a 100 ms tick for timed work.
+//! self-pipe written by its signal handlers, the workers' signal channels, the stats
+//! listeners and the file monitor, with a 100 ms tick (shorter when a timer is due).
+//!
+//! Invariant: a worker is never stopped before its replacement accepts. A replacement is forked
+//! onto a free scoreboard entry, and only when it reports `ready` does the old worker get
+//! SIGTERM (stop accepting, drain, exit); both share the listening sockets meanwhile, so no
+//! connection is refused and none waits for a worker that is going away.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,28 +23,59 @@ use nix::unistd::Pid;
 
 use crate::app::Apps;
 use crate::config::Config;
-use crate::scoreboard::WorkerBoard;
+use crate::scoreboard::{SignalTable, WorkerBoard};
 use crate::server::listener::Listener;
+use crate::server::stats::{self, StatsServer};
 use crate::server::worker;
+use crate::signals::SignalTarget;
 use crate::sys::{self, Forked};
 
 /// A worker that dies sooner than this after its start counts toward the fork-bomb guard.
 const MIN_LIFETIME: Duration = Duration::from_secs(1);
 /// How long the fork-bomb guard waits before respawning a worker that keeps dying early.
 const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
-/// How long stopping workers get before SIGKILL.
+/// How long stopping workers get beyond `--reload-mercy` before SIGKILL (their own mercy
+/// timer fires first; this covers a worker too stuck to notice).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The master's idle tick.
+const TICK: Duration = Duration::from_millis(100);
+/// How often worker memory is sampled for `--reload-on-rss`.
+const RSS_CHECK: Duration = Duration::from_secs(1);
 
-/// The master's view of one worker.
+/// The master's view of the worker of one index (the current one; see [`Retiree`]).
 #[derive(Debug)]
-struct WorkerRec {
-    pid: Option<Pid>,
-    started: Instant,
+pub(super) struct WorkerRec {
+    pub(super) pid: Option<Pid>,
+    /// Its entry in the scoreboard.
+    pub(super) board: usize,
+    /// The master's end of its signal channel.
+    chan: Option<OwnedFd>,
+    pub(super) started: Instant,
+    /// Wall-clock start, seconds since the epoch (stats `last_spawn`).
+    pub(super) started_epoch: u64,
     /// When set, respawn no earlier than this (fork-bomb guard).
     respawn_at: Option<Instant>,
-    respawns: u64,
+    pub(super) respawns: u64,
     /// Killed by hard harakiri: respawn at once (not a crash loop).
     harakiri: bool,
+    /// Hard harakiri kills of this index.
+    pub(super) hard_harakiri: u64,
+    /// A reload was asked for this index and has not started yet.
+    reload_pending: bool,
+}
+
+/// A worker being replaced: it serves until its replacement is ready, then drains.
+#[derive(Debug)]
+struct Retiree {
+    index: usize,
+    pid: Pid,
+    board: usize,
+    /// Kept open until the worker exits, so that it does not see the master go away.
+    _chan: Option<OwnedFd>,
+    /// When SIGTERM was sent; `None` while the replacement is not ready yet.
+    term_sent: Option<Instant>,
+    reason: String,
+    killed: bool,
 }
 
 /// The flags set by the master's signal handlers.
@@ -45,197 +83,707 @@ struct SignalFlags {
     stop: Arc<AtomicBool>,
     quit: Arc<AtomicBool>,
     child: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    usr1: Arc<AtomicBool>,
     pipe_rx: OwnedFd,
 }
 
 fn install_signals() -> io::Result<SignalFlags> {
     let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
         .map_err(io::Error::from)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let quit = Arc::new(AtomicBool::new(false));
-    let child = Arc::new(AtomicBool::new(false));
+    let flags = SignalFlags {
+        stop: Arc::default(),
+        quit: Arc::default(),
+        child: Arc::default(),
+        reload: Arc::default(),
+        usr1: Arc::default(),
+        pipe_rx: rx,
+    };
     use signal_hook::consts::*;
     for (sig, flag) in [
-        (SIGTERM, &stop),
-        (SIGINT, &quit),
-        (SIGQUIT, &quit),
-        (SIGCHLD, &child),
+        (SIGTERM, &flags.stop),
+        (SIGINT, &flags.quit),
+        (SIGQUIT, &flags.quit),
+        (SIGCHLD, &flags.child),
+        (SIGHUP, &flags.reload),
+        (SIGUSR1, &flags.usr1),
     ] {
         signal_hook::flag::register(sig, flag.clone())?;
         signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
     }
-    // SIGHUP is the graceful reload (issue 4); until then it must not kill the master.
-    signal_hook::flag::register(SIGHUP, Arc::new(AtomicBool::new(false)))?;
-    Ok(SignalFlags {
-        stop,
-        quit,
-        child,
-        pipe_rx: rx,
-    })
+    Ok(flags)
+}
+
+/// Everything the master shares with its workers.
+pub(super) struct Shared<'a> {
+    pub(super) config: &'a Config,
+    pub(super) listeners: &'a [Listener],
+    pub(super) apps: &'a Apps,
+    pub(super) boards: &'static [WorkerBoard],
+    pub(super) table: &'static SignalTable,
+    pub(super) stats: Vec<StatsServer>,
+}
+
+/// The master's state.
+pub(super) struct Master<'a> {
+    pub(super) sh: Shared<'a>,
+    pub(super) workers: Vec<WorkerRec>,
+    retirees: Vec<Retiree>,
+    /// Round robin for signals with target `worker`.
+    next_signal_worker: usize,
+    timers: Vec<(u8, Duration, Instant)>,
+    /// The last minute (since the epoch) the cron table was checked.
+    cron_minute: u64,
+    inotify: Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>,
+    last_rss_check: Instant,
 }
 
 /// Run the master until it is told to stop. Returns the process exit code.
-pub(super) fn run(
-    config: &Config,
-    listeners: &[Listener],
-    apps: &Apps,
-    boards: &'static [WorkerBoard],
-) -> io::Result<i32> {
+pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
     let signals = install_signals()?;
-    let mut workers: Vec<WorkerRec> = (0..config.cores)
-        .map(|_| WorkerRec {
-            pid: None,
-            started: Instant::now(),
-            respawn_at: None,
-            respawns: 0,
-            harakiri: false,
-        })
+    let cores = sh.config.cores;
+    let now = Instant::now();
+    let timers = sh
+        .config
+        .timers
+        .iter()
+        .map(|&(n, p)| (n, p, now + p))
         .collect();
-    for (i, rec) in workers.iter_mut().enumerate() {
-        spawn(config, i, listeners, apps, rec, boards)?;
+    let inotify = file_monitors(sh.config)?;
+    let mut m = Master {
+        workers: (0..cores)
+            .map(|i| WorkerRec {
+                pid: None,
+                board: i,
+                chan: None,
+                started: now,
+                started_epoch: 0,
+                respawn_at: None,
+                respawns: 0,
+                harakiri: false,
+                hard_harakiri: 0,
+                reload_pending: false,
+            })
+            .collect(),
+        sh,
+        retirees: Vec::new(),
+        next_signal_worker: 0,
+        timers,
+        cron_minute: 0,
+        inotify,
+        last_rss_check: now,
+    };
+    for i in 0..cores {
+        m.spawn(i)?;
     }
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 256];
     loop {
-        {
-            let mut fds = [PollFd::new(signals.pipe_rx.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(100u16)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        m.wait(&signals)?;
         while nix::unistd::read(signals.pipe_rx.as_raw_fd(), &mut buf).unwrap_or(0) > 0 {}
         if signals.child.swap(false, Ordering::AcqRel) {
-            reap(&mut workers, false);
+            m.reap(false);
         }
         if signals.quit.load(Ordering::Acquire) {
             tracing::info!("SIGINT/SIGQUIT received: stopping workers now");
-            stop_all(&mut workers, Signal::SIGKILL, STOP_GRACE);
+            m.stop_all(Signal::SIGKILL, STOP_GRACE);
             return Ok(0);
         }
         if signals.stop.load(Ordering::Acquire) {
-            tracing::info!("SIGTERM received: stopping workers");
-            stop_all(
-                &mut workers,
-                Signal::SIGTERM,
-                config.reload_mercy + STOP_GRACE,
-            );
+            tracing::info!("SIGTERM received: stopping workers gracefully");
+            let grace = m.sh.config.reload_mercy + STOP_GRACE;
+            m.stop_all(Signal::SIGTERM, grace);
             return Ok(0);
         }
-        hard_harakiri(&mut workers, boards);
+        if signals.reload.swap(false, Ordering::AcqRel) {
+            tracing::info!("SIGHUP received: gracefully reloading the workers");
+            for w in &mut m.workers {
+                w.reload_pending = true;
+            }
+        }
+        if signals.usr1.swap(false, Ordering::AcqRel) {
+            m.log_stats();
+        }
+        m.hard_harakiri();
+        m.recycle_checks();
+        m.retire_ready();
+        m.fire_timers();
         let now = Instant::now();
-        for (i, rec) in workers.iter_mut().enumerate() {
+        for i in 0..m.workers.len() {
+            let rec = &m.workers[i];
             let due = rec.pid.is_none() && rec.respawn_at.is_none_or(|t| t <= now);
             if due {
-                spawn(config, i, listeners, apps, rec, boards)?;
+                m.spawn(i)?;
             }
         }
     }
 }
 
-/// Fork worker `i`. In the child this never returns.
-fn spawn(
-    config: &Config,
-    i: usize,
-    listeners: &[Listener],
-    apps: &Apps,
-    rec: &mut WorkerRec,
-    boards: &'static [WorkerBoard],
-) -> io::Result<()> {
-    match sys::fork()? {
-        Forked::Parent(pid) => {
-            if rec.pid.is_none() && rec.respawns > 0 {
-                tracing::info!("respawned worker {i} (new pid: {pid})");
+impl Master<'_> {
+    /// Wait for a signal, a worker's signal channel, a stats client or the next timer; handle
+    /// everything that became ready except the self-pipe (the caller drains it).
+    fn wait(&mut self, signals: &SignalFlags) -> io::Result<()> {
+        let now = Instant::now();
+        let mut timeout = TICK;
+        for &(_, _, due) in &self.timers {
+            timeout = timeout.min(due.saturating_duration_since(now));
+        }
+        // Which fd each poll entry is, to act on it once the borrow of the fds ends.
+        enum Src {
+            Pipe,
+            Chan(usize),
+            Stats(usize),
+            StatsConn(usize, usize),
+            Inotify,
+        }
+        let mut srcs = Vec::new();
+        let mut raw: Vec<(RawFd, PollFlags)> = Vec::new();
+        raw.push((signals.pipe_rx.as_raw_fd(), PollFlags::POLLIN));
+        srcs.push(Src::Pipe);
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some(c) = &w.chan {
+                raw.push((c.as_raw_fd(), PollFlags::POLLIN));
+                srcs.push(Src::Chan(i));
+            }
+        }
+        for (i, s) in self.sh.stats.iter().enumerate() {
+            raw.push((s.listener_fd(), PollFlags::POLLIN));
+            srcs.push(Src::Stats(i));
+            for (j, (fd, events)) in s.pending_polls().into_iter().enumerate() {
+                raw.push((fd, events));
+                srcs.push(Src::StatsConn(i, j));
+            }
+        }
+        if let Some((ino, _)) = &self.inotify {
+            raw.push((ino.as_fd().as_raw_fd(), PollFlags::POLLIN));
+            srcs.push(Src::Inotify);
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = raw
+                .iter()
+                .map(|&(fd, ev)| {
+                    // SAFETY-free borrow: every fd above is owned by `self` or `signals`, which
+                    // outlive this block.
+                    PollFd::new(borrow(fd), ev)
+                })
+                .collect();
+            let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        let mut conn_ready: Vec<(usize, usize)> = Vec::new();
+        for (src, ready) in srcs.into_iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            match src {
+                Src::Pipe => {}
+                Src::Chan(i) => self.read_channel(i),
+                Src::Stats(i) => {
+                    let doc = self.stats_documents(i);
+                    self.sh.stats[i].accept(doc);
+                }
+                Src::StatsConn(i, j) => conn_ready.push((i, j)),
+                Src::Inotify => self.file_events(),
+            }
+        }
+        for i in 0..self.sh.stats.len() {
+            let doc = if conn_ready.iter().any(|&(s, _)| s == i) {
+                Some(self.stats_documents(i))
             } else {
-                tracing::info!(
-                    "spawned worker {i} (pid: {pid}, cpu {})",
-                    config.cpu_for_worker(i)
-                );
-            }
-            rec.pid = Some(pid);
-            rec.started = Instant::now();
-            rec.respawn_at = None;
-            Ok(())
-        }
-        Forked::Child => {
-            let code = match sys::worker_signal_setup()
-                .and_then(|()| worker::run(config, i, listeners, apps, boards))
-            {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!("worker {i} failed: {e}");
-                    1
-                }
+                None
             };
-            std::process::exit(code)
+            self.sh.stats[i].progress(doc);
         }
+        Ok(())
     }
-}
 
-/// Collect dead workers; schedule respawns unless stopping.
-fn reap(workers: &mut [WorkerRec], stopping: bool) {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(status) => {
-                let Some(pid) = status.pid() else { return };
-                let Some((i, rec)) = workers
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, w)| w.pid == Some(pid))
-                else {
-                    continue;
-                };
-                rec.pid = None;
-                if stopping {
-                    continue;
-                }
-                let how = match status {
-                    WaitStatus::Exited(_, code) => format!("exited with code {code}"),
-                    WaitStatus::Signaled(_, sig, _) => format!("killed by signal {sig}"),
-                    other => format!("{other:?}"),
-                };
-                rec.respawns += 1;
-                if std::mem::take(&mut rec.harakiri) {
-                    tracing::warn!("worker {i} (pid: {pid}) {how} by harakiri: respawning");
-                    rec.respawn_at = None;
-                } else if rec.started.elapsed() < MIN_LIFETIME {
-                    tracing::error!(
-                        "worker {i} (pid: {pid}) {how} {} ms after its start: respawning too fast, waiting {} s",
-                        rec.started.elapsed().as_millis(),
-                        RESPAWN_BACKOFF.as_secs()
-                    );
-                    rec.respawn_at = Some(Instant::now() + RESPAWN_BACKOFF);
+    /// The document(s) stats server `i` serves, rendered now.
+    fn stats_documents(&self, i: usize) -> stats::Documents {
+        stats::Documents::render(self, self.sh.stats[i].kind)
+    }
+
+    /// A free scoreboard entry: one no live worker (current or retiring) uses.
+    fn free_board(&self) -> Option<usize> {
+        (0..self.sh.boards.len()).find(|b| {
+            !self.workers.iter().any(|w| w.board == *b && w.pid.is_some())
+                && !self.retirees.iter().any(|r| r.board == *b)
+        })
+    }
+
+    /// Fork the worker of index `i` onto its board. In the child this never returns.
+    fn spawn(&mut self, i: usize) -> io::Result<()> {
+        let board = self.workers[i].board;
+        self.sh.boards[board].clear();
+        crate::scoreboard::clear_slot_boards(board);
+        let (mine, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        // Descriptors of the master's that the child must not keep.
+        let mut close_in_child: Vec<RawFd> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.chan.as_ref().map(|c| c.as_raw_fd()))
+            .collect();
+        close_in_child.push(mine.as_raw_fd());
+        for s in &self.sh.stats {
+            close_in_child.extend(s.all_fds());
+        }
+        match sys::fork()? {
+            Forked::Parent(pid) => {
+                drop(theirs);
+                let rec = &mut self.workers[i];
+                if rec.respawns > 0 {
+                    tracing::info!("respawned worker {i} (new pid: {pid})");
                 } else {
-                    tracing::error!("worker {i} (pid: {pid}) died, {how}: respawning");
-                    rec.respawn_at = None;
+                    tracing::info!(
+                        "spawned worker {i} (pid: {pid}, cpu {})",
+                        self.sh.config.cpu_for_worker(i)
+                    );
                 }
+                rec.pid = Some(pid);
+                rec.chan = Some(mine);
+                rec.started = Instant::now();
+                rec.started_epoch = epoch_secs();
+                rec.respawn_at = None;
+                Ok(())
+            }
+            Forked::Child => {
+                for fd in close_in_child {
+                    let _ = nix::unistd::close(fd);
+                }
+                std::mem::forget(mine);
+                let sh = &self.sh;
+                let code = match sys::worker_signal_setup().and_then(|()| {
+                    worker::run(
+                        sh.config,
+                        i,
+                        board,
+                        theirs,
+                        sh.listeners,
+                        sh.apps,
+                        sh.boards,
+                    )
+                }) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::error!("worker {i} failed: {e}");
+                        1
+                    }
+                };
+                std::process::exit(code)
             }
         }
     }
-}
 
-/// Signal every worker and wait for all of them (SIGKILL after `grace`).
-fn stop_all(workers: &mut [WorkerRec], sig: Signal, grace: Duration) {
-    for w in workers.iter() {
-        if let Some(pid) = w.pid {
+    /// Start replacing worker `i`: fork its successor on a free board; the old one keeps
+    /// serving until the successor is ready ([`Self::retire_ready`]). Returns false if it
+    /// cannot start now (the worker is not running or not ready, or no board is free).
+    fn begin_replace(&mut self, i: usize, reason: String) -> io::Result<bool> {
+        let rec = &self.workers[i];
+        let Some(pid) = rec.pid else { return Ok(false) };
+        if self.sh.boards[rec.board].ready.load(Ordering::Acquire) == 0
+            || self
+                .retirees
+                .iter()
+                .any(|r| r.index == i && r.term_sent.is_none())
+        {
+            return Ok(false);
+        }
+        let Some(board) = self.free_board() else {
+            return Ok(false);
+        };
+        tracing::info!("worker {i} (pid: {pid}): {reason}: starting its replacement");
+        let rec = &mut self.workers[i];
+        self.retirees.push(Retiree {
+            index: i,
+            pid,
+            board: rec.board,
+            _chan: rec.chan.take(),
+            term_sent: None,
+            reason,
+            killed: false,
+        });
+        rec.pid = None;
+        rec.board = board;
+        rec.respawns += 1;
+        self.spawn(i)?;
+        Ok(true)
+    }
+
+    /// SIGTERM the retirees whose successor is ready; SIGKILL those past their mercy.
+    fn retire_ready(&mut self) {
+        let mercy = self.sh.config.reload_mercy;
+        for r in &mut self.retirees {
+            match r.term_sent {
+                None => {
+                    let w = &self.workers[r.index];
+                    let ready = w.pid.is_some()
+                        && self.sh.boards[w.board].ready.load(Ordering::Acquire) == 1;
+                    if ready {
+                        tracing::info!(
+                            "worker {} (pid: {}) replaced by pid {} ({}): draining it",
+                            r.index,
+                            r.pid,
+                            w.pid.map_or(0, Pid::as_raw),
+                            r.reason
+                        );
+                        let _ = kill(r.pid, Signal::SIGTERM);
+                        r.term_sent = Some(Instant::now());
+                    }
+                }
+                Some(t) if !r.killed && t.elapsed() > mercy + STOP_GRACE => {
+                    tracing::error!(
+                        "worker {} (pid: {}) is taking too much time to die after --reload-mercy {} s: SIGKILL",
+                        r.index,
+                        r.pid,
+                        mercy.as_secs_f64()
+                    );
+                    let _ = kill(r.pid, Signal::SIGKILL);
+                    r.killed = true;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Reload requests, `--max-requests`, `--max-worker-lifetime`, `--reload-on-rss`.
+    fn recycle_checks(&mut self) {
+        let rss_due = self.last_rss_check.elapsed() >= RSS_CHECK;
+        if rss_due {
+            self.last_rss_check = Instant::now();
+        }
+        for i in 0..self.workers.len() {
+            let w = &self.workers[i];
+            let Some(pid) = w.pid else { continue };
+            let board = &self.sh.boards[w.board];
+            let reason = if w.reload_pending {
+                Some("graceful reload (SIGHUP)".to_owned())
+            } else if board.recycle.load(Ordering::Relaxed) == 1 {
+                Some(format!(
+                    "--max-requests {} reached",
+                    self.sh.config.max_requests.unwrap_or(0)
+                ))
+            } else if let Some(life) = self.sh.config.max_worker_lifetime
+                && w.started.elapsed() > life
+            {
+                Some(format!(
+                    "lifetime reached, it was running for {} second(s) (--max-worker-lifetime)",
+                    w.started.elapsed().as_secs()
+                ))
+            } else if let Some(limit) = self.sh.config.reload_on_rss
+                && rss_due
+                && let Some((rss, _)) = crate::stats::proc_rss_vsz(pid.as_raw())
+                && rss > limit
+            {
+                Some(format!(
+                    "RSS {} MB over --reload-on-rss {} MB",
+                    rss >> 20,
+                    limit >> 20
+                ))
+            } else {
+                None
+            };
+            let Some(reason) = reason else { continue };
+            match self.begin_replace(i, reason) {
+                Ok(true) => self.workers[i].reload_pending = false,
+                Ok(false) => {}
+                Err(e) => tracing::error!("cannot start a replacement for worker {i}: {e}"),
+            }
+        }
+    }
+
+    /// Collect dead workers; schedule respawns unless stopping.
+    fn reap(&mut self, stopping: bool) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid() else { return };
+            let how = match status {
+                WaitStatus::Exited(_, code) => format!("exited with code {code}"),
+                WaitStatus::Signaled(_, sig, _) => format!("killed by signal {sig}"),
+                other => format!("{other:?}"),
+            };
+            if let Some(k) = self.retirees.iter().position(|r| r.pid == pid) {
+                let r = self.retirees.swap_remove(k);
+                self.sh.boards[r.board].clear();
+                tracing::info!(
+                    "old worker {} (pid: {pid}) {how} after draining ({})",
+                    r.index,
+                    r.reason
+                );
+                continue;
+            }
+            let Some((i, rec)) = self
+                .workers
+                .iter_mut()
+                .enumerate()
+                .find(|(_, w)| w.pid == Some(pid))
+            else {
+                continue;
+            };
+            rec.pid = None;
+            rec.chan = None;
+            self.sh.boards[rec.board].clear();
+            if stopping {
+                continue;
+            }
+            rec.respawns += 1;
+            if std::mem::take(&mut rec.harakiri) {
+                tracing::warn!("worker {i} (pid: {pid}) {how} by harakiri: respawning");
+                rec.respawn_at = None;
+            } else if rec.started.elapsed() < MIN_LIFETIME {
+                tracing::error!(
+                    "worker {i} (pid: {pid}) {how} {} ms after its start: respawning too fast, waiting {} s",
+                    rec.started.elapsed().as_millis(),
+                    RESPAWN_BACKOFF.as_secs()
+                );
+                rec.respawn_at = Some(Instant::now() + RESPAWN_BACKOFF);
+            } else {
+                tracing::error!("worker {i} (pid: {pid}) died, {how}: respawning");
+                rec.respawn_at = None;
+            }
+        }
+    }
+
+    /// Signal every worker (current and retiring) and wait for all of them (SIGKILL after
+    /// `grace`).
+    fn stop_all(&mut self, sig: Signal, grace: Duration) {
+        let alive = |m: &Master<'_>| -> Vec<Pid> {
+            m.workers
+                .iter()
+                .filter_map(|w| w.pid)
+                .chain(m.retirees.iter().map(|r| r.pid))
+                .collect()
+        };
+        for pid in alive(self) {
             let _ = kill(pid, sig);
         }
-    }
-    let deadline = Instant::now() + grace;
-    while workers.iter().any(|w| w.pid.is_some()) {
-        reap(workers, true);
-        if Instant::now() >= deadline {
-            for w in workers.iter() {
-                if let Some(pid) = w.pid {
+        let deadline = Instant::now() + grace;
+        loop {
+            self.reap(true);
+            let left = alive(self);
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                for pid in left {
                     tracing::warn!("worker pid {pid} did not stop in time: SIGKILL");
                     let _ = kill(pid, Signal::SIGKILL);
                 }
+                std::thread::sleep(Duration::from_millis(50));
+                self.reap(true);
+                return;
             }
-            std::thread::sleep(Duration::from_millis(50));
-            reap(workers, true);
-            break;
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    /// The master's layer of harakiri: kill a worker whose executor is stuck inside a request
+    /// that has passed its deadline (a handler that never yields). Its other requests die with
+    /// it; connections still in the shared backlog are served by the other workers.
+    fn hard_harakiri(&mut self) {
+        let now_ms = sys::monotonic_ms();
+        let boards = self.sh.boards;
+        let check = |index: usize, pid: Pid, board: usize| -> bool {
+            let b = &boards[board];
+            if b.pid.load(Ordering::Acquire) != pid.as_raw() {
+                return false;
+            }
+            let Some(busy) = b.busy() else { return false };
+            if busy.deadline_ms == 0 || now_ms <= busy.deadline_ms + HARD_HARAKIRI_GRACE_MS {
+                return false;
+            }
+            tracing::error!(
+                "HARAKIRI ON WORKER {index} (pid {pid}): executor stuck for {} ms in SLOT {} serving {} \
+                 ({} ms after the request started, {} ms past its deadline): SIGKILL",
+                now_ms.saturating_sub(busy.busy_since_ms),
+                busy.slot,
+                busy.info,
+                now_ms.saturating_sub(busy.started_ms),
+                now_ms.saturating_sub(busy.deadline_ms),
+            );
+            let _ = kill(pid, Signal::SIGKILL);
+            true
+        };
+        for (i, rec) in self.workers.iter_mut().enumerate() {
+            let Some(pid) = rec.pid else { continue };
+            if !rec.harakiri && check(i, pid, rec.board) {
+                rec.harakiri = true;
+                rec.hard_harakiri += 1;
+            }
+        }
+        for r in &mut self.retirees {
+            if !r.killed && check(r.index, r.pid, r.board) {
+                r.killed = true;
+            }
+        }
+    }
+
+    /// Read signal numbers raised by worker `i` and route them.
+    fn read_channel(&mut self, i: usize) {
+        let mut buf = [0u8; 256];
+        loop {
+            let Some(fd) = self.workers[i].chan.as_ref().map(|c| c.as_raw_fd()) else {
+                return;
+            };
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => {
+                    // The worker is gone; the reaper handles it.
+                    self.workers[i].chan = None;
+                    return;
+                }
+                Ok(n) => {
+                    for &num in &buf[..n] {
+                        self.route(num);
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Deliver signal `num` to the workers its handler was registered for.
+    pub(super) fn route(&mut self, num: u8) {
+        let Some(target) = crate::signals::target_of(self.sh.table, num) else {
+            self.sh.table.unrouted.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("signal {num} raised, but no worker registered a handler for it");
+            return;
+        };
+        let n = self.workers.len();
+        let chosen: Vec<usize> = match target {
+            SignalTarget::Workers => (0..n).collect(),
+            SignalTarget::WorkerN(k) if k <= n => vec![k - 1],
+            SignalTarget::WorkerN(k) => {
+                self.sh.table.unrouted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("signal {num}: target worker{k} does not exist ({n} workers)");
+                return;
+            }
+            SignalTarget::Worker => {
+                let pick = (0..n)
+                    .map(|k| (self.next_signal_worker + k) % n)
+                    .find(|&k| self.workers[k].chan.is_some());
+                match pick {
+                    Some(k) => {
+                        self.next_signal_worker = k + 1;
+                        vec![k]
+                    }
+                    None => vec![],
+                }
+            }
+        };
+        for k in chosen {
+            let Some(chan) = &self.workers[k].chan else {
+                self.sh.table.unrouted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("signal {num}: worker {k} is not running");
+                continue;
+            };
+            match nix::sys::socket::send(
+                chan.as_raw_fd(),
+                &[num],
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(_) => {}
+                Err(e) => {
+                    self.sh.table.unrouted.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "*** SIGNAL QUEUE IS FULL: signal {num} to worker {k} dropped ({e}) ***"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Raise the signals of due `--timer`s and, once a minute, matching `--cron`s.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (num, period, next) in &mut self.timers {
+            if *next <= now {
+                due.push(*num);
+                // Skip missed periods instead of firing a burst.
+                while *next <= now {
+                    *next += *period;
+                }
+            }
+        }
+        let minute = epoch_secs() / 60;
+        if !self.sh.config.crons.is_empty() && minute != self.cron_minute {
+            self.cron_minute = minute;
+            let t = crate::cron::now_local();
+            for (num, spec) in &self.sh.config.crons {
+                if crate::cron::matches(spec, &t) {
+                    due.push(*num);
+                }
+            }
+        }
+        for num in due {
+            self.route(num);
+        }
+    }
+
+    /// Route the signals of the `--file-monitor` paths that changed.
+    fn file_events(&mut self) {
+        let Some((ino, watches)) = &self.inotify else {
+            return;
+        };
+        let mut nums = Vec::new();
+        while let Ok(events) = ino.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for ev in events {
+                if let Some((_, num)) = watches.iter().find(|(wd, _)| *wd == ev.wd)
+                    && !nums.contains(num)
+                {
+                    nums.push(*num);
+                }
+            }
+        }
+        for num in nums {
+            self.route(num);
+        }
+    }
+
+    /// SIGUSR1: one log line per worker.
+    fn log_stats(&self) {
+        let total: u64 = self
+            .workers
+            .iter()
+            .map(|w| self.sh.boards[w.board].requests.load(Ordering::Relaxed))
+            .sum();
+        tracing::info!(
+            "stats: {} workers, {} retiring, {total} requests",
+            self.workers.len(),
+            self.retirees.len()
+        );
+        for (i, w) in self.workers.iter().enumerate() {
+            let b = &self.sh.boards[w.board];
+            tracing::info!(
+                "stats: worker {i} pid {} requests {} busy slots {}/{} connections {} background tasks {} queue full {} harakiri {} panics {} signals {} respawns {}",
+                w.pid.map_or(0, Pid::as_raw),
+                b.requests.load(Ordering::Relaxed),
+                b.busy_slots.load(Ordering::Relaxed),
+                b.slots.load(Ordering::Relaxed),
+                b.conns.load(Ordering::Relaxed),
+                b.background.load(Ordering::Relaxed),
+                b.queue_full.load(Ordering::Relaxed),
+                b.harakiri_count.load(Ordering::Relaxed) + w.hard_harakiri,
+                b.exceptions.load(Ordering::Relaxed),
+                b.signals.load(Ordering::Relaxed),
+                w.respawns,
+            );
+        }
     }
 }
 
@@ -244,30 +792,52 @@ fn stop_all(workers: &mut [WorkerRec], sig: Signal, grace: Duration) {
 /// only separates "stuck" from "about to be cancelled".
 const HARD_HARAKIRI_GRACE_MS: u64 = 200;
 
-/// The master's layer of harakiri: kill a worker whose executor is stuck inside a request
-/// that has passed its deadline (a handler that never yields). Its other requests die with it;
-/// connections still in the shared backlog are served by the other workers.
-fn hard_harakiri(workers: &mut [WorkerRec], boards: &[WorkerBoard]) {
-    let now_ms = sys::monotonic_ms();
-    for (i, (rec, board)) in workers.iter_mut().zip(boards).enumerate() {
-        let Some(pid) = rec.pid else { continue };
-        if rec.harakiri || board.pid.load(std::sync::atomic::Ordering::Acquire) != pid.as_raw() {
-            continue;
-        }
-        let Some(busy) = board.busy() else { continue };
-        if busy.deadline_ms == 0 || now_ms <= busy.deadline_ms + HARD_HARAKIRI_GRACE_MS {
-            continue;
-        }
-        tracing::error!(
-            "HARAKIRI ON WORKER {i} (pid {pid}): executor stuck for {} ms in SLOT {} serving {} \
-             ({} ms after the request started, {} ms past its deadline): SIGKILL",
-            now_ms.saturating_sub(busy.busy_since_ms),
-            busy.slot,
-            busy.info,
-            now_ms.saturating_sub(busy.started_ms),
-            now_ms.saturating_sub(busy.deadline_ms),
-        );
-        rec.harakiri = true;
-        let _ = kill(pid, Signal::SIGKILL);
+/// Set up inotify for `--file-monitor`.
+fn file_monitors(
+    config: &Config,
+) -> io::Result<Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>>
+{
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    if config.file_monitors.is_empty() {
+        return Ok(None);
     }
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    let mut watches = Vec::new();
+    for (num, path) in &config.file_monitors {
+        let wd = ino
+            .add_watch(
+                path,
+                AddWatchFlags::IN_MODIFY
+                    | AddWatchFlags::IN_ATTRIB
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_DELETE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_MOVED_FROM
+                    | AddWatchFlags::IN_DELETE_SELF
+                    | AddWatchFlags::IN_MOVE_SELF,
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("--file-monitor {num} {}: {e}", path.display()),
+                )
+            })?;
+        tracing::info!("signal {num} raised when {} changes", path.display());
+        watches.push((wd, *num));
+    }
+    Ok(Some((ino, watches)))
+}
+
+/// Seconds since the epoch.
+pub(super) fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A borrowed fd for `poll`. Every fd passed here is owned by the master for longer than
+/// the poll call.
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    sys::borrow_fd(fd)
 }

@@ -41,13 +41,21 @@ const MAX_HEADERS: usize = 100;
 pub(crate) fn run(
     config: &Config,
     index: usize,
+    board: usize,
+    channel: OwnedFd,
     listeners: &[Listener],
     apps: &Apps,
     boards: &'static [WorkerBoard],
 ) -> io::Result<()> {
-    let board = &boards[index];
+    let board_index = board;
+    let board = &boards[board];
     board.reset(std::process::id() as i32);
+    board
+        .slots
+        .store(config.async_slots as u32, Ordering::Relaxed);
+    crate::scoreboard::set_mine(board);
     crate::harakiri::set_worker(index);
+    crate::signals::set_channel(channel.as_raw_fd());
     let cpu = config.cpu_for_worker(index);
     let ex = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("ringsgi-w{index}"))
@@ -80,7 +88,12 @@ pub(crate) fn run(
         harakiri_verbose: config.harakiri_verbose,
         board: Some(board),
         boards,
+        max_requests: config.max_requests,
+        idle: Default::default(),
+        board_index,
+        listeners: listeners.iter().map(|l| (l.raw(), l.tcp)).collect(),
     });
+    ctx.slots.publish_to(&board.busy_slots);
     let fds: Vec<(i32, bool, Protocol)> = listeners
         .iter()
         .map(|l| (l.raw(), l.tcp, l.protocol))
@@ -91,17 +104,24 @@ pub(crate) fn run(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     crate::sys::worker_stop_on_sigterm(stop_tx)?;
     let mercy = config.reload_mercy;
+    let harakiri = config.harakiri;
     ex.run(async move {
         let driver = Driver::install(RING_ENTRIES)?;
         let pump = pump::pump(driver)?;
         let mut pump_task = glommio::spawn_local(pump);
         let mut accepts = Vec::new();
-        for (fd, tcp, protocol) in fds {
+        for (fd, _tcp, protocol) in fds {
             if protocol != Protocol::Http {
                 continue;
             }
-            accepts.push(glommio::spawn_local(accept_loop(fd, tcp, ctx.clone())));
+            accepts.push(glommio::spawn_local(accept_loop(fd, ctx.clone())));
         }
+        let signals = glommio::spawn_local(crate::signals::receive_loop(
+            channel.as_raw_fd(),
+            index,
+            harakiri,
+        ));
+        board.ready.store(1, Ordering::Release);
         tracing::info!(
             "worker {index} ready (pid {}, pinned to cpu {cpu}, {slots} slots)",
             std::process::id()
@@ -121,34 +141,54 @@ pub(crate) fn run(
         if stopped {
             graceful_stop(&ctx, accepts, mercy).await;
         }
+        drop(signals);
+        drop(channel);
         Ok(())
     })
 }
 
-/// SIGTERM: stop accepting, let requests in progress and background tasks finish for at most
-/// `mercy` (`--reload-mercy`), then return (the process exits; the rest is cancelled).
-async fn graceful_stop(ctx: &ConnCtx, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
-    ctx.stopping.set(true);
+/// SIGTERM (stop, reload, recycling): stop accepting, serve the connections the cancelled
+/// accepts had already taken, close idle keep-alive connections, let requests in progress and
+/// background tasks finish for at most `mercy` (`--reload-mercy`), then return (the process
+/// exits; whatever is left is cancelled).
+async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
     // Dropping the accept tasks cancels their accepts.
     drop(accepts);
-    ctx.boards[ctx.worker].accepting.store(0, Ordering::Relaxed);
+    ctx.boards[ctx.worker_board()].accepting.store(0, Ordering::Relaxed);
+    ctx.drain();
     let deadline = std::time::Instant::now() + mercy;
-    let busy = || ctx.slots.busy_count() + crate::primitives::background_tasks() as usize;
+    let driver = crate::uring::Driver::current();
+    let busy = || {
+        ctx.slots.busy_count()
+            + crate::primitives::background_tasks() as usize
+            + ctx.open_conns()
+            + driver.accepts_in_flight()
+    };
     tracing::info!(
-        "worker {} stopping: {} requests in progress, {} background tasks, up to {} s",
+        "worker {} stopping: {} requests in progress, {} connections, {} background tasks, up to {} s",
         ctx.worker,
         ctx.slots.busy_count(),
+        ctx.open_conns(),
         crate::primitives::background_tasks(),
         mercy.as_secs_f64()
     );
-    while busy() > 0 && std::time::Instant::now() < deadline {
+    loop {
+        // A connection the kernel handed to an accept we cancelled is a client waiting for an
+        // answer: serve it (its first request, then `Connection: close`).
+        while let Some(fd) = driver.take_any_stray() {
+            spawn_conn(ctx, fd.1, fd.0);
+        }
+        if busy() == 0 || std::time::Instant::now() >= deadline {
+            break;
+        }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if busy() > 0 {
         tracing::warn!(
-            "worker {}: --reload-mercy passed with {} requests and {} background tasks left: cancelling them",
+            "worker {}: --reload-mercy passed with {} requests, {} connections and {} background tasks left: cancelling them",
             ctx.worker,
             ctx.slots.busy_count(),
+            ctx.open_conns(),
             crate::primitives::background_tasks()
         );
     } else {
@@ -200,7 +240,7 @@ const STUCK_MS: u64 = 50;
 
 /// Whether this worker holds clearly more connections than another live, accepting worker.
 fn overloaded(ctx: &ConnCtx) -> bool {
-    let me = ctx.worker;
+    let me = ctx.worker_board();
     let mine = ctx.boards[me].conns.load(Ordering::Relaxed);
     if mine <= BALANCE_SLACK {
         return false;
@@ -218,8 +258,8 @@ fn overloaded(ctx: &ConnCtx) -> bool {
 /// Accept connections on `listener` while a slot is free and this worker is not clearly more
 /// loaded than another; stop accepting otherwise, so that new connections stay in the shared
 /// kernel backlog for the other workers.
-async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
-    let board = &ctx.boards[ctx.worker];
+async fn accept_loop(listener: i32, ctx: Rc<ConnCtx>) {
+    let board = &ctx.boards[ctx.worker_board()];
     loop {
         ctx.slots.wait_free().await;
         while overloaded(&ctx) {
@@ -239,6 +279,7 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
                 future::or(async { Some(accept.next().await) }, async {
                     ctx.slots.wait_exhausted().await;
                     ctx.slots.note_full();
+                    board.queue_full.fetch_add(1, Ordering::Relaxed);
                     None
                 }),
                 async {
@@ -260,16 +301,7 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
                 None => break,
                 // The kernel ended the multishot: re-arm.
                 Some(None) => break,
-                Some(Some(Ok(fd))) => {
-                    let peer = peer_of(&fd, tcp);
-                    board.conns.fetch_add(1, Ordering::Relaxed);
-                    let ctx = ctx.clone();
-                    glommio::spawn_local(async move {
-                        conn::serve(fd, peer, ctx.clone()).await;
-                        ctx.boards[ctx.worker].conns.fetch_sub(1, Ordering::Relaxed);
-                    })
-                    .detach();
-                }
+                Some(Some(Ok(fd))) => spawn_conn(&ctx, fd, listener),
                 Some(Some(Err(e))) => {
                     tracing::error!("worker {}: accept failed: {e}", ctx.worker);
                     if matches!(
@@ -285,6 +317,23 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
         }
         board.accepting.store(0, Ordering::Relaxed);
     }
+}
+
+/// Serve an accepted connection in a task of its own.
+fn spawn_conn(ctx: &Rc<ConnCtx>, fd: OwnedFd, listener: i32) {
+    let tcp = ctx.listeners.iter().any(|&(l, tcp)| l == listener && tcp);
+    let peer = peer_of(&fd, tcp);
+    ctx.boards[ctx.worker_board()]
+        .conns
+        .fetch_add(1, Ordering::Relaxed);
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        conn::serve(fd, peer, ctx.clone()).await;
+        ctx.boards[ctx.worker_board()]
+            .conns
+            .fetch_sub(1, Ordering::Relaxed);
+    })
+    .detach();
 }
 
 fn peer_of(fd: &OwnedFd, tcp: bool) -> Peer {

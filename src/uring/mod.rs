@@ -535,6 +535,24 @@ impl Driver {
         inner.strays.remove(pos).map(|(_, fd)| fd)
     }
 
+    /// Take any connection accepted for a cancelled accept, with its listener.
+    pub(crate) fn take_any_stray(&self) -> Option<(RawFd, OwnedFd)> {
+        self.inner.borrow_mut().strays.pop_front()
+    }
+
+    /// Accept operations whose future was dropped and whose final completion has not arrived:
+    /// each may still hand over a connection (as a stray).
+    pub(crate) fn accepts_in_flight(&self) -> usize {
+        self.inner
+            .borrow()
+            .ops
+            .iter()
+            .filter(|o| {
+                matches!(o.kind, OpKind::Accept { .. }) && matches!(o.state, Lifecycle::Orphan(_))
+            })
+            .count()
+    }
+
     pub(crate) fn note_park(&self) {
         self.inner.borrow_mut().stats.parks += 1;
     }
