@@ -431,6 +431,10 @@ mod tests {
             Ok((9, PathBuf::from("/srv/my app/reload me")))
         );
         assert!(parse_file_monitor("9").unwrap_err().contains("SIGNAL PATH"));
-        assert!(parse_file_monitor("x /a").unwrap_err().contains("signal \"x\""));
+        assert!(
+            parse_file_monitor("x /a")
+                .unwrap_err()
+                .contains("signal \"x\"")
+        );
     }
 }

@@ -14,6 +14,10 @@
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
 //! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board
 //!   the master reads to kill a worker stuck in a handler that never yields.
+//! - [`stats`]: the uWSGI-compatible stats document (JSON, HTTP, Prometheus) the master
+//!   publishes, and the `/proc` and `TCP_INFO` readers that feed it.
+//! - [`cron`]: uWSGI cron specs and the `--timer`/`--cron`/`--file-monitor` option values of
+//!   the signal framework.
 //! - `sys`: the system-call glue (affinity, rlimits, fork); with `uring`, the only `unsafe`.
 //!
 //! # Writing an application

@@ -912,8 +912,10 @@ mod tests {
         assert_eq!(body, to_json(&snap));
     }
 
+    /// Label pairs of one sample, in line order.
+    type Labels = Vec<(String, String)>;
     /// A sample line: metric name, labels, value.
-    type Sample = (String, Vec<(String, String)>, f64);
+    type Sample = (String, Labels, f64);
 
     fn valid_name(n: &str) -> bool {
         let mut cs = n.chars();
@@ -923,7 +925,7 @@ mod tests {
     }
 
     /// Parse `{k="v",...}` with 0.0.4 escapes; returns the labels and the rest of the line.
-    fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+    fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
         let mut labels = Vec::new();
         let mut rest = s.strip_prefix('{').ok_or("no {")?;
         loop {
@@ -1163,7 +1165,7 @@ mod tests {
         assert!(page.is_power_of_two());
         assert_eq!(rss % page, 0);
         // Growing the heap by 64 MiB of touched memory shows in rss.
-        let big = vec![1u8; 64 << 20];
+        let big = std::hint::black_box(vec![1u8; 64 << 20]);
         let (rss2, _) = proc_rss_vsz(std::process::id() as i32).unwrap();
         assert!(rss2 >= rss + (32 << 20), "rss {rss} -> {rss2}");
         drop(big);
