@@ -5,6 +5,7 @@ mod crazy;
 mod echo;
 mod hello;
 mod panic;
+mod signals;
 mod sleep;
 mod sleeping;
 mod spin;
@@ -27,6 +28,7 @@ pub(crate) fn builtin(config: &Config) -> Apps {
         })
         .register("sleeping", || sleeping::Sleeping)
         .register("spin", || spin::Spin)
-        .register("panic", || panic::Panic);
+        .register("panic", || panic::Panic)
+        .register("signals", signals::Signals::new);
     apps
 }

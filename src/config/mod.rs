@@ -997,6 +997,7 @@ mod tests {
             vec![
                 ("/cpubound", "cpubound"),
                 ("/sleeping", "sleeping"),
+                ("/signals", "signals"),
                 ("/crazy", "crazy"),
                 ("/sleep", "sleep"),
                 ("/echo", "echo"),
