@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::proto::ParseError;
 use crate::proto::http::{BodyFraming, ChunkedDecoder, HeadIndex, Version};
+use crate::proto::uwsgi::{self, CgiMeta};
 use crate::slot::SlotId;
 use crate::uring;
 
@@ -40,6 +41,10 @@ pub struct Request {
     pub(crate) worker: usize,
     pub(crate) slot: SlotId,
     pub(crate) body: Body,
+    /// What a uwsgi request said about the front server's connection (scheme, server name
+    /// and port); `None` on the HTTP listener, where the head says it all. Inline, not boxed:
+    /// no allocation either way.
+    pub(crate) cgi: Option<CgiMeta>,
 }
 
 impl fmt::Debug for Request {
@@ -107,9 +112,42 @@ impl Request {
             .map(|(n, v)| (text(n.of(&self.head)), v.of(&self.head)))
     }
 
-    /// The client's address.
+    /// The client's address. Behind a front server on the uwsgi listener, the client the
+    /// front server names (`REMOTE_ADDR`, `REMOTE_PORT`) when that is an IP address.
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// `https` when the client reached the front server over TLS (uwsgi `UWSGI_SCHEME`,
+    /// `REQUEST_SCHEME` or `HTTPS`), else `http`; always `http` on the HTTP listener, which
+    /// does not speak TLS.
+    pub fn scheme(&self) -> &str {
+        match &self.cgi {
+            Some(c) if c.https => "https",
+            _ => "http",
+        }
+    }
+
+    /// The server name the client addressed: uwsgi `SERVER_NAME`, else the `Host` header
+    /// without its port; empty if neither was sent.
+    pub fn server_name(&self) -> &str {
+        match &self.cgi {
+            Some(c) => text(c.server_name.of(&self.head)),
+            None => text(uwsgi::split_host_port(self.header("host").unwrap_or_default()).0),
+        }
+    }
+
+    /// The port the client addressed: uwsgi `SERVER_PORT`; on the HTTP listener the `Host`
+    /// header's port, or 80 when `Host` names none. `None` when unknown (no `Host`, or a
+    /// `SERVER_PORT` that is not a port number).
+    pub fn server_port(&self) -> Option<u16> {
+        match &self.cgi {
+            Some(c) => c.server_port,
+            None => {
+                let host = self.header("host")?;
+                Some(uwsgi::split_host_port(host).1.unwrap_or(80))
+            }
+        }
     }
 
     /// The worker (CPU core) serving this request.

@@ -53,9 +53,7 @@ impl ParseError {
         match self {
             ParseError::Malformed(_) | ParseError::AmbiguousLength | ParseError::MissingHost => 400,
             ParseError::UriTooLong => 414,
-            ParseError::HeadTooLarge | ParseError::UwsgiTooLarge | ParseError::TooManyVars => {
-                431
-            }
+            ParseError::HeadTooLarge | ParseError::UwsgiTooLarge | ParseError::TooManyVars => 431,
             ParseError::BodyTooLarge => 413,
             ParseError::UnsupportedTransferCoding | ParseError::UnsupportedModifier(_) => 501,
             ParseError::VersionNotSupported => 505,

@@ -135,7 +135,9 @@ fn count_vars(mut block: &[u8], max_vars: usize) -> Result<usize, ParseError> {
 /// Split a `u16-LE length, bytes` string off the front of `b`.
 fn take_string(b: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
     let Some((len, rest)) = b.split_first_chunk::<2>() else {
-        return Err(ParseError::Malformed("uwsgi vars block ends inside a length"));
+        return Err(ParseError::Malformed(
+            "uwsgi vars block ends inside a length",
+        ));
     };
     let len = usize::from(u16::from_le_bytes(*len));
     if rest.len() < len {
@@ -277,7 +279,9 @@ pub fn to_http_head(block: &[u8], out: &mut Vec<u8>) -> Result<CgiMeta, ParseErr
     }
 
     // Request line.
-    let method = method.ok_or(ParseError::Malformed("uwsgi request without REQUEST_METHOD"))?;
+    let method = method.ok_or(ParseError::Malformed(
+        "uwsgi request without REQUEST_METHOD",
+    ))?;
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::Malformed("uwsgi REQUEST_METHOD is not a token"));
     }
@@ -324,7 +328,9 @@ pub fn to_http_head(block: &[u8], out: &mut Vec<u8>) -> Result<CgiMeta, ParseErr
             continue;
         }
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(ParseError::Malformed("uwsgi HTTP_ var name is not a header name"));
+            return Err(ParseError::Malformed(
+                "uwsgi HTTP_ var name is not a header name",
+            ));
         }
         let mut upper = true;
         for &b in name {
@@ -366,7 +372,9 @@ pub fn to_http_head(block: &[u8], out: &mut Vec<u8>) -> Result<CgiMeta, ParseErr
     match server_name {
         Some(name) => {
             if has_ctl(name) {
-                return Err(ParseError::Malformed("uwsgi SERVER_NAME holds CR, LF or NUL"));
+                return Err(ParseError::Malformed(
+                    "uwsgi SERVER_NAME holds CR, LF or NUL",
+                ));
             }
             out.extend_from_slice(name);
         }
@@ -548,11 +556,11 @@ mod tests {
     #[test]
     fn truncated_or_overrunning_vars_are_400() {
         let cases: [&[u8]; 5] = [
-            b"\0\x01\0\0\x01",                // block ends inside a key length
-            b"\0\x04\0\0\x05\0AB",            // key runs past the block
-            b"\0\x04\0\0\x01\0A\x01",         // block ends inside a value length
-            b"\0\x05\0\0\x01\0A\x09\0",       // value runs past the block
-            b"\0\x05\0\0\0\0\x01\0x\0\0",     // empty key (and a body after)
+            b"\0\x01\0\0\x01",            // block ends inside a key length
+            b"\0\x04\0\0\x05\0AB",        // key runs past the block
+            b"\0\x04\0\0\x01\0A\x01",     // block ends inside a value length
+            b"\0\x05\0\0\x01\0A\x09\0",   // value runs past the block
+            b"\0\x05\0\0\0\0\x01\0x\0\0", // empty key (and a body after)
         ];
         for c in cases {
             let e = parse_packet(c, &LIMITS).unwrap_err();
@@ -643,7 +651,10 @@ mod tests {
             ("CONTENT_LENGTH", ""),
         ])
         .unwrap();
-        assert_eq!(h, "GET /a%20b/100%25%3F%23?q=1 HTTP/1.0\r\nHost: srv\r\n\r\n");
+        assert_eq!(
+            h,
+            "GET /a%20b/100%25%3F%23?q=1 HTTP/1.0\r\nHost: srv\r\n\r\n"
+        );
         assert_eq!(name, "srv");
         assert!(!meta.https, "UWSGI_SCHEME wins over HTTPS");
         assert_eq!(meta.server_port, None);

@@ -71,6 +71,10 @@ pub(crate) fn run(
             max_body: config.limit_post,
             max_headers: MAX_HEADERS,
         },
+        uwsgi: crate::proto::uwsgi::Limits {
+            buffer_size: config.buffer_size,
+            max_vars: config.max_vars,
+        },
         socket_timeout: config.socket_timeout,
         keepalive_timeout: config.keepalive_timeout,
         log: !config.disable_logging,
@@ -97,10 +101,12 @@ pub(crate) fn run(
         let mut pump_task = glommio::spawn_local(pump);
         let mut accepts = Vec::new();
         for (fd, tcp, protocol) in fds {
-            if protocol != Protocol::Http {
-                continue;
-            }
-            accepts.push(glommio::spawn_local(accept_loop(fd, tcp, ctx.clone())));
+            accepts.push(glommio::spawn_local(accept_loop(
+                fd,
+                tcp,
+                protocol,
+                ctx.clone(),
+            )));
         }
         tracing::info!(
             "worker {index} ready (pid {}, pinned to cpu {cpu}, {slots} slots)",
@@ -218,7 +224,7 @@ fn overloaded(ctx: &ConnCtx) -> bool {
 /// Accept connections on `listener` while a slot is free and this worker is not clearly more
 /// loaded than another; stop accepting otherwise, so that new connections stay in the shared
 /// kernel backlog for the other workers.
-async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
+async fn accept_loop(listener: i32, tcp: bool, protocol: Protocol, ctx: Rc<ConnCtx>) {
     let board = &ctx.boards[ctx.worker];
     loop {
         ctx.slots.wait_free().await;
@@ -265,7 +271,10 @@ async fn accept_loop(listener: i32, tcp: bool, ctx: Rc<ConnCtx>) {
                     board.conns.fetch_add(1, Ordering::Relaxed);
                     let ctx = ctx.clone();
                     glommio::spawn_local(async move {
-                        conn::serve(fd, peer, ctx.clone()).await;
+                        match protocol {
+                            Protocol::Http => conn::serve(fd, peer, ctx.clone()).await,
+                            Protocol::Uwsgi => conn::serve_uwsgi(fd, peer, ctx.clone()).await,
+                        }
                         ctx.boards[ctx.worker].conns.fetch_sub(1, Ordering::Relaxed);
                     })
                     .detach();
