@@ -62,6 +62,7 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("stats", "none"),
         ("reload-mercy", "60"),
         ("crazy-names", "localhost"),
+        ("chmod-socket", "none"),
     ]
 }
 
@@ -152,6 +153,9 @@ pub struct Config {
     pub reload_mercy: Duration,
     /// Host names the built-in `crazy` app resolves (`--crazy-names`).
     pub crazy_names: Vec<String>,
+    /// Mode set on unix-socket listeners after bind (`--chmod-socket`, octal); `None` leaves
+    /// what the umask gave.
+    pub chmod_socket: Option<u32>,
 }
 
 impl Config {
@@ -505,6 +509,10 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         } else {
             raw.crazy_names.clone()
         },
+        chmod_socket: raw
+            .chmod_socket
+            .as_deref()
+            .map(|m| raw::parse_mode(m).expect("checked by validate")),
     })
 }
 
@@ -1019,6 +1027,9 @@ mod tests {
                 "stats" => c.stats.clone().unwrap_or_else(|| "none".to_owned()),
                 "reload-mercy" => secs(c.reload_mercy),
                 "crazy-names" => c.crazy_names.join(","),
+                "chmod-socket" => c
+                    .chmod_socket
+                    .map_or("none".to_owned(), |m| format!("{m:o}")),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

@@ -232,8 +232,8 @@ const DROPPED: [&[u8]; 5] = [
 ///   client; what reaches us is one request with a known length either way);
 /// - one header per `HTTP_*` var in order (`HTTP_X_FOO` → `X-Foo`), except those in
 ///   [`DROPPED`]; `Host` from `SERVER_NAME` if there is no `HTTP_HOST`;
-/// - `Content-Type` from `CONTENT_TYPE` and `Content-Length` from `CONTENT_LENGTH` when not
-///   empty.
+/// - `Content-Type` from `CONTENT_TYPE` (else `HTTP_CONTENT_TYPE`) and `Content-Length` from
+///   `CONTENT_LENGTH`, when not empty (nginx sends both, empty, for a request without a body).
 ///
 /// Of a var sent twice the last one counts, as in uWSGI. A value that goes into the head and
 /// holds CR, LF or NUL (or whitespace, in the method and `REQUEST_URI`) is refused with
@@ -352,7 +352,7 @@ pub fn to_http_head(block: &[u8], out: &mut Vec<u8>) -> Result<CgiMeta, ParseErr
         out.extend_from_slice(b"Host");
         push_value(out, name)?;
     }
-    if let Some(ct) = content_type.or(http_content_type) {
+    if let Some(ct) = content_type.or(http_content_type).filter(|v| !v.is_empty()) {
         out.extend_from_slice(b"Content-Type");
         push_value(out, ct)?;
     }
