@@ -365,3 +365,67 @@ impl Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Parsed;
+    use crate::proto::http::{Limits, parse_head};
+
+    /// A request over `head` as conn.rs builds it (no socket: the body is never read).
+    fn request(head: &[u8], cgi: Option<CgiMeta>) -> Request {
+        let mut index = HeadIndex::default();
+        let limits = Limits {
+            max_head: head.len(),
+            max_body: None,
+            max_headers: 16,
+        };
+        assert!(matches!(
+            parse_head(head, &limits, &mut index),
+            Ok(Parsed::Complete(_))
+        ));
+        Request {
+            head: head.to_vec(),
+            index,
+            peer: Peer::Unix,
+            worker: 0,
+            slot: SlotId(0),
+            body: Body::new(-1, Vec::new(), 0, BodyFraming::None, None),
+            cgi,
+        }
+    }
+
+    #[test]
+    fn http_listener_cgi_facts_come_from_host() {
+        let r = request(b"GET / HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", None);
+        assert_eq!(
+            (r.scheme(), r.server_name(), r.server_port()),
+            ("http", "example.org", Some(8080))
+        );
+        let r = request(b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", None);
+        assert_eq!((r.server_name(), r.server_port()), ("[::1]", Some(80)));
+        let r = request(b"GET / HTTP/1.0\r\n\r\n", None);
+        assert_eq!((r.server_name(), r.server_port()), ("", None));
+    }
+
+    #[test]
+    fn uwsgi_cgi_facts_come_from_the_vars() {
+        let mut p = Vec::new();
+        let vars: [(&[u8], &[u8]); 5] = [
+            (b"REQUEST_METHOD", b"GET"),
+            (b"HTTP_HOST", b"front:81"),
+            (b"SERVER_NAME", b"back"),
+            (b"SERVER_PORT", b"443"),
+            (b"HTTPS", b"on"),
+        ];
+        uwsgi::encode(&mut p, 0, 0, &vars);
+        let mut head = Vec::new();
+        let meta = uwsgi::to_http_head(&p[uwsgi::HEADER_LEN..], &mut head).unwrap();
+        let r = request(&head, Some(meta));
+        assert_eq!(
+            (r.scheme(), r.server_name(), r.server_port()),
+            ("https", "back", Some(443))
+        );
+        assert_eq!(r.header("host"), Some(&b"front:81"[..]));
+    }
+}

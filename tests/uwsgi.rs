@@ -41,7 +41,7 @@ enum Client {
 impl Client {
     fn open(srv: &Server) -> Client {
         let addr = srv.uwsgi.as_deref().expect("a uwsgi listener");
-        let c = if addr.starts_with('/') {
+        if addr.starts_with('/') {
             let s = UnixStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             Client::Unix(s)
@@ -49,8 +49,7 @@ impl Client {
             let s = TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             Client::Tcp(s)
-        };
-        c
+        }
     }
 
     fn send(&mut self, b: &[u8]) {
