@@ -13,8 +13,9 @@ use futures_lite::FutureExt;
 
 use crate::app::App;
 use crate::harakiri::{self, Guarded, ReqCtx};
-use crate::proto::Parsed;
 use crate::proto::http::{self, Limits};
+use crate::proto::uwsgi::{self, CgiMeta};
+use crate::proto::{ParseError, Parsed};
 use crate::request::{Body, Peer, Request};
 use crate::response::Response;
 use crate::scoreboard::WorkerBoard;
@@ -29,6 +30,8 @@ pub(crate) struct ConnCtx {
     /// Mounted apps, longest prefix first.
     pub(crate) routes: Vec<(String, Rc<dyn App>)>,
     pub(crate) limits: Limits,
+    /// Packet limits of the uwsgi listeners (`--buffer-size`, `--max-vars`).
+    pub(crate) uwsgi: uwsgi::Limits,
     /// Inactivity limit while reading a head or body and while writing.
     pub(crate) socket_timeout: Duration,
     /// How long an idle keep-alive connection is kept (zero: no keep-alive).
@@ -56,8 +59,8 @@ pub(crate) struct ConnCtx {
     /// This worker's index in `boards` (not its worker index: during a reload the old and
     /// the new worker of one index both have a board).
     pub(crate) board_index: usize,
-    /// The listening sockets and whether each is TCP.
-    pub(crate) listeners: Vec<(i32, bool)>,
+    /// The listening sockets, whether each is TCP, and what each speaks.
+    pub(crate) listeners: Vec<(i32, bool, crate::server::listener::Protocol)>,
 }
 
 /// Set once when this worker starts draining: responses from then on say `Connection: close`.
@@ -173,6 +176,163 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         }
     }
     uring::close::close(fd);
+}
+
+/// Serve one accepted connection of a uwsgi listener (`--socket`): one request, then close
+/// (the plain uwsgi protocol has no keep-alive; nginx opens a connection per request).
+///
+/// The same discipline as HTTP: no slot while waiting for the first byte, `--socket-timeout`
+/// on every read, the same app pipeline. Unlike uWSGI, a refused packet gets an HTTP error
+/// response and a log line naming the option that raises the limit; uWSGI closes silently and
+/// nginx turns that into a 502.
+pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
+    let raw = fd.as_raw_fd();
+    let (r, input) =
+        uring::recv::recv(raw, Vec::with_capacity(HEAD_READ), Some(ctx.socket_timeout)).await;
+    let next = match r {
+        Ok(n) if n > 0 => {
+            let slot = ctx.slots.acquire().await;
+            uwsgi_request(&ctx, raw, &peer, slot, input).await
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            tracing::info!("{peer}: no uwsgi packet within --socket-timeout: 408");
+            let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
+            Next::Close
+        }
+        _ => Next::Close,
+    };
+    if matches!(next, Next::Linger) {
+        linger(&fd).await;
+    }
+    uring::close::close(fd);
+}
+
+/// Read, check and convert one uwsgi packet while holding `slot`, then serve it like an HTTP
+/// request (ping: answer [`uwsgi::PONG`]).
+async fn uwsgi_request(
+    ctx: &ConnCtx,
+    fd: i32,
+    peer: &Peer,
+    mut slot: SlotGuard,
+    mut input: Vec<u8>,
+) -> Next {
+    let started = Instant::now();
+    let slot_id = slot.id();
+    let mut bufs = slot.take_bufs();
+    // 1. The header and the vars block.
+    let parsed = loop {
+        match uwsgi::parse_packet(&input, &ctx.uwsgi) {
+            Ok(Parsed::Complete(p)) => break Ok(p),
+            Ok(Parsed::Partial) => {
+                // The header says how much is coming: make room for all of it at once.
+                let want = match input.get(1..3) {
+                    Some(&[lo, hi]) => {
+                        uwsgi::HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi]))
+                    }
+                    _ => uwsgi::HEADER_LEN,
+                };
+                input.reserve(want.saturating_sub(input.len()).max(512));
+                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
+                input = buf;
+                match r {
+                    Ok(0) => {
+                        tracing::info!("{peer}: connection closed inside a uwsgi packet");
+                        slot.put_bufs(bufs);
+                        return Next::Close;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        tracing::info!(
+                            "{peer}: uwsgi packet incomplete after --socket-timeout: 408"
+                        );
+                        error_response(ctx, fd, &mut bufs, 408).await;
+                        slot.put_bufs(bufs);
+                        return Next::Close;
+                    }
+                    Err(_) => {
+                        slot.put_bufs(bufs);
+                        return Next::Close;
+                    }
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // 2. Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
+    let converted = parsed.and_then(|p| {
+        if p.modifier1 == uwsgi::MODIFIER_PING {
+            return Ok((p, None));
+        }
+        let meta = uwsgi::to_http_head(p.block(&input), &mut bufs.head)?;
+        let limits = Limits {
+            // The head is never larger than the vars block it came from, plus the few bytes
+            // of defaults: it always fits.
+            max_head: bufs.head.len(),
+            max_body: ctx.limits.max_body,
+            max_headers: http::MAX_HEADERS,
+        };
+        match http::parse_head(&bufs.head, &limits, &mut bufs.index)? {
+            Parsed::Complete(_) => Ok((p, Some(meta))),
+            Parsed::Partial => Err(ParseError::Malformed("uwsgi vars make no complete head")),
+        }
+    });
+    match converted {
+        Ok((p, Some(meta))) => {
+            let (next, _) = respond(
+                ctx,
+                fd,
+                peer,
+                slot,
+                bufs,
+                input,
+                p.len(),
+                Some(meta),
+                started,
+            )
+            .await;
+            next
+        }
+        Ok((_, None)) => {
+            tracing::info!(
+                "{peer}: uwsgi ping: pong (worker {} slot {slot_id})",
+                ctx.worker
+            );
+            let _ =
+                uring::send::send_all(fd, uwsgi::PONG.to_vec(), 0, Some(ctx.socket_timeout)).await;
+            slot.put_bufs(bufs);
+            Next::Close
+        }
+        Err(e) => {
+            let limit = match e {
+                ParseError::UwsgiTooLarge => {
+                    let size = u16::from_le_bytes([input[1], input[2]]);
+                    format!(
+                        ": {size} bytes of vars, limit {}: raise --buffer-size",
+                        ctx.uwsgi.buffer_size
+                    )
+                }
+                ParseError::TooManyVars => {
+                    format!(": limit {} vars: raise --max-vars", ctx.uwsgi.max_vars)
+                }
+                ParseError::UnsupportedModifier(m) => format!(": modifier1 {m}"),
+                ParseError::BodyTooLarge => ": raise --limit-post".to_owned(),
+                ParseError::HeadTooLarge => {
+                    format!(": more than {} HTTP_ vars", http::MAX_HEADERS)
+                }
+                _ => String::new(),
+            };
+            tracing::warn!(
+                "{peer}: bad uwsgi request ({}{limit}): {} (worker {} slot {slot_id})",
+                e.describe(),
+                e.status(),
+                ctx.worker
+            );
+            error_response(ctx, fd, &mut bufs, e.status()).await;
+            slot.put_bufs(bufs);
+            Next::Linger
+        }
+    }
 }
 
 /// Longest a lingering close waits for the client to stop sending (in total, and per read).
@@ -306,13 +466,34 @@ async fn request(
     // 2. Move the head into the slot, the body stream over the connection buffer.
     bufs.head.clear();
     bufs.head.extend_from_slice(&input[..head_len]);
+    respond(ctx, fd, peer, slot, bufs, input, head_len, None, started).await
+}
+
+/// Serve a request whose head is in `bufs.head` and indexed in `bufs.index`, its body starting
+/// at `body_start` in `input`: call the app, finish the response, drain the body, give the
+/// buffers back to the slot. `cgi` is set for a uwsgi request (never kept alive, streamed
+/// responses delimited by close).
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    ctx: &ConnCtx,
+    fd: i32,
+    peer: &Peer,
+    mut slot: SlotGuard,
+    mut bufs: SlotBufs,
+    input: Vec<u8>,
+    body_start: usize,
+    cgi: Option<CgiMeta>,
+    started: Instant,
+) -> (Next, Vec<u8>) {
+    let slot_id = slot.id();
     let index = std::mem::take(&mut bufs.index);
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
-    let keep_alive = index.keep_alive && !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get();
+    let keep_alive =
+        index.keep_alive && !ctx.keepalive_timeout.is_zero() && cgi.is_none() && !ctx.stopping.get();
     let head_only = index.method.of(&bufs.head) == b"HEAD";
-    let mut body = Body::new(fd, input, head_len, framing, ctx.limits.max_body);
+    let mut body = Body::new(fd, input, body_start, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
     body.continue_pending = expect_continue && !body.is_done();
     let SlotBufs {
@@ -330,10 +511,14 @@ async fn request(
     let mut req = Request {
         head,
         index,
-        peer: peer.clone(),
+        peer: match cgi.and_then(|c| c.remote) {
+            Some(client) => Peer::Tcp(client),
+            None => peer.clone(),
+        },
         worker: ctx.worker,
         slot: slot_id,
         body,
+        cgi,
     };
     let mut resp = Response::new(
         fd,
@@ -344,6 +529,7 @@ async fn request(
         head_only,
         ctx.socket_timeout,
     );
+    resp.close_delimited = cgi.is_some();
     // 3. The app, with panics caught, raced against its harakiri deadline.
     let hctx = Rc::new(ReqCtx::new(
         slot_id,
@@ -400,7 +586,7 @@ async fn request(
         };
         log_request(
             ctx,
-            peer,
+            &req.peer,
             &req,
             status,
             resp.body_bytes,
@@ -484,7 +670,7 @@ async fn request(
     }
     log_request(
         ctx,
-        peer,
+        &req.peer,
         &req,
         resp.status,
         resp.body_bytes,

@@ -9,7 +9,7 @@
 //! - `slot`: the fixed pool of request slots (uWSGI's "async cores").
 //! - `conn`: the one loop that orders the steps of a connection: read, parse, call the app,
 //!   write, keep-alive or close.
-//! - [`proto`]: HTTP/1.1 as pure functions over bytes.
+//! - [`proto`]: HTTP/1.1 and the uwsgi binary protocol as pure functions over bytes.
 //! - [`Request`], [`Response`], [`App`]: the application API.
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
 //! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::proto::ParseError;
 use crate::proto::http::{BodyFraming, ChunkedDecoder, HeadIndex, Version};
+use crate::proto::uwsgi::{self, CgiMeta};
 use crate::slot::SlotId;
 use crate::uring;
 
@@ -40,6 +41,10 @@ pub struct Request {
     pub(crate) worker: usize,
     pub(crate) slot: SlotId,
     pub(crate) body: Body,
+    /// What a uwsgi request said about the front server's connection (scheme, server name
+    /// and port); `None` on the HTTP listener, where the head says it all. Inline, not boxed:
+    /// no allocation either way.
+    pub(crate) cgi: Option<CgiMeta>,
 }
 
 impl fmt::Debug for Request {
@@ -107,9 +112,42 @@ impl Request {
             .map(|(n, v)| (text(n.of(&self.head)), v.of(&self.head)))
     }
 
-    /// The client's address.
+    /// The client's address. Behind a front server on the uwsgi listener, the client the
+    /// front server names (`REMOTE_ADDR`, `REMOTE_PORT`) when that is an IP address.
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// `https` when the client reached the front server over TLS (uwsgi `UWSGI_SCHEME`,
+    /// `REQUEST_SCHEME` or `HTTPS`), else `http`; always `http` on the HTTP listener, which
+    /// does not speak TLS.
+    pub fn scheme(&self) -> &str {
+        match &self.cgi {
+            Some(c) if c.https => "https",
+            _ => "http",
+        }
+    }
+
+    /// The server name the client addressed: uwsgi `SERVER_NAME`, else the `Host` header
+    /// without its port; empty if neither was sent.
+    pub fn server_name(&self) -> &str {
+        match &self.cgi {
+            Some(c) => text(c.server_name.of(&self.head)),
+            None => text(uwsgi::split_host_port(self.header("host").unwrap_or_default()).0),
+        }
+    }
+
+    /// The port the client addressed: uwsgi `SERVER_PORT`; on the HTTP listener the `Host`
+    /// header's port, or 80 when `Host` names none. `None` when unknown (no `Host`, or a
+    /// `SERVER_PORT` that is not a port number).
+    pub fn server_port(&self) -> Option<u16> {
+        match &self.cgi {
+            Some(c) => c.server_port,
+            None => {
+                let host = self.header("host")?;
+                Some(uwsgi::split_host_port(host).1.unwrap_or(80))
+            }
+        }
     }
 
     /// The worker (CPU core) serving this request.
@@ -325,5 +363,69 @@ impl Body {
                 Err(_) => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Parsed;
+    use crate::proto::http::{Limits, parse_head};
+
+    /// A request over `head` as conn.rs builds it (no socket: the body is never read).
+    fn request(head: &[u8], cgi: Option<CgiMeta>) -> Request {
+        let mut index = HeadIndex::default();
+        let limits = Limits {
+            max_head: head.len(),
+            max_body: None,
+            max_headers: 16,
+        };
+        assert!(matches!(
+            parse_head(head, &limits, &mut index),
+            Ok(Parsed::Complete(_))
+        ));
+        Request {
+            head: head.to_vec(),
+            index,
+            peer: Peer::Unix,
+            worker: 0,
+            slot: SlotId(0),
+            body: Body::new(-1, Vec::new(), 0, BodyFraming::None, None),
+            cgi,
+        }
+    }
+
+    #[test]
+    fn http_listener_cgi_facts_come_from_host() {
+        let r = request(b"GET / HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", None);
+        assert_eq!(
+            (r.scheme(), r.server_name(), r.server_port()),
+            ("http", "example.org", Some(8080))
+        );
+        let r = request(b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", None);
+        assert_eq!((r.server_name(), r.server_port()), ("[::1]", Some(80)));
+        let r = request(b"GET / HTTP/1.0\r\n\r\n", None);
+        assert_eq!((r.server_name(), r.server_port()), ("", None));
+    }
+
+    #[test]
+    fn uwsgi_cgi_facts_come_from_the_vars() {
+        let mut p = Vec::new();
+        let vars: [(&[u8], &[u8]); 5] = [
+            (b"REQUEST_METHOD", b"GET"),
+            (b"HTTP_HOST", b"front:81"),
+            (b"SERVER_NAME", b"back"),
+            (b"SERVER_PORT", b"443"),
+            (b"HTTPS", b"on"),
+        ];
+        uwsgi::encode(&mut p, 0, 0, &vars);
+        let mut head = Vec::new();
+        let meta = uwsgi::to_http_head(&p[uwsgi::HEADER_LEN..], &mut head).unwrap();
+        let r = request(&head, Some(meta));
+        assert_eq!(
+            (r.scheme(), r.server_name(), r.server_port()),
+            ("https", "back", Some(443))
+        );
+        assert_eq!(r.header("host"), Some(&b"front:81"[..]));
     }
 }

@@ -48,6 +48,9 @@ pub struct Response {
     pub(crate) broken: bool,
     /// A header the application gave was invalid: the response fails at send time.
     bad_header: Option<String>,
+    /// Stream by closing the connection, never chunked: set on the uwsgi listener, whose
+    /// front server (nginx's uwsgi module) reads the body to EOF and does not de-chunk.
+    pub(crate) close_delimited: bool,
 }
 
 impl fmt::Debug for Response {
@@ -92,6 +95,7 @@ impl Response {
             timeout,
             broken: false,
             bad_header: None,
+            close_delimited: false,
         }
     }
 
@@ -193,13 +197,14 @@ impl Response {
     }
 
     /// Begin a streamed response: chunked for HTTP/1.1 clients, delimited by closing the
-    /// connection for HTTP/1.0 ones. The head goes out with the first [`write`](Self::write).
+    /// connection for HTTP/1.0 ones and on the uwsgi listener. The head goes out with the
+    /// first [`write`](Self::write).
     pub fn start(&mut self, status: u16) -> io::Result<()> {
         self.check_fresh()?;
         self.status = status;
         let framing = if status < 200 || status == 204 || status == 304 {
             ResponseFraming::NoBody
-        } else if self.version == Version::Http11 {
+        } else if self.version == Version::Http11 && !self.close_delimited {
             ResponseFraming::Chunked
         } else {
             self.keep_alive = false;

@@ -8,3 +8,6 @@ mod harakiri;
 
 // HTTP/1.1: keep-alive, pipelining, chunked, 100-continue, bad input, slots, workers, panics.
 mod http;
+
+// The uwsgi listener (--socket): packets over TCP and unix sockets, ping, refused packets.
+mod uwsgi;

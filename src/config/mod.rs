@@ -75,6 +75,7 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("cron", "none"),
         ("file-monitor", "none"),
         ("crazy-names", "localhost"),
+        ("chmod-socket", "none"),
     ]
 }
 
@@ -191,6 +192,9 @@ pub struct Config {
     pub file_monitors: Vec<(u8, PathBuf)>,
     /// Host names the built-in `crazy` app resolves (`--crazy-names`).
     pub crazy_names: Vec<String>,
+    /// Mode set on unix-socket listeners after bind (`--chmod-socket`, octal); `None` leaves
+    /// what the umask gave.
+    pub chmod_socket: Option<u32>,
 }
 
 impl Config {
@@ -574,6 +578,10 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         } else {
             raw.crazy_names.clone()
         },
+        chmod_socket: raw
+            .chmod_socket
+            .as_deref()
+            .map(|m| raw::parse_mode(m).expect("checked by validate")),
     })
 }
 
@@ -1115,6 +1123,9 @@ mod tests {
                     (if n == 0 { "none" } else { "?" }).to_owned()
                 }
                 "crazy-names" => c.crazy_names.join(","),
+                "chmod-socket" => c
+                    .chmod_socket
+                    .map_or("none".to_owned(), |m| format!("{m:o}")),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

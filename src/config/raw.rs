@@ -186,6 +186,13 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub file_monitor: Vec<String>,
 
+    /// Permissions of the unix-socket listeners, in octal (e.g. 660, so that only the front
+    /// server's group may connect); without a value 666 [default: none: as umask leaves them]
+    #[arg(long, value_name = "MODE", value_parser = parse_chmod_socket, num_args = 0..=1,
+          default_missing_value = "666")]
+    #[serde(default, deserialize_with = "octal_mode")]
+    pub chmod_socket: Option<String>,
+
     /// TOML config file; command-line flags override its values
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -210,7 +217,7 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
-        pidfile, uid, gid, refuse_root, chdir, config;
+        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket;
         http_socket, socket, mount, crazy_names, timer, cron, file_monitor
     )
 }
@@ -313,6 +320,9 @@ impl RawConfig {
         each("cron", &self.cron, |s| crate::cron::parse_cron_option(s).map(drop))?;
         each("file-monitor", &self.file_monitor, |s| {
             crate::cron::parse_file_monitor(s).map(drop)
+        })?;
+        check("chmod-socket", &self.chmod_socket, |s| {
+            parse_mode(s).map(drop)
         })?;
         Ok(())
     }
@@ -473,6 +483,36 @@ fn parse_mount_arg(s: &str) -> Result<String, String> {
 }
 fn parse_stats(s: &str) -> Result<String, String> {
     parse_addr(s, true).map(|_| s.to_owned())
+}
+fn parse_chmod_socket(s: &str) -> Result<String, String> {
+    parse_mode(s).map(|_| s.to_owned())
+}
+
+/// A file mode in octal, as chmod(1) takes it: `660`, `0660`; at most `0777`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let expected = || "expected an octal mode such as 660 (at most 777)".to_owned();
+    if s.is_empty() || s.len() > 4 {
+        return Err(expected());
+    }
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(expected()),
+    }
+}
+
+/// `chmod-socket = "660"` or `chmod-socket = 660`: an integer is read as the octal digits it
+/// is written with, as `chmod 660` is, not as the decimal number 660.
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "expected an octal mode such as \"660\" or 660")]
+    enum Mode {
+        Text(String),
+        Digits(u64),
+    }
+    Ok(Some(match Mode::deserialize(d)? {
+        Mode::Text(s) => s,
+        Mode::Digits(n) => n.to_string(),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,6 +804,10 @@ mod tests {
                 listen: Some(0),
                 ..Default::default()
             },
+            RawConfig {
+                chmod_socket: Some("888".into()),
+                ..Default::default()
+            },
         ];
         for r in bad {
             assert!(r.validate().is_err(), "{r:?} accepted");
@@ -779,5 +823,20 @@ mod tests {
             "invalid value '0' for --cores: expected a positive integer (at most 65536)"
         );
         assert!(RawConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn chmod_socket_is_octal() {
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0666"), Ok(0o666));
+        for bad in ["", "8", "1777", "abc", "-1", "07777"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
+        let r = cli(&["--http", ":1", "--chmod-socket", "--mount", "/a=a"]).unwrap();
+        assert_eq!(r.chmod_socket.as_deref(), Some("666"));
+        let r: RawConfig = toml::from_str("chmod-socket = 660").unwrap();
+        assert_eq!(r.chmod_socket.as_deref(), Some("660"));
+        let r: RawConfig = toml::from_str("chmod-socket = \"0600\"").unwrap();
+        assert_eq!(r.chmod_socket.as_deref(), Some("0600"));
     }
 }

@@ -5,6 +5,7 @@
 //! [`Parsed::Partial`] when more bytes are needed. This keeps the parsers fuzzable and benchable.
 
 pub mod http;
+pub mod uwsgi;
 
 /// The outcome of feeding bytes to a parser that can be resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,12 @@ pub enum ParseError {
     UnsupportedTransferCoding,
     /// An HTTP version other than 1.0 and 1.1 (505).
     VersionNotSupported,
+    /// A uwsgi packet whose vars block is larger than `--buffer-size` (431).
+    UwsgiTooLarge,
+    /// A uwsgi packet with more vars than `--max-vars` (431).
+    TooManyVars,
+    /// A uwsgi `modifier1` other than 0 (request) and 100 (ping) (501).
+    UnsupportedModifier(u8),
 }
 
 impl ParseError {
@@ -46,9 +53,9 @@ impl ParseError {
         match self {
             ParseError::Malformed(_) | ParseError::AmbiguousLength | ParseError::MissingHost => 400,
             ParseError::UriTooLong => 414,
-            ParseError::HeadTooLarge => 431,
+            ParseError::HeadTooLarge | ParseError::UwsgiTooLarge | ParseError::TooManyVars => 431,
             ParseError::BodyTooLarge => 413,
-            ParseError::UnsupportedTransferCoding => 501,
+            ParseError::UnsupportedTransferCoding | ParseError::UnsupportedModifier(_) => 501,
             ParseError::VersionNotSupported => 505,
         }
     }
@@ -64,6 +71,11 @@ impl ParseError {
             ParseError::BodyTooLarge => "body larger than --limit-post",
             ParseError::UnsupportedTransferCoding => "unsupported transfer coding",
             ParseError::VersionNotSupported => "unsupported HTTP version",
+            ParseError::UwsgiTooLarge => "uwsgi vars block larger than --buffer-size",
+            ParseError::TooManyVars => "more uwsgi vars than --max-vars",
+            ParseError::UnsupportedModifier(_) => {
+                "unsupported uwsgi modifier1 (only 0, a request, and 100, a ping, are served)"
+            }
         }
     }
 }

@@ -131,3 +131,19 @@ pub fn bind(
         }
     }
 }
+
+/// Set the permissions of a unix-socket file (`--chmod-socket`): connecting needs write
+/// permission on it, so this decides who may talk to the listener (uWSGI's `chmod-socket`).
+/// Abstract sockets have no file and are left alone by the caller.
+pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "--chmod-socket {mode:o}: cannot chmod {}: {e}",
+                path.display()
+            ),
+        )
+    })
+}

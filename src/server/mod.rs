@@ -50,6 +50,13 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             config.reuse_port,
         )?);
     }
+    if let Some(mode) = config.chmod_socket {
+        for l in &listeners {
+            if let Some(path) = &l.path {
+                listener::chmod(path, mode)?;
+            }
+        }
+    }
     for l in &listeners {
         let proto = match l.protocol {
             Protocol::Http => "http",

@@ -79,6 +79,10 @@ pub(crate) fn run(
             max_body: config.limit_post,
             max_headers: MAX_HEADERS,
         },
+        uwsgi: crate::proto::uwsgi::Limits {
+            buffer_size: config.buffer_size,
+            max_vars: config.max_vars,
+        },
         socket_timeout: config.socket_timeout,
         keepalive_timeout: config.keepalive_timeout,
         log: !config.disable_logging,
@@ -91,7 +95,10 @@ pub(crate) fn run(
         max_requests: config.max_requests,
         idle: Default::default(),
         board_index,
-        listeners: listeners.iter().map(|l| (l.raw(), l.tcp)).collect(),
+        listeners: listeners
+            .iter()
+            .map(|l| (l.raw(), l.tcp, l.protocol))
+            .collect(),
     });
     ctx.slots.publish_to(&board.busy_slots);
     let fds: Vec<(i32, bool, Protocol)> = listeners
@@ -110,10 +117,7 @@ pub(crate) fn run(
         let pump = pump::pump(driver)?;
         let mut pump_task = glommio::spawn_local(pump);
         let mut accepts = Vec::new();
-        for (fd, _tcp, protocol) in fds {
-            if protocol != Protocol::Http {
-                continue;
-            }
+        for (fd, _tcp, _protocol) in fds {
             accepts.push(glommio::spawn_local(accept_loop(fd, ctx.clone())));
         }
         let signals = glommio::spawn_local(crate::signals::receive_loop(
@@ -321,14 +325,21 @@ async fn accept_loop(listener: i32, ctx: Rc<ConnCtx>) {
 
 /// Serve an accepted connection in a task of its own.
 fn spawn_conn(ctx: &Rc<ConnCtx>, fd: OwnedFd, listener: i32) {
-    let tcp = ctx.listeners.iter().any(|&(l, tcp)| l == listener && tcp);
+    let (tcp, protocol) = ctx
+        .listeners
+        .iter()
+        .find(|&&(l, _, _)| l == listener)
+        .map_or((false, Protocol::Http), |&(_, tcp, p)| (tcp, p));
     let peer = peer_of(&fd, tcp);
     ctx.boards[ctx.worker_board()]
         .conns
         .fetch_add(1, Ordering::Relaxed);
     let ctx = ctx.clone();
     glommio::spawn_local(async move {
-        conn::serve(fd, peer, ctx.clone()).await;
+        match protocol {
+            Protocol::Http => conn::serve(fd, peer, ctx.clone()).await,
+            Protocol::Uwsgi => conn::serve_uwsgi(fd, peer, ctx.clone()).await,
+        }
         ctx.boards[ctx.worker_board()]
             .conns
             .fetch_sub(1, Ordering::Relaxed);

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The first uwsgi listener (`--socket`) as logged: `IP:PORT`, a path or `@name`.
+    pub(crate) uwsgi: Option<String>,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
@@ -39,6 +41,7 @@ impl Server {
         let mut s = Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            uwsgi: None,
             lines: rx,
             log: Vec::new(),
         };
@@ -49,6 +52,14 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .unwrap();
         s.addr = addr.parse().unwrap();
+        if args.contains(&"--socket") {
+            let bound = s.wait_for("bound uwsgi socket on ");
+            s.uwsgi = bound
+                .split("bound uwsgi socket on ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned);
+        }
         let cores = args
             .windows(2)
             .find(|w| w[0] == "--cores")
@@ -307,4 +318,21 @@ fn normalise_date(head: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\r\n")
+}
+
+/// A uwsgi packet as nginx's uwsgi module writes it: modifier1, u16-LE size of the vars,
+/// modifier2, then u16-LE length-prefixed keys and values.
+pub(crate) fn uwsgi_packet(modifier1: u8, vars: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in vars {
+        for s in [k, v] {
+            block.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            block.extend_from_slice(s.as_bytes());
+        }
+    }
+    let mut out = vec![modifier1];
+    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    out.push(0);
+    out.extend(block);
+    out
 }
