@@ -62,6 +62,8 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("stats", "none"),
         ("reload-mercy", "60"),
         ("crazy-names", "localhost"),
+        ("static-map", "none"),
+        ("static-index", "none"),
     ]
 }
 
@@ -109,6 +111,15 @@ impl Mount {
     }
 }
 
+/// A directory served at a URL path prefix (`--static-map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMount {
+    /// URL path prefix, with the rules of [`Mount::prefix`].
+    pub prefix: String,
+    /// The directory, canonical (absolute, no symlinks): files must resolve beneath it.
+    pub dir: PathBuf,
+}
+
 /// The validated, resolved configuration. Built once by [`load_from_args`] (or
 /// [`Config::resolve`]) and shared read-only afterwards.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +163,10 @@ pub struct Config {
     pub reload_mercy: Duration,
     /// Host names the built-in `crazy` app resolves (`--crazy-names`).
     pub crazy_names: Vec<String>,
+    /// Static directories (`--static-map`), longest prefix first.
+    pub static_maps: Vec<StaticMount>,
+    /// File served for a directory under a static mount (`--static-index`).
+    pub static_index: Option<String>,
 }
 
 impl Config {
@@ -481,6 +496,32 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             .then_with(|| a.prefix.cmp(&b.prefix))
     });
 
+    let mut static_maps = Vec::with_capacity(raw.static_map.len());
+    for m in &raw.static_map {
+        let (prefix, dir) = raw::parse_static_map(m)
+            .map_err(|reason| invalid(format!("invalid value '{m}' for --static-map: {reason}")))?;
+        // Canonical once, here in the master: workers check that every file they open
+        // resolves beneath this path, and a relative or symlinked root would defeat that.
+        let canonical = std::fs::canonicalize(&dir)
+            .map_err(|e| invalid(format!("--static-map '{m}': {}: {e}", dir.display())))?;
+        if !canonical.is_dir() {
+            return Err(invalid(format!(
+                "--static-map '{m}': {} is not a directory",
+                dir.display()
+            )));
+        }
+        static_maps.push(StaticMount {
+            prefix,
+            dir: canonical,
+        });
+    }
+    static_maps.sort_by(|a, b| {
+        b.prefix
+            .len()
+            .cmp(&a.prefix.len())
+            .then_with(|| a.prefix.cmp(&b.prefix))
+    });
+
     Ok(Config {
         http_sockets,
         uwsgi_sockets,
@@ -505,6 +546,8 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         } else {
             raw.crazy_names.clone()
         },
+        static_maps,
+        static_index: raw.static_index,
     })
 }
 
@@ -850,6 +893,53 @@ mod tests {
     }
 
     #[test]
+    fn static_maps_are_canonical_longest_first_and_must_exist() {
+        let tmp = std::env::temp_dir();
+        let tmp_s = tmp.to_str().unwrap();
+        let c = load(&[
+            "--http",
+            ":0",
+            "--static-map",
+            &format!("/s={tmp_s}"),
+            "--static-map",
+            &format!("/s/deep={tmp_s}/."),
+            "--static-index",
+            "index.html",
+        ])
+        .unwrap();
+        let canonical = std::fs::canonicalize(&tmp).unwrap();
+        assert_eq!(
+            c.static_maps,
+            vec![
+                StaticMount {
+                    prefix: "/s/deep".into(),
+                    dir: canonical.clone()
+                },
+                StaticMount {
+                    prefix: "/s".into(),
+                    dir: canonical
+                },
+            ]
+        );
+        assert_eq!(c.static_index.as_deref(), Some("index.html"));
+        let got = err(&[
+            "--http",
+            ":0",
+            "--static-map",
+            "/s=/nonexistent/ringsgi-dir",
+        ]);
+        assert!(
+            got.starts_with(
+                "--static-map '/s=/nonexistent/ringsgi-dir': /nonexistent/ringsgi-dir: "
+            ),
+            "{got}"
+        );
+        let file = format!("/s={}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+        let got = err(&["--http", ":0", "--static-map", &file]);
+        assert!(got.contains("is not a directory"), "{got}");
+    }
+
+    #[test]
     fn address_table() {
         let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
         let table: &[(&str, ListenAddr)] = &[
@@ -950,6 +1040,8 @@ mod tests {
             "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
             "socket-timeout" | "keepalive-timeout" | "harakiri" | "reload-mercy" => "1.5",
             "buffer-size" => "4096",
+            "static-map" => "[\"/s=/tmp\"]",
+            "static-index" => "\"index.html\"",
             _ => "2",
         };
         let src: String = defaults()
@@ -1019,6 +1111,13 @@ mod tests {
                 "stats" => c.stats.clone().unwrap_or_else(|| "none".to_owned()),
                 "reload-mercy" => secs(c.reload_mercy),
                 "crazy-names" => c.crazy_names.join(","),
+                "static-map" => (if c.static_maps.is_empty() {
+                    "none"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "static-index" => c.static_index.clone().unwrap_or_else(|| "none".to_owned()),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");
