@@ -19,6 +19,7 @@ use crate::request::Peer;
 use crate::scoreboard::WorkerBoard;
 use crate::server::listener::{Listener, Protocol};
 use crate::slot::SlotPool;
+use crate::static_files::StaticFiles;
 use crate::uring::{Driver, accept::AcceptMulti, pump};
 
 /// glommio's preemption interval. The reactor (timers and glommio I/O, including the pump's
@@ -62,6 +63,7 @@ pub(crate) fn run(
             .ok_or_else(|| io::Error::other(format!("unknown app {:?}", m.app)))?;
         routes.push((m.prefix.clone(), app));
     }
+    let statics = StaticFiles::open(&config.static_maps, config.static_index.as_deref())?;
     let ctx = Rc::new(ConnCtx {
         worker: index,
         slots: SlotPool::new(config.async_slots),
@@ -80,6 +82,7 @@ pub(crate) fn run(
         harakiri_verbose: config.harakiri_verbose,
         board: Some(board),
         boards,
+        statics,
     });
     let fds: Vec<(i32, bool, Protocol)> = listeners
         .iter()
