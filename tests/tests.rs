@@ -8,3 +8,6 @@ mod harakiri;
 
 // HTTP/1.1: keep-alive, pipelining, chunked, 100-continue, bad input, slots, workers, panics.
 mod http;
+
+// Static files (--static-map, --static-index): bytes, validators, ranges, path safety.
+mod static_files;
