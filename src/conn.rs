@@ -20,6 +20,7 @@ use crate::request::{Body, Peer, Request};
 use crate::response::Response;
 use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
+use crate::static_files::{self, StaticFiles};
 use crate::uring;
 
 /// What every connection of a worker shares.
@@ -59,6 +60,8 @@ pub(crate) struct ConnCtx {
     /// This worker's index in `boards` (not its worker index: during a reload the old and
     /// the new worker of one index both have a board).
     pub(crate) board_index: usize,
+    /// `--static-map` directories, looked up before the apps (empty: one `is_empty()`).
+    pub(crate) statics: StaticFiles,
     /// The listening sockets, whether each is TCP, and what each speaks.
     pub(crate) listeners: Vec<(i32, bool, crate::server::listener::Protocol)>,
 }
@@ -544,8 +547,9 @@ async fn respond(
         },
         ctx.board,
     ));
+    let statics = !ctx.statics.is_empty();
     let outcome = match ctx.route(req.path()) {
-        Some(app) => {
+        Some(app) if !statics => {
             let app = app.clone();
             let call = Guarded::new(
                 hctx.clone(),
@@ -557,7 +561,28 @@ async fn respond(
             })
             .await
         }
-        None => Some(Ok(resp.send_error(404).await)),
+        None if !statics => Some(Ok(resp.send_error(404).await)),
+        app => {
+            // Static files first (GET/HEAD under a --static-map), then the app, under the
+            // same deadline; a missing file falls through to the app, as in uWSGI.
+            let app = app.cloned();
+            let (req, resp) = (&mut req, &mut resp);
+            let handler = std::pin::pin!(async move {
+                if let Some(done) = static_files::serve(&ctx.statics, req, resp).await {
+                    return done;
+                }
+                match app {
+                    Some(app) => app.call(req, resp).await,
+                    None => resp.send_error(404).await,
+                }
+            });
+            let call = Guarded::new(hctx.clone(), AssertUnwindSafe(handler).catch_unwind());
+            futures_lite::future::or(async { Some(call.await) }, async {
+                harakiri::expired(&hctx).await;
+                None
+            })
+            .await
+        }
     };
     let Some(outcome) = outcome else {
         // Harakiri: the handler was dropped (cancelled) at its current await.

@@ -10,6 +10,8 @@
 //! - `conn`: the one loop that orders the steps of a connection: read, parse, call the app,
 //!   write, keep-alive or close.
 //! - [`proto`]: HTTP/1.1 and the uwsgi binary protocol as pure functions over bytes.
+//! - `static_files`: `--static-map` directories, served before the apps (path safety,
+//!   validators, ranges as pure functions; file I/O on the ring).
 //! - [`Request`], [`Response`], [`App`]: the application API.
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
 //! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board
@@ -58,6 +60,7 @@ mod response;
 mod scoreboard;
 mod signals;
 mod slot;
+mod static_files;
 mod sys;
 pub mod uring;
 mod writer;

@@ -216,6 +216,67 @@ impl Response {
         Ok(())
     }
 
+    /// Begin a response whose body length is known in advance (static files): the head
+    /// carries `Content-Length: len` and goes out with the first
+    /// [`write_filled`](Self::write_filled), or with [`finish`](Self::finish) for HEAD.
+    ///
+    /// Crate-internal because `len` is a promise: [`finish`](Self::finish) fails and the
+    /// connection is closed if fewer bytes were written. Applications use `send` or `start`,
+    /// where the server computes the framing itself.
+    pub(crate) fn start_sized(&mut self, status: u16, len: u64) -> io::Result<()> {
+        self.check_fresh()?;
+        self.status = status;
+        let framing = if status < 200 || status == 204 || status == 304 {
+            ResponseFraming::NoBody
+        } else {
+            ResponseFraming::Length(len)
+        };
+        self.out.clear();
+        self.write_head(framing);
+        self.state = State::Streaming(framing);
+        Ok(())
+    }
+
+    /// Let `fill` append body bytes straight into the output buffer (behind the head while it
+    /// is still pending), then send them: a file is read into the buffer the socket is fed
+    /// from, with no copy, and a small file leaves in one send together with its head.
+    ///
+    /// `fill` gets the buffer by value (ring operations own their buffers) and returns it
+    /// with its result. Returns the body bytes appended. Only after
+    /// [`start_sized`](Self::start_sized); more bytes than announced is an error.
+    pub(crate) async fn write_filled<F, Fut>(&mut self, fill: F) -> io::Result<usize>
+    where
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = (io::Result<usize>, Vec<u8>)>,
+    {
+        crate::harakiri::note_wait("writing the response");
+        let State::Streaming(ResponseFraming::Length(total)) = self.state else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write_filled() needs start_sized() with a body",
+            ));
+        };
+        // Broken until the bytes are on the socket: if this future is dropped, or `fill`
+        // fails, the response cannot be completed and the connection must close.
+        self.broken = true;
+        let out = std::mem::take(&mut self.out);
+        let before = out.len();
+        let (r, out) = fill(out).await;
+        self.out = out;
+        r?;
+        let n = self.out.len().saturating_sub(before);
+        if self.body_bytes + n as u64 > total {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "body longer than its Content-Length",
+            ));
+        }
+        self.body_bytes += n as u64;
+        self.flush().await?;
+        self.broken = false;
+        Ok(n)
+    }
+
     /// Write one chunk of a streamed response and wait until the socket took it.
     pub async fn write(&mut self, chunk: impl AsRef<[u8]>) -> io::Result<()> {
         crate::harakiri::note_wait("writing the response");
@@ -249,6 +310,18 @@ impl Response {
     pub async fn finish(&mut self) -> io::Result<()> {
         match self.state {
             State::Streaming(framing) => {
+                if let ResponseFraming::Length(n) = framing
+                    && !self.head_only
+                    && self.body_bytes != n
+                {
+                    // The client counts on n bytes: only closing tells it the body is cut.
+                    self.keep_alive = false;
+                    self.state = State::Finished;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("body ended after {} of {n} bytes", self.body_bytes),
+                    ));
+                }
                 if framing == ResponseFraming::Chunked && !self.head_only {
                     self.out.extend_from_slice(http::LAST_CHUNK);
                 }

@@ -11,3 +11,5 @@ mod http;
 
 // The uwsgi listener (--socket): packets over TCP and unix sockets, ping, refused packets.
 mod uwsgi;
+// Static files (--static-map, --static-index): bytes, validators, ranges, path safety.
+mod static_files;

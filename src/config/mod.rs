@@ -76,6 +76,8 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("file-monitor", "none"),
         ("crazy-names", "localhost"),
         ("chmod-socket", "none"),
+        ("static-map", "none"),
+        ("static-index", "none"),
     ]
 }
 
@@ -121,6 +123,15 @@ impl Mount {
             None => false,
         }
     }
+}
+
+/// A directory served at a URL path prefix (`--static-map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMount {
+    /// URL path prefix, with the rules of [`Mount::prefix`].
+    pub prefix: String,
+    /// The directory, canonical (absolute, no symlinks): files must resolve beneath it.
+    pub dir: PathBuf,
 }
 
 /// The validated, resolved configuration. Built once by [`load_from_args`] (or
@@ -195,6 +206,10 @@ pub struct Config {
     /// Mode set on unix-socket listeners after bind (`--chmod-socket`, octal); `None` leaves
     /// what the umask gave.
     pub chmod_socket: Option<u32>,
+    /// Static directories (`--static-map`), longest prefix first.
+    pub static_maps: Vec<StaticMount>,
+    /// File served for a directory under a static mount (`--static-index`).
+    pub static_index: Option<String>,
 }
 
 impl Config {
@@ -529,6 +544,32 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             .then_with(|| a.prefix.cmp(&b.prefix))
     });
 
+    let mut static_maps = Vec::with_capacity(raw.static_map.len());
+    for m in &raw.static_map {
+        let (prefix, dir) = raw::parse_static_map(m)
+            .map_err(|reason| invalid(format!("invalid value '{m}' for --static-map: {reason}")))?;
+        // Canonical once, here in the master: workers check that every file they open
+        // resolves beneath this path, and a relative or symlinked root would defeat that.
+        let canonical = std::fs::canonicalize(&dir)
+            .map_err(|e| invalid(format!("--static-map '{m}': {}: {e}", dir.display())))?;
+        if !canonical.is_dir() {
+            return Err(invalid(format!(
+                "--static-map '{m}': {} is not a directory",
+                dir.display()
+            )));
+        }
+        static_maps.push(StaticMount {
+            prefix,
+            dir: canonical,
+        });
+    }
+    static_maps.sort_by(|a, b| {
+        b.prefix
+            .len()
+            .cmp(&a.prefix.len())
+            .then_with(|| a.prefix.cmp(&b.prefix))
+    });
+
     Ok(Config {
         http_sockets,
         uwsgi_sockets,
@@ -582,6 +623,8 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             .chmod_socket
             .as_deref()
             .map(|m| raw::parse_mode(m).expect("checked by validate")),
+        static_maps,
+        static_index: raw.static_index,
     })
 }
 
@@ -927,6 +970,53 @@ mod tests {
     }
 
     #[test]
+    fn static_maps_are_canonical_longest_first_and_must_exist() {
+        let tmp = std::env::temp_dir();
+        let tmp_s = tmp.to_str().unwrap();
+        let c = load(&[
+            "--http",
+            ":0",
+            "--static-map",
+            &format!("/s={tmp_s}"),
+            "--static-map",
+            &format!("/s/deep={tmp_s}/."),
+            "--static-index",
+            "index.html",
+        ])
+        .unwrap();
+        let canonical = std::fs::canonicalize(&tmp).unwrap();
+        assert_eq!(
+            c.static_maps,
+            vec![
+                StaticMount {
+                    prefix: "/s/deep".into(),
+                    dir: canonical.clone()
+                },
+                StaticMount {
+                    prefix: "/s".into(),
+                    dir: canonical
+                },
+            ]
+        );
+        assert_eq!(c.static_index.as_deref(), Some("index.html"));
+        let got = err(&[
+            "--http",
+            ":0",
+            "--static-map",
+            "/s=/nonexistent/ringsgi-dir",
+        ]);
+        assert!(
+            got.starts_with(
+                "--static-map '/s=/nonexistent/ringsgi-dir': /nonexistent/ringsgi-dir: "
+            ),
+            "{got}"
+        );
+        let file = format!("/s={}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+        let got = err(&["--http", ":0", "--static-map", &file]);
+        assert!(got.contains("is not a directory"), "{got}");
+    }
+
+    #[test]
     fn address_table() {
         let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
         let table: &[(&str, ListenAddr)] = &[
@@ -1035,6 +1125,8 @@ mod tests {
             "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
             "socket-timeout" | "keepalive-timeout" | "harakiri" | "reload-mercy" => "1.5",
             "buffer-size" => "4096",
+            "static-map" => "[\"/s=/tmp\"]",
+            "static-index" => "\"index.html\"",
             _ => "2",
         };
         let src: String = defaults()
@@ -1126,6 +1218,13 @@ mod tests {
                 "chmod-socket" => c
                     .chmod_socket
                     .map_or("none".to_owned(), |m| format!("{m:o}")),
+                "static-map" => (if c.static_maps.is_empty() {
+                    "none"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "static-index" => c.static_index.clone().unwrap_or_else(|| "none".to_owned()),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

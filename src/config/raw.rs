@@ -192,6 +192,16 @@ pub struct RawConfig {
           default_missing_value = "666")]
     #[serde(default, deserialize_with = "octal_mode")]
     pub chmod_socket: Option<String>,
+    /// Serve the files under DIR at URL prefix MOUNT, before the apps (repeatable):
+    /// "/MOUNT=DIR"; the longest mount wins
+    #[arg(long, value_name = "/MOUNT=DIR", value_parser = parse_static_map_arg)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub static_map: Vec<String>,
+
+    /// File served for a request naming a directory under a --static-map, e.g. index.html
+    /// [default: none: a directory is 403]
+    #[arg(long, value_name = "NAME", value_parser = parse_static_index)]
+    pub static_index: Option<String>,
 
     /// TOML config file; command-line flags override its values
     #[arg(long, value_name = "FILE")]
@@ -217,8 +227,8 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
-        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket;
-        http_socket, socket, mount, crazy_names, timer, cron, file_monitor
+        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, static_index;
+        http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map
     )
 }
 
@@ -323,6 +333,24 @@ impl RawConfig {
         })?;
         check("chmod-socket", &self.chmod_socket, |s| {
             parse_mode(s).map(drop)
+        })?;
+        each("static-map", &self.static_map, |s| {
+            parse_static_map(s).map(drop)
+        })?;
+        let mut seen: Vec<String> = Vec::new();
+        for m in &self.static_map {
+            let (prefix, _) = parse_static_map(m).expect("checked above");
+            if seen.contains(&prefix) {
+                return Err(FieldError {
+                    key: "static-map",
+                    value: m.clone(),
+                    reason: format!("prefix '{prefix}' is mapped twice"),
+                });
+            }
+            seen.push(prefix);
+        }
+        check("static-index", &self.static_index, |s| {
+            parse_static_index(s).map(drop)
         })?;
         Ok(())
     }
@@ -514,6 +542,20 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Mode::Digits(n) => n.to_string(),
     }))
 }
+fn parse_static_map_arg(s: &str) -> Result<String, String> {
+    parse_static_map(s).map(|_| s.to_owned())
+}
+
+/// Checks a `--static-index` name: one path component, so that it cannot leave the directory
+/// it is looked up in.
+fn parse_static_index(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']);
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a file name without '/' (e.g. index.html)".into())
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Names, mounts, addresses
@@ -549,6 +591,33 @@ pub fn parse_mount(s: &str) -> Result<(String, String), String> {
     }
     check_app_name(app)?;
     Ok((prefix.to_owned(), app.to_owned()))
+}
+
+/// Splits `"/MOUNT=DIR"` into the URL prefix and the directory as written.
+///
+/// The prefix follows the rules of [`parse_mount`]; the directory must be non-empty. Whether
+/// it exists is checked when the configuration is resolved.
+pub fn parse_static_map(s: &str) -> Result<(String, PathBuf), String> {
+    let (prefix, dir) = s
+        .split_once('=')
+        .ok_or_else(|| "expected /MOUNT=DIR (no '=' found)".to_owned())?;
+    if !prefix.starts_with('/') {
+        return Err(format!("static mount '{prefix}' must start with '/'"));
+    }
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        return Err(format!("static mount '{prefix}' must not end with '/'"));
+    }
+    if prefix.contains("//")
+        || prefix.contains('%')
+        || prefix.split('/').any(|seg| seg == "." || seg == "..")
+        || prefix.bytes().any(|b| b.is_ascii_whitespace() || b == b'?')
+    {
+        return Err(format!("static mount '{prefix}' is not a clean URL path"));
+    }
+    if dir.is_empty() || dir.contains('\0') {
+        return Err("expected a directory after '='".into());
+    }
+    Ok((prefix.to_owned(), PathBuf::from(dir)))
 }
 
 /// A listener address as written, checked for syntax but not resolved.
@@ -755,6 +824,50 @@ mod tests {
         ] {
             assert!(parse_mount(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn static_map_and_index_syntax() {
+        assert_eq!(
+            parse_static_map("/s=/var/www"),
+            Ok(("/s".into(), "/var/www".into()))
+        );
+        assert_eq!(
+            parse_static_map("/=rel/dir"),
+            Ok(("/".into(), "rel/dir".into()))
+        );
+        for bad in [
+            "s=/x",
+            "/s",
+            "/s/=/x",
+            "/s=",
+            "/a//b=/x",
+            "/a/../b=/x",
+            "/%2e=/x",
+            "/a b=/x",
+        ] {
+            assert!(parse_static_map(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_static_index("index.html").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\\b"] {
+            assert!(parse_static_index(bad).is_err(), "{bad:?} accepted");
+        }
+        let twice = RawConfig {
+            static_map: vec!["/s=/a".into(), "/s=/b".into()],
+            ..Default::default()
+        };
+        assert!(twice.validate().is_err());
+        let r = cli(&[
+            "--static-map",
+            "/a=/x",
+            "--static-map",
+            "/b=/y",
+            "--static-index",
+            "i.htm",
+        ])
+        .unwrap();
+        assert_eq!(r.static_map.len(), 2);
+        assert_eq!(r.static_index.as_deref(), Some("i.htm"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::request::Peer;
 use crate::scoreboard::WorkerBoard;
 use crate::server::listener::{Listener, Protocol};
 use crate::slot::SlotPool;
+use crate::static_files::StaticFiles;
 use crate::uring::{Driver, accept::AcceptMulti, pump};
 
 /// glommio's preemption interval. The reactor (timers and glommio I/O, including the pump's
@@ -70,6 +71,7 @@ pub(crate) fn run(
             .ok_or_else(|| io::Error::other(format!("unknown app {:?}", m.app)))?;
         routes.push((m.prefix.clone(), app));
     }
+    let statics = StaticFiles::open(&config.static_maps, config.static_index.as_deref())?;
     let ctx = Rc::new(ConnCtx {
         worker: index,
         slots: SlotPool::new(config.async_slots),
@@ -99,6 +101,7 @@ pub(crate) fn run(
             .iter()
             .map(|l| (l.raw(), l.tcp, l.protocol))
             .collect(),
+        statics,
     });
     ctx.slots.publish_to(&board.busy_slots);
     let fds: Vec<(i32, bool, Protocol)> = listeners

@@ -26,6 +26,7 @@
 pub(crate) mod accept;
 pub(crate) mod close;
 pub(crate) mod connect;
+pub(crate) mod file;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pump;
@@ -97,6 +98,9 @@ pub(crate) enum OpKind {
         /// The listening socket.
         listener: RawFd,
     },
+    /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
+    /// driver closes it.
+    Open,
     /// Anything else.
     Other,
 }
@@ -361,6 +365,9 @@ impl Driver {
             debug_assert_eq!(slot.generation, generation);
             let kind = slot.kind;
             let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(keep));
+            if let (Lifecycle::Done { res, .. }, OpKind::Open) = (&prev, kind) {
+                close_orphan_fd(*res);
+            }
             match prev {
                 Lifecycle::Done { .. } if slot.pending == 0 => {
                     slot.state = Lifecycle::Free;
@@ -620,8 +627,10 @@ fn complete(
             }
         }
         Lifecycle::Orphan(_) => {
-            if let OpKind::Accept { listener } = slot.kind {
-                keep_stray(strays, listener, res);
+            match slot.kind {
+                OpKind::Accept { listener } => keep_stray(strays, listener, res),
+                OpKind::Open => close_orphan_fd(res),
+                OpKind::Other => {}
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;
@@ -642,6 +651,15 @@ fn keep_stray(strays: &mut VecDeque<(RawFd, OwnedFd)>, listener: RawFd, res: i32
     if res >= 0 {
         // SAFETY: a non-negative accept result is a new fd that no one else has seen.
         strays.push_back((listener, unsafe { OwnedFd::from_raw_fd(res) }));
+    }
+}
+
+/// Close a file the kernel opened for an open whose future was dropped: nobody else has it.
+fn close_orphan_fd(res: i32) {
+    if res >= 0 {
+        // SAFETY: a non-negative open result is a new fd that no one else has seen; the
+        // future that would have owned it is gone.
+        drop(unsafe { OwnedFd::from_raw_fd(res) });
     }
 }
 

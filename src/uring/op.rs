@@ -26,8 +26,13 @@ impl<T: 'static> Op<T> {
     /// Submit `entry` (its `user_data` is set here). `data` must own every buffer `entry`
     /// points to, at a stable address.
     pub(crate) fn submit(entry: squeue::Entry, data: T) -> Op<T> {
+        Self::submit_kind(entry, OpKind::Other, data)
+    }
+
+    /// [`Op::submit`] for an operation whose orphaned result needs cleanup (see [`OpKind`]).
+    pub(crate) fn submit_kind(entry: squeue::Entry, kind: OpKind, data: T) -> Op<T> {
         let driver = Driver::current();
-        let (idx, generation) = driver.alloc(OpKind::Other, 1, false);
+        let (idx, generation) = driver.alloc(kind, 1, false);
         driver.push(&[entry.user_data(user_data(idx, generation))]);
         Op {
             driver,

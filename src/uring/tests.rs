@@ -274,3 +274,145 @@ fn bridge_never_loses_a_wakeup() {
         "the eventfd never woke the pump: {stats:?}"
     );
 }
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ringsgi-uring-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cstr(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+/// Descriptors of this process that point at `path` (other tests' fds do not match it).
+fn fds_open_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[test]
+fn stat_open_and_read_a_file_at_offsets() {
+    use super::file::{FileKind, open_beneath, read_at, stat_at};
+    let dir = TempDir::new("read");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.0.join("f.bin"), &data).unwrap();
+    std::fs::create_dir(dir.0.join("sub")).unwrap();
+    let root = std::fs::File::open(&dir.0).unwrap();
+    in_worker(move |driver| async move {
+        let rfd = root.as_raw_fd();
+        let st = stat_at(rfd, cstr("f.bin")).await.unwrap();
+        assert_eq!((st.kind, st.size), (FileKind::Regular, data.len() as u64));
+        let sub = stat_at(rfd, cstr("sub")).await.unwrap();
+        assert_eq!(sub.kind, FileKind::Directory);
+        let missing = stat_at(rfd, cstr("nope")).await.unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+
+        let f = open_beneath(rfd, cstr("f.bin")).await.unwrap();
+        let fd = f.as_raw_fd();
+        for (offset, len) in [(0usize, 4096usize), (1000, 70_000), (299_990, 4096)] {
+            let (res, buf) = read_at(fd, b"head".to_vec(), offset as u64, len).await;
+            let n = res.unwrap();
+            let end = (offset + len).min(data.len());
+            assert_eq!(n, end - offset, "read at {offset}");
+            assert_eq!(
+                &buf[..4],
+                b"head",
+                "the read appends after what the buffer holds"
+            );
+            assert_eq!(&buf[4..], &data[offset..end], "bytes at {offset}");
+        }
+        let (res, buf) = read_at(fd, Vec::new(), data.len() as u64 + 10, 100).await;
+        assert_eq!((res.unwrap(), buf.len()), (0, 0), "past the end: EOF");
+        drop(f);
+        settle(&driver).await;
+    });
+}
+
+#[test]
+fn open_beneath_refuses_escapes_and_follows_inner_symlinks() {
+    use super::file::open_beneath;
+    let outside = TempDir::new("outside");
+    std::fs::write(outside.0.join("secret"), b"no").unwrap();
+    let dir = TempDir::new("beneath");
+    std::fs::write(dir.0.join("a.txt"), b"yes").unwrap();
+    std::os::unix::fs::symlink("a.txt", dir.0.join("inner")).unwrap();
+    std::os::unix::fs::symlink(outside.0.join("secret"), dir.0.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../", dir.0.join("up")).unwrap();
+    let root = std::fs::File::open(&dir.0).unwrap();
+    in_worker(move |driver| async move {
+        let rfd = root.as_raw_fd();
+        assert!(open_beneath(rfd, cstr("inner")).await.is_ok());
+        for escape in ["abs", "../x", "up/x", "/etc/passwd"] {
+            let e = open_beneath(rfd, cstr(escape)).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{escape}: {e}");
+        }
+        settle(&driver).await;
+    });
+}
+
+#[test]
+fn dropped_file_ops_leave_no_fd_or_buffer_behind() {
+    use super::file::{open_beneath, read_at};
+    let dir = TempDir::new("drop");
+    let path = dir.0.join("big.bin");
+    std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+    let root = std::fs::File::open(&dir.0).unwrap();
+    let target = path.clone();
+    in_worker(move |driver| async move {
+        let rfd = root.as_raw_fd();
+        // 1. Opens dropped before and after their completion arrived: no fd stays open.
+        for wait_for_cqe in [false, true] {
+            let cqes = driver.stats().cqes;
+            let mut open = Box::pin(open_beneath(rfd, cstr("big.bin")));
+            assert!(poll_once(&mut open).await.is_none(), "not submitted yet");
+            if wait_for_cqe {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while driver.stats().cqes == cqes {
+                    assert!(Instant::now() < deadline, "the open never completed");
+                    glommio::yield_if_needed().await;
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            drop(open);
+            settle(&driver).await;
+            assert_eq!(fds_open_on(&target), 0, "orphaned open leaked its fd");
+        }
+        // 2. A dropped read: its buffer is held until the final CQE, then freed.
+        let f = open_beneath(rfd, cstr("big.bin")).await.unwrap();
+        for _ in 0..20 {
+            let mut read = Box::pin(read_at(f.as_raw_fd(), Vec::new(), 0, 1 << 20));
+            assert!(poll_once(&mut read).await.is_none());
+            drop(read);
+        }
+        settle(&driver).await;
+        let stats = driver.stats();
+        assert_eq!((stats.orphans, stats.ops_in_flight), (0, 0), "{stats:?}");
+        // 3. The file still reads correctly afterwards.
+        let (res, buf) = read_at(f.as_raw_fd(), Vec::new(), 0, 16).await;
+        assert_eq!(res.unwrap(), 16);
+        assert_eq!(buf, vec![7u8; 16]);
+        drop(f);
+        assert_eq!(fds_open_on(&target), 0);
+    });
+}
