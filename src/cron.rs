@@ -195,13 +195,16 @@ fn split_signum<'a>(opt: &str, s: &'a str, what: &str) -> Result<(u8, &'a str), 
     Ok((parse_signum(opt, s, num)?, rest))
 }
 
-/// `--timer "SIGNAL SECONDS"`: raise SIGNAL every SECONDS (a positive integer, as in uWSGI).
+/// `--timer "SIGNAL SECONDS"`: raise SIGNAL every SECONDS. uWSGI takes whole seconds;
+/// fractions are allowed here (down to 1 ms), since the master's timers have that resolution.
 pub fn parse_timer(s: &str) -> Result<(u8, Duration), String> {
     let (sig, secs) = split_signum("--timer", s, "SECONDS")?;
-    match secs.parse::<u64>() {
-        Ok(n) if n > 0 => Ok((sig, Duration::from_secs(n))),
+    match secs.parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.001..=1e9).contains(&n) => {
+            Ok((sig, Duration::from_secs_f64(n)))
+        }
         _ => Err(format!(
-            "--timer \"{s}\": seconds \"{secs}\" is not a positive integer"
+            "--timer \"{s}\": seconds \"{secs}\" is not a number from 0.001 to 1e9"
         )),
     }
 }
@@ -382,15 +385,17 @@ mod tests {
         assert_eq!(parse_timer("17 5"), Ok((17, Duration::from_secs(5))));
         assert_eq!(parse_timer(" 0\t3600 "), Ok((0, Duration::from_secs(3600))));
         assert_eq!(parse_timer("255 1"), Ok((255, Duration::from_secs(1))));
+        assert_eq!(parse_timer("3 0.25"), Ok((3, Duration::from_millis(250))));
         for (input, needle) in [
             ("256 5", "signal \"256\""),
             ("-1 5", "signal \"-1\""),
             ("x 5", "signal \"x\""),
             ("5", "expected \"SIGNAL SECONDS\""),
             ("5 ", "expected \"SIGNAL SECONDS\""),
-            ("5 0", "not a positive integer"),
-            ("5 1.5", "not a positive integer"),
-            ("5 1 2", "not a positive integer"),
+            ("5 0", "not a number from 0.001"),
+            ("5 0.0001", "not a number from 0.001"),
+            ("5 inf", "not a number from 0.001"),
+            ("5 1 2", "not a number from 0.001"),
         ] {
             let err = parse_timer(input).expect_err(input);
             assert!(err.contains(needle), "{input:?}: {err}");

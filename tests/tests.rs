@@ -13,3 +13,6 @@ mod http;
 mod uwsgi;
 // Static files (--static-map, --static-index): bytes, validators, ranges, path safety.
 mod static_files;
+
+// The master: reload and recycling under load, uWSGI signals, stats and metrics.
+mod lifecycle;

@@ -134,7 +134,7 @@ pub(super) struct Master<'a> {
     timers: Vec<(u8, Duration, Instant)>,
     /// The last minute (since the epoch) the cron table was checked.
     cron_minute: u64,
-    inotify: Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>,
+    inotify: Option<FileMonitors>,
     last_rss_check: Instant,
 }
 
@@ -310,7 +310,10 @@ impl Master<'_> {
     /// A free scoreboard entry: one no live worker (current or retiring) uses.
     fn free_board(&self) -> Option<usize> {
         (0..self.sh.boards.len()).find(|b| {
-            !self.workers.iter().any(|w| w.board == *b && w.pid.is_some())
+            !self
+                .workers
+                .iter()
+                .any(|w| w.board == *b && w.pid.is_some())
                 && !self.retirees.iter().any(|r| r.board == *b)
         })
     }
@@ -792,11 +795,14 @@ impl Master<'_> {
 /// only separates "stuck" from "about to be cancelled".
 const HARD_HARAKIRI_GRACE_MS: u64 = 200;
 
+/// The `--file-monitor` watches: the inotify instance and the signal of each watch.
+type FileMonitors = (
+    nix::sys::inotify::Inotify,
+    Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
+);
+
 /// Set up inotify for `--file-monitor`.
-fn file_monitors(
-    config: &Config,
-) -> io::Result<Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>>
-{
+fn file_monitors(config: &Config) -> io::Result<Option<FileMonitors>> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     if config.file_monitors.is_empty() {
         return Ok(None);

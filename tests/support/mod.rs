@@ -93,6 +93,40 @@ impl Server {
         }
     }
 
+    /// Wait (at most 30 s) until `n` log lines contain `needle`.
+    pub(crate) fn wait_for_count(&mut self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.drain();
+            if self.log.iter().filter(|l| l.contains(needle)).count() >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!(
+                    "fewer than {n} log lines with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The master's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send UNIX signal `sig` (a name such as `HUP`) to the master.
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {sig} failed");
+    }
+
     /// Log lines so far (draining what arrived).
     pub(crate) fn drain(&mut self) -> &[String] {
         while let Ok(l) = self.lines.try_recv() {
@@ -299,6 +333,26 @@ impl Conn {
             r.body = std::mem::take(&mut self.buf);
         }
         Some(r)
+    }
+
+    /// Open a connection, reporting a refused or failed connect instead of panicking.
+    pub(crate) fn try_open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Read one response; `Err(true)` if the server closed the connection before sending any
+    /// byte of it (a kept-alive connection closed while idle: clients retry those), `Err(false)`
+    /// if it ended in the middle of one.
+    pub(crate) fn read_or_closed(&mut self) -> Result<Resp, bool> {
+        if self.buf.is_empty() && !self.fill() {
+            return Err(true);
+        }
+        self.read(false).ok_or(false)
     }
 
     /// True if the server closed the connection (and sent nothing more).

@@ -1,0 +1,358 @@
+//! The master's lifecycle with the real binary and real UNIX signals: graceful reload and
+//! recycling under load (nothing lost), uWSGI signals, the stats and metrics servers.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::{Conn, Server, get};
+
+/// Clients sending requests in a loop over kept-alive connections, counting what fails.
+///
+/// A request is retried on a new connection only when the server closed a connection that
+/// had already served a request without sending any byte of the next response: every HTTP
+/// client does that (RFC 9112 §9.3.1), and it is how a draining server closes idle
+/// connections. Anything else (refused connection, error status, response cut short, a fresh
+/// connection closed without an answer) is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, target: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let fail = |what: String| failures.lock().unwrap().push(what);
+                    let mut conn: Option<(Conn, bool)> = None;
+                    let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            match Conn::try_open(addr) {
+                                Ok(c) => conn = Some((c, false)),
+                                Err(e) => {
+                                    fail(format!("connect: {e}"));
+                                    std::thread::sleep(Duration::from_millis(10));
+                                    continue;
+                                }
+                            }
+                        }
+                        let (c, reused) = conn.as_mut().unwrap();
+                        let sent = c.stream.write_all(req.as_bytes());
+                        match (sent, c.read_or_closed()) {
+                            (Ok(()), Ok(r)) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if r.header("connection") == Some("close") {
+                                    conn = None;
+                                } else {
+                                    *reused = true;
+                                }
+                            }
+                            (Ok(()), Ok(r)) => {
+                                fail(format!("status {}", r.status));
+                                conn = None;
+                            }
+                            (_, Err(true)) if *reused => conn = None,
+                            (Err(e), _) if *reused => {
+                                let _ = e;
+                                conn = None;
+                            }
+                            (sent, r) => {
+                                fail(format!(
+                                    "request failed: send {sent:?}, response {:?}",
+                                    r.map(|r| r.status)
+                                ));
+                                conn = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Wait (at most 30 s) until `n` more requests succeeded.
+    fn wait_more(&self, n: u64) {
+        let target = self.ok() + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.ok() < target {
+            assert!(
+                Instant::now() < deadline,
+                "load stalled at {} ok; failures: {:?}",
+                self.ok(),
+                self.failures.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[test]
+fn sighup_reload_under_load_loses_no_request() {
+    let mut srv = Server::start(&[
+        "--cores",
+        "2",
+        "--mount",
+        "/sleep=sleep",
+        "--reload-mercy",
+        "20",
+    ]);
+    // Requests that last 20 ms: every reload finds some in progress on the old workers.
+    let load = Load::start(srv.addr, "/sleep?ms=20", 8);
+    load.wait_more(100);
+    srv.signal("HUP");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 2);
+    load.wait_more(100);
+    srv.signal("HUP");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 4);
+    load.wait_more(100);
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    let log = srv.drain().to_vec();
+    // Each old worker was told to drain only once its replacement was accepting.
+    assert_eq!(
+        log.iter().filter(|l| l.contains("draining it")).count(),
+        4,
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("taking too much time to die"))
+    );
+}
+
+#[test]
+fn max_requests_recycles_workers_under_load_without_failures() {
+    let mut srv = Server::start(&["--cores", "2", "--max-requests", "60"]);
+    let load = Load::start(srv.addr, "/", 6);
+    srv.wait_for_count("after draining (--max-requests 60 reached)", 4);
+    load.wait_more(50);
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    assert!(ok >= 240, "{ok}");
+}
+
+#[test]
+fn signals_reach_one_or_all_workers_and_timers_fire() {
+    let mut srv = Server::start(&[
+        "--cores",
+        "2",
+        "--mount",
+        "/signals=signals",
+        "--timer",
+        "10 0.2",
+    ]);
+    // The timer raises 10, registered for "workers": both run it, repeatedly.
+    srv.wait_for_count("signal 10 handled by worker 0", 2);
+    srv.wait_for_count("signal 10 handled by worker 1", 2);
+    // 12 is registered for "worker1" (uWSGI's 1-based name of worker 0).
+    assert_eq!(
+        get(srv.addr, "/signals?raise=12"),
+        Some((200, "raised signal 12\n".into()))
+    );
+    srv.wait_for("signal 12 handled by worker 0");
+    // 11 goes to one worker at a time, in turn.
+    for _ in 0..2 {
+        assert_eq!(get(srv.addr, "/signals?raise=11").unwrap().0, 200);
+    }
+    srv.wait_for_count("signal 11 handled by worker", 2);
+    let log = srv.drain().to_vec();
+    let by = |w: &str| {
+        log.iter()
+            .filter(|l| l.contains(&format!("signal 11 handled by worker {w}")))
+            .count()
+    };
+    assert_eq!((by("0"), by("1")), (1, 1), "{}", log.join("\n"));
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("signal 12 handled by worker 1"))
+    );
+    // A signal nobody registered is reported, not delivered.
+    assert_eq!(get(srv.addr, "/signals?raise=99").unwrap().0, 200);
+    srv.wait_for("signal 99 raised, but no worker registered a handler for it");
+}
+
+#[test]
+fn a_signal_handler_runs_in_its_own_task_while_requests_go_on() {
+    let mut srv = Server::start(&["--cores", "1", "--mount", "/signals=signals"]);
+    assert_eq!(get(srv.addr, "/signals?raise=13").unwrap().0, 200);
+    srv.wait_for("signal 13 slow handler started on worker 0");
+    // The handler sleeps 1.5 s; the worker serves meanwhile.
+    assert_eq!(get(srv.addr, "/?after-signal").unwrap().0, 200);
+    let served = srv.wait_for("GET /?after-signal => 200");
+    let done = srv.wait_for("signal 13 slow handler done on worker 0");
+    let log = srv.drain();
+    let pos = |needle: &str| log.iter().position(|l| l == needle).unwrap();
+    assert!(pos(&served) < pos(&done), "{}", log.join("\n"));
+}
+
+/// Read everything a stats server sends on connect.
+fn fetch(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The address a log line `... on ADDR` names.
+fn addr_after(line: &str, marker: &str) -> String {
+    line.split(marker).nth(1).unwrap().trim().to_owned()
+}
+
+#[test]
+fn stats_document_metrics_and_uwsgitop() {
+    let mut srv = Server::start(&[
+        "--cores",
+        "2",
+        "--async",
+        "7",
+        "--mount",
+        "/sleep=sleep",
+        "--stats",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let stats = addr_after(&srv.wait_for("stats server (JSON) on "), " on ");
+    let metrics = addr_after(&srv.wait_for("metrics server (Prometheus"), " on ");
+    for _ in 0..5 {
+        assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    }
+    let doc: serde_json::Value = serde_json::from_str(&fetch(&stats)).unwrap();
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["pid"], srv.pid());
+    assert_eq!(doc["sockets"][0]["name"], srv.addr.to_string());
+    assert_eq!(doc["sockets"][0]["proto"], "http");
+    let workers = doc["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let mut total = 0;
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!(w["id"], i + 1);
+        assert!(w["pid"].as_i64().unwrap() > 0);
+        assert_eq!(w["status"], "idle");
+        assert_eq!(w["slots"], 7);
+        assert_eq!(w["busy_slots"], 0);
+        assert_eq!(w["accepting"], 1);
+        assert!(w["rss"].as_u64().unwrap() > 0);
+        let cores = w["cores"].as_array().unwrap();
+        assert_eq!(cores.len(), 7);
+        let core_requests: u64 = cores.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
+        assert_eq!(core_requests, w["requests"].as_u64().unwrap());
+        assert!(cores.iter().all(|c| c["in_request"] == 0));
+        total += w["requests"].as_u64().unwrap();
+    }
+    assert_ne!(workers[0]["pid"], workers[1]["pid"]);
+    assert_eq!(total, 5);
+    assert_eq!(doc["busy_slots"], 0);
+    assert_eq!(doc["slots"], 14);
+
+    // A request in progress shows as a busy slot with its start time.
+    let addr = srv.addr;
+    let slow = std::thread::spawn(move || get(addr, "/sleep?ms=3000"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let doc: serde_json::Value = serde_json::from_str(&fetch(&stats)).unwrap();
+        if doc["busy_slots"] == 1 {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "no busy slot seen: {doc}");
+    };
+    let w = busy["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["busy_slots"] == 1)
+        .unwrap();
+    assert_eq!(w["status"], "busy");
+    let core = w["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["in_request"] == 1)
+        .unwrap();
+    assert!(core["req_info"]["request_start"].as_u64().unwrap() > 1_700_000_000);
+
+    // The Prometheus endpoint carries the same counters.
+    let mut m = std::net::TcpStream::connect(&metrics).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    m.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("# TYPE ringsgi_requests_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("ringsgi_busy_slots{worker=\""), "{text}");
+
+    // The real uwsgitop reads the document (installed by .ci/run).
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/uwsgitop_check.py"
+        ))
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code() != Some(77),
+        "uwsgitop is not installed: `pip install uwsgitop` (.ci/run does)"
+    );
+    assert!(
+        out.status.success(),
+        "uwsgitop failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(slow.join().unwrap().unwrap().0, 200);
+
+    // SIGUSR1: a summary in the log.
+    srv.signal("USR1");
+    srv.wait_for("stats: worker 1 pid ");
+}
+
+#[test]
+fn stats_over_http() {
+    let mut srv = Server::start(&["--cores", "1", "--stats", "127.0.0.1:0", "--stats-http"]);
+    let stats = addr_after(&srv.wait_for("stats server (JSON over HTTP) on "), " on ");
+    let mut s = std::net::TcpStream::connect(&stats).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(doc["workers"].as_array().unwrap().len(), 1);
+}
