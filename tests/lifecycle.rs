@@ -356,3 +356,84 @@ fn stats_over_http() {
     let doc: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(doc["workers"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn lifetime_and_rss_limits_recycle_workers() {
+    let mut srv = Server::start(&["--cores", "1", "--max-worker-lifetime", "0.5"]);
+    srv.wait_for("lifetime reached");
+    srv.wait_for("after draining (lifetime reached");
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    drop(srv);
+    // Every worker uses more than 1 MB: each is replaced about once a second.
+    let mut srv = Server::start(&["--cores", "1", "--reload-on-rss", "1"]);
+    srv.wait_for("MB over --reload-on-rss 1 MB");
+    srv.wait_for("after draining (RSS ");
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+}
+
+#[test]
+fn pidfile_privilege_drop_and_clear_startup_errors() {
+    let dir = std::env::temp_dir().join(format!("ringsgi-life-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("master.pid");
+    let mut srv = Server::start(&[
+        "--cores",
+        "1",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--uid",
+        "nobody",
+        "--gid",
+        "65534",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", srv.pid())
+    );
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    // The worker runs as nobody (uid and gid 65534).
+    let line = srv.wait_for("worker 0 ready (pid ");
+    let pid: u32 = line
+        .split("ready (pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!((ids("Uid:"), ids("Gid:")), ("65534".into(), "65534".into()));
+
+    // A second server on the same port: one clear line, exit status 1, nothing started.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(["--http", &srv.addr.to_string(), "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot bind {}", srv.addr)) && err.contains("in use"),
+        "{err}"
+    );
+    // A unix socket in a directory that does not exist: the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(["--http", "/nonexistent-dir/x.sock", "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot bind /nonexistent-dir/x.sock"), "{err}");
+
+    assert!(srv.stop().success());
+    assert!(!pidfile.exists(), "the pid file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}

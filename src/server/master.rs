@@ -365,17 +365,21 @@ impl Master<'_> {
                 }
                 std::mem::forget(mine);
                 let sh = &self.sh;
-                let code = match sys::worker_signal_setup().and_then(|()| {
-                    worker::run(
-                        sh.config,
-                        i,
-                        board,
-                        theirs,
-                        sh.listeners,
-                        sh.apps,
-                        sh.boards,
-                    )
-                }) {
+                // Credentials first: changing them clears the parent-death signal that
+                // worker_signal_setup arms.
+                let code = match super::drop_privileges_in_worker()
+                    .and_then(|()| sys::worker_signal_setup())
+                    .and_then(|()| {
+                        worker::run(
+                            sh.config,
+                            i,
+                            board,
+                            theirs,
+                            sh.listeners,
+                            sh.apps,
+                            sh.boards,
+                        )
+                    }) {
                     Ok(()) => 0,
                     Err(e) => {
                         tracing::error!("worker {i} failed: {e}");

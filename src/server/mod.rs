@@ -100,7 +100,7 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         };
         tracing::info!("{what} on {}", s.local);
     }
-    drop_privileges(config)?;
+    resolve_privileges(config)?;
     let pidfile = match &config.pidfile {
         Some(p) => {
             std::fs::write(p, format!("{}\n", std::process::id()))
@@ -146,14 +146,21 @@ fn resolve(addr: &str) -> io::Result<crate::config::ListenAddr> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// `--gid`, `--uid` (after binding: the sockets stay open), `--refuse-root`.
-fn drop_privileges(config: &Config) -> io::Result<()> {
+/// The user and group workers switch to (`--uid`, `--gid`), resolved once by the master.
+static PRIVILEGES: std::sync::OnceLock<(Option<nix::unistd::Gid>, Option<nix::unistd::Uid>)> =
+    std::sync::OnceLock::new();
+
+/// Resolve `--uid`/`--gid` (a bad name is a startup error, not a worker crash loop) and apply
+/// `--refuse-root`. The master keeps its privileges, as nginx's does: it runs no application
+/// code, and it must be able to remove the pid file and unix socket files at exit. Each
+/// worker switches right after the fork ([`drop_privileges_in_worker`]).
+fn resolve_privileges(config: &Config) -> io::Result<()> {
     use nix::unistd::{Gid, Group, Uid, User};
     let bad = |opt: &str, v: &str, why: String| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("--{opt} {v}: {why}"))
     };
-    if let Some(g) = &config.gid {
-        let gid = match g.parse::<u32>() {
+    let gid = match &config.gid {
+        Some(g) => Some(match g.parse::<u32>() {
             Ok(n) => Gid::from_raw(n),
             Err(_) => {
                 Group::from_name(g)
@@ -161,13 +168,11 @@ fn drop_privileges(config: &Config) -> io::Result<()> {
                     .ok_or_else(|| bad("gid", g, "no such group".into()))?
                     .gid
             }
-        };
-        nix::unistd::setgroups(&[gid]).map_err(|e| bad("gid", g, e.to_string()))?;
-        nix::unistd::setgid(gid).map_err(|e| bad("gid", g, e.to_string()))?;
-        tracing::info!("set gid to {gid}");
-    }
-    if let Some(u) = &config.uid {
-        let uid = match u.parse::<u32>() {
+        }),
+        None => None,
+    };
+    let uid = match &config.uid {
+        Some(u) => Some(match u.parse::<u32>() {
             Ok(n) => Uid::from_raw(n),
             Err(_) => {
                 User::from_name(u)
@@ -175,18 +180,48 @@ fn drop_privileges(config: &Config) -> io::Result<()> {
                     .ok_or_else(|| bad("uid", u, "no such user".into()))?
                     .uid
             }
-        };
-        nix::unistd::setuid(uid).map_err(|e| bad("uid", u, e.to_string()))?;
-        tracing::info!("set uid to {uid}");
+        }),
+        None => None,
+    };
+    let root = Uid::effective().is_root();
+    if (uid.is_some() || gid.is_some()) && !root {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--uid/--gid need the server to start as root",
+        ));
     }
-    if Uid::effective().is_root() {
+    let workers_root = uid.is_none_or(|u| u.is_root()) && root;
+    if workers_root {
         if config.refuse_root {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--refuse-root: the workers would run as root; give --uid USER",
             ));
         }
-        tracing::warn!("running as root: consider --uid USER (or --refuse-root to forbid this)");
+        tracing::warn!(
+            "workers run as root: consider --uid USER (or --refuse-root to forbid this)"
+        );
+    } else if let Some(u) = uid {
+        tracing::info!(
+            "workers will run as uid {u}{}",
+            gid.map_or(String::new(), |g| format!(", gid {g}"))
+        );
+    }
+    let _ = PRIVILEGES.set((gid, uid));
+    Ok(())
+}
+
+/// In a freshly forked worker: switch to `--gid`/`--uid` (group first, while still allowed).
+pub(crate) fn drop_privileges_in_worker() -> io::Result<()> {
+    let Some((gid, uid)) = PRIVILEGES.get() else {
+        return Ok(());
+    };
+    if let Some(g) = gid {
+        nix::unistd::setgroups(&[*g])?;
+        nix::unistd::setgid(*g)?;
+    }
+    if let Some(u) = uid {
+        nix::unistd::setuid(*u)?;
     }
     Ok(())
 }
