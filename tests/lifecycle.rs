@@ -437,3 +437,29 @@ fn pidfile_privilege_drop_and_clear_startup_errors() {
     assert!(!pidfile.exists(), "the pid file is removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_file_monitor_raises_its_signal_when_the_file_changes() {
+    let dir = std::env::temp_dir().join(format!("ringsgi-fmon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("touch-me");
+    std::fs::write(&file, "a").unwrap();
+    let spec = format!("10 {}", file.display());
+    let mut srv = Server::start(&[
+        "--cores",
+        "1",
+        "--mount",
+        "/signals=signals",
+        "--file-monitor",
+        &spec,
+    ]);
+    srv.wait_for("signal 10 raised when");
+    assert!(
+        !srv.drain().iter().any(|l| l.contains("signal 10 handled")),
+        "no change yet, no signal"
+    );
+    std::fs::write(&file, "b").unwrap();
+    srv.wait_for("signal 10 handled by worker 0");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
