@@ -148,9 +148,15 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
             if ctx.stopping.get() && !fresh {
                 break;
             }
-            ctx.idle.borrow_mut().insert(raw);
+            // Only a connection that has served a request may be closed while idle when the
+            // worker drains (its client retries); a fresh one waits for its first request.
+            if !fresh {
+                ctx.idle.borrow_mut().insert(raw);
+            }
             let (r, buf) = uring::recv::recv(raw, input, Some(wait)).await;
-            ctx.idle.borrow_mut().remove(&raw);
+            if !fresh {
+                ctx.idle.borrow_mut().remove(&raw);
+            }
             input = buf;
             match r {
                 Ok(0) => break,

@@ -159,6 +159,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM lets the master stop its workers; SIGKILL if it does not exit.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
