@@ -493,8 +493,10 @@ async fn respond(
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
-    let keep_alive =
-        index.keep_alive && !ctx.keepalive_timeout.is_zero() && cgi.is_none() && !ctx.stopping.get();
+    let keep_alive = index.keep_alive
+        && !ctx.keepalive_timeout.is_zero()
+        && cgi.is_none()
+        && !ctx.stopping.get();
     let head_only = index.method.of(&bufs.head) == b"HEAD";
     let mut body = Body::new(fd, input, body_start, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
@@ -664,7 +666,8 @@ async fn respond(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".into());
             if let Some(b) = ctx.board {
-                b.exceptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b.exceptions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             tracing::error!(
                 "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",

@@ -264,9 +264,6 @@ mod tests {
 
     #[test]
     fn signal_outside_a_worker_is_not_connected() {
-        assert_eq!(
-            signal(3).unwrap_err().kind(),
-            io::ErrorKind::NotConnected
-        );
+        assert_eq!(signal(3).unwrap_err().kind(), io::ErrorKind::NotConnected);
     }
 }

@@ -13,3 +13,6 @@ mod http;
 mod uwsgi;
 // Static files (--static-map, --static-index): bytes, validators, ranges, path safety.
 mod static_files;
+
+// nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
+mod nginx;

@@ -51,11 +51,16 @@ impl App for Signals {
         Box::pin(async move {
             resp.header("Content-Type", "text/plain");
             let Some(num) = req.query_param("raise").and_then(|v| v.parse::<u8>().ok()) else {
-                return resp.send(400, "expected ?raise=N with N in 0..=255\n").await;
+                return resp
+                    .send(400, "expected ?raise=N with N in 0..=255\n")
+                    .await;
             };
             match ringsgi::signal(num) {
                 Ok(()) => resp.send(200, format!("raised signal {num}\n")).await,
-                Err(e) => resp.send(503, format!("cannot raise signal {num}: {e}\n")).await,
+                Err(e) => {
+                    resp.send(503, format!("cannot raise signal {num}: {e}\n"))
+                        .await
+                }
             }
         })
     }

@@ -326,8 +326,12 @@ impl RawConfig {
         check("max-worker-lifetime", &self.max_worker_lifetime, |v| {
             NONNEG_SECS.check(*v)
         })?;
-        each("timer", &self.timer, |s| crate::cron::parse_timer(s).map(drop))?;
-        each("cron", &self.cron, |s| crate::cron::parse_cron_option(s).map(drop))?;
+        each("timer", &self.timer, |s| {
+            crate::cron::parse_timer(s).map(drop)
+        })?;
+        each("cron", &self.cron, |s| {
+            crate::cron::parse_cron_option(s).map(drop)
+        })?;
         each("file-monitor", &self.file_monitor, |s| {
             crate::cron::parse_file_monitor(s).map(drop)
         })?;

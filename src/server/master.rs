@@ -134,7 +134,10 @@ pub(super) struct Master<'a> {
     timers: Vec<(u8, Duration, Instant)>,
     /// The last minute (since the epoch) the cron table was checked.
     cron_minute: u64,
-    inotify: Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>,
+    inotify: Option<(
+        nix::sys::inotify::Inotify,
+        Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
+    )>,
     last_rss_check: Instant,
 }
 
@@ -310,7 +313,10 @@ impl Master<'_> {
     /// A free scoreboard entry: one no live worker (current or retiring) uses.
     fn free_board(&self) -> Option<usize> {
         (0..self.sh.boards.len()).find(|b| {
-            !self.workers.iter().any(|w| w.board == *b && w.pid.is_some())
+            !self
+                .workers
+                .iter()
+                .any(|w| w.board == *b && w.pid.is_some())
                 && !self.retirees.iter().any(|r| r.board == *b)
         })
     }
@@ -795,8 +801,12 @@ const HARD_HARAKIRI_GRACE_MS: u64 = 200;
 /// Set up inotify for `--file-monitor`.
 fn file_monitors(
     config: &Config,
-) -> io::Result<Option<(nix::sys::inotify::Inotify, Vec<(nix::sys::inotify::WatchDescriptor, u8)>)>>
-{
+) -> io::Result<
+    Option<(
+        nix::sys::inotify::Inotify,
+        Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
+    )>,
+> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     if config.file_monitors.is_empty() {
         return Ok(None);

@@ -28,9 +28,8 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         }
     }
     if let Some(dir) = &config.chdir {
-        std::env::set_current_dir(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("--chdir {}: {e}", dir.display()))
-        })?;
+        std::env::set_current_dir(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("--chdir {}: {e}", dir.display())))?;
     }
     let (nofile, memlock) = crate::sys::raise_limits(64 << 20);
     let mut listeners = Vec::new();
@@ -104,9 +103,8 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
     drop_privileges(config)?;
     let pidfile = match &config.pidfile {
         Some(p) => {
-            std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
-                io::Error::new(e.kind(), format!("--pidfile {}: {e}", p.display()))
-            })?;
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .map_err(|e| io::Error::new(e.kind(), format!("--pidfile {}: {e}", p.display())))?;
             Some(p.clone())
         }
         None => None,
@@ -119,7 +117,10 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
     let slot_boards =
         crate::sys::shared_zeroed::<crate::scoreboard::SlotBoard>(nboards * config.async_slots)?;
     crate::scoreboard::set_slot_boards(slot_boards, config.async_slots);
-    let stats_paths: Vec<_> = stats_servers.iter().filter_map(|s| s.path.clone()).collect();
+    let stats_paths: Vec<_> = stats_servers
+        .iter()
+        .filter_map(|s| s.path.clone())
+        .collect();
     let code = master::run(master::Shared {
         config,
         listeners: &listeners,
@@ -154,10 +155,12 @@ fn drop_privileges(config: &Config) -> io::Result<()> {
     if let Some(g) = &config.gid {
         let gid = match g.parse::<u32>() {
             Ok(n) => Gid::from_raw(n),
-            Err(_) => Group::from_name(g)
-                .map_err(|e| bad("gid", g, e.to_string()))?
-                .ok_or_else(|| bad("gid", g, "no such group".into()))?
-                .gid,
+            Err(_) => {
+                Group::from_name(g)
+                    .map_err(|e| bad("gid", g, e.to_string()))?
+                    .ok_or_else(|| bad("gid", g, "no such group".into()))?
+                    .gid
+            }
         };
         nix::unistd::setgroups(&[gid]).map_err(|e| bad("gid", g, e.to_string()))?;
         nix::unistd::setgid(gid).map_err(|e| bad("gid", g, e.to_string()))?;
@@ -166,10 +169,12 @@ fn drop_privileges(config: &Config) -> io::Result<()> {
     if let Some(u) = &config.uid {
         let uid = match u.parse::<u32>() {
             Ok(n) => Uid::from_raw(n),
-            Err(_) => User::from_name(u)
-                .map_err(|e| bad("uid", u, e.to_string()))?
-                .ok_or_else(|| bad("uid", u, "no such user".into()))?
-                .uid,
+            Err(_) => {
+                User::from_name(u)
+                    .map_err(|e| bad("uid", u, e.to_string()))?
+                    .ok_or_else(|| bad("uid", u, "no such user".into()))?
+                    .uid
+            }
         };
         nix::unistd::setuid(uid).map_err(|e| bad("uid", u, e.to_string()))?;
         tracing::info!("set uid to {uid}");

@@ -236,28 +236,27 @@ impl StatsServer {
 fn snapshot(m: &Master<'_>) -> Snapshot {
     let now_epoch = epoch_secs();
     let mut listen_queue = 0u64;
-    let sockets = m
-        .sh
-        .listeners
-        .iter()
-        .map(|l| {
-            // SAFETY-free: the listener outlives this call.
-            let (queue, max) =
-                stats::listen_queue(std::os::fd::AsFd::as_fd(&l.fd)).unwrap_or((0, 0));
-            listen_queue = listen_queue.max(u64::from(queue));
-            stats::Socket {
-                name: l.local.clone(),
-                proto: match l.protocol {
-                    super::listener::Protocol::Http => "http".into(),
-                    super::listener::Protocol::Uwsgi => "uwsgi".into(),
-                },
-                queue: u64::from(queue),
-                max_queue: u64::from(max),
-                shared: false,
-                can_offload: false,
-            }
-        })
-        .collect();
+    let sockets =
+        m.sh.listeners
+            .iter()
+            .map(|l| {
+                // SAFETY-free: the listener outlives this call.
+                let (queue, max) =
+                    stats::listen_queue(std::os::fd::AsFd::as_fd(&l.fd)).unwrap_or((0, 0));
+                listen_queue = listen_queue.max(u64::from(queue));
+                stats::Socket {
+                    name: l.local.clone(),
+                    proto: match l.protocol {
+                        super::listener::Protocol::Http => "http".into(),
+                        super::listener::Protocol::Uwsgi => "uwsgi".into(),
+                    },
+                    queue: u64::from(queue),
+                    max_queue: u64::from(max),
+                    shared: false,
+                    can_offload: false,
+                }
+            })
+            .collect();
     let workers = m
         .workers
         .iter()

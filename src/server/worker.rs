@@ -161,7 +161,9 @@ pub(crate) fn run(
 async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
     // Dropping the accept tasks cancels their accepts.
     drop(accepts);
-    ctx.boards[ctx.worker_board()].accepting.store(0, Ordering::Relaxed);
+    ctx.boards[ctx.worker_board()]
+        .accepting
+        .store(0, Ordering::Relaxed);
     ctx.drain();
     let deadline = std::time::Instant::now() + mercy;
     let driver = crate::uring::Driver::current();
