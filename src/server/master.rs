@@ -798,15 +798,14 @@ impl Master<'_> {
 /// only separates "stuck" from "about to be cancelled".
 const HARD_HARAKIRI_GRACE_MS: u64 = 200;
 
+/// The inotify instance of `--file-monitor` and the signal number of each watch.
+type FileMonitors = (
+    nix::sys::inotify::Inotify,
+    Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
+);
+
 /// Set up inotify for `--file-monitor`.
-fn file_monitors(
-    config: &Config,
-) -> io::Result<
-    Option<(
-        nix::sys::inotify::Inotify,
-        Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
-    )>,
-> {
+fn file_monitors(config: &Config) -> io::Result<Option<FileMonitors>> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     if config.file_monitors.is_empty() {
         return Ok(None);
