@@ -564,3 +564,40 @@ fn proxy_pass_keepalive_pool_reuses_upstream_connections() {
         peers.len()
     );
 }
+
+/// Regression: a body that ringsgi does not read (an app that ignores it, or one refused
+/// with 413) must not turn into a 502. ringsgi answered and closed with nginx still sending
+/// the body: the close reset the connection, nginx's `writev()` failed with EPIPE "while
+/// sending request to upstream" and the client got 502 instead of the answer. Intermittent
+/// (it depends on how much the socket buffers absorb), hence several tries with big bodies.
+#[test]
+fn unread_big_bodies_do_not_become_502() {
+    let (mut srv, nginx) = tcp_pair("unread", &["--limit-post", "33554432"], "");
+    let accepted = vec![b'a'; 16 << 20];
+    let refused = vec![b'r'; 40 << 20];
+    for i in 0..5 {
+        // `hello` answers without reading the body.
+        let r = ask(
+            &mut nginx.conn(),
+            "POST",
+            &format!("/?try={i}"),
+            &[],
+            &accepted,
+        );
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"Hello World!"[..]),
+            "{}",
+            nginx.error_log()
+        );
+        // Over --limit-post: refused from the head, before the body is read.
+        let r = ask(&mut nginx.conn(), "POST", "/echo", &[], &refused);
+        assert_eq!(r.status, 413, "{}", nginx.error_log());
+    }
+    srv.wait_for("POST /?try=4 => 200");
+    assert!(
+        !nginx.error_log().contains("[error]"),
+        "{}",
+        nginx.error_log()
+    );
+}
