@@ -510,8 +510,7 @@ fn unbuffered_streaming_reaches_the_client_as_it_is_produced() {
 
 #[test]
 fn proxy_pass_keepalive_pool_reuses_upstream_connections() {
-    let srv = Server::start(&["--cores", "1", "--mount", "/echo=echo"]);
-    let mut srv = srv;
+    let mut srv = Server::start(&["--cores", "1", "--mount", "/echo=echo"]);
     let upstream = format!("upstream ringsgi {{ server {}; keepalive 16; }}", srv.addr);
     let location = "location / {
             proxy_pass http://ringsgi;
@@ -541,22 +540,20 @@ fn proxy_pass_keepalive_pool_reuses_upstream_connections() {
     }
     // Request log lines start with the peer address: count distinct nginx-side ports.
     srv.wait_for(&format!("POST /echo?n={} => 200", N - 1));
-    let peers: std::collections::BTreeSet<String> = srv
+    let served: Vec<&String> = srv
         .drain()
         .iter()
         .filter(|l| l.contains(" POST /echo?n="))
+        .collect();
+    let peers: std::collections::BTreeSet<&str> = served
+        .iter()
         .map(|l| {
             l.split_whitespace()
                 .find(|w| w.starts_with("127.0.0.1:"))
                 .unwrap_or_else(|| panic!("no peer in {l}"))
-                .to_owned()
         })
         .collect();
-    let served = srv
-        .drain()
-        .iter()
-        .filter(|l| l.contains(" POST /echo?n="))
-        .count();
+    let served = served.len();
     assert_eq!(served, N);
     assert!(
         peers.len() <= 3,
