@@ -598,3 +598,43 @@ fn unread_big_bodies_do_not_become_502() {
         nginx.error_log()
     );
 }
+
+/// docs/nginx.conf, the sample production config, is valid for the nginx installed here.
+#[test]
+fn the_sample_config_passes_nginx_t() {
+    let dir = TempDir::new("sample");
+    let d = dir.path().display();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf");
+    // The sample's `include uwsgi_params` is relative to the directory of the main file.
+    fs::write(dir.path().join("uwsgi_params"), UWSGI_PARAMS).unwrap();
+    fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    include {sample};
+}}
+"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(nginx_binary())
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nginx -t refused {sample}:\n{text}");
+    assert!(text.contains("test is successful"), "{text}");
+}
