@@ -16,7 +16,7 @@ use crate::harakiri::{self, Guarded, ReqCtx};
 use crate::proto::http::{self, Limits};
 use crate::proto::uwsgi::{self, CgiMeta};
 use crate::proto::{ParseError, Parsed};
-use crate::request::{Body, Peer, Request};
+use crate::request::{Body, BodyState, Peer, Request};
 use crate::response::Response;
 use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
@@ -130,6 +130,13 @@ enum Next {
     /// (an error answered mid-request, a body not drained). Closing with unread input sends an
     /// RST, which can destroy our response in flight to the client.
     Linger,
+    /// uwsgi only: read and discard this many more bytes, the rest of a request body the front
+    /// server is bound to send (it announced it in `CONTENT_LENGTH`), then close. A bounded
+    /// [`Linger`](Next::Linger) is not enough there: nginx sends the whole body before it
+    /// reads our answer, so a close with part of the body unread resets the connection,
+    /// nginx's write fails (EPIPE, "while sending request to upstream") and the client gets
+    /// 502 instead of our response.
+    Discard(u64),
 }
 
 /// Serve one accepted connection until it closes.
@@ -177,7 +184,7 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         fresh = false;
         match next {
             Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
-            Next::Linger => {
+            Next::Linger | Next::Discard(_) => {
                 linger(&fd).await;
                 break;
             }
@@ -211,8 +218,10 @@ pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         }
         _ => Next::Close,
     };
-    if matches!(next, Next::Linger) {
-        linger(&fd).await;
+    match next {
+        Next::Linger => linger(&fd).await,
+        Next::Discard(left) => discard(raw, left, ctx.socket_timeout).await,
+        Next::KeepAlive | Next::Close => {}
     }
     uring::close::close(fd);
 }
@@ -268,6 +277,8 @@ async fn uwsgi_request(
             Err(e) => break Err(e),
         }
     };
+    // The packet's length, to find the body after it if the request is refused.
+    let packet_len = parsed.as_ref().ok().map(|p| p.len());
     // 2. Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
     let converted = parsed.and_then(|p| {
         if p.modifier1 == uwsgi::MODIFIER_PING {
@@ -339,7 +350,21 @@ async fn uwsgi_request(
             );
             error_response(ctx, fd, &mut bufs, e.status()).await;
             slot.put_bufs(bufs);
-            Next::Linger
+            // A body refused from its length is still on its way: take it all (see
+            // `Next::Discard`). Other refusals linger as on the HTTP listener.
+            match (e, packet_len) {
+                (ParseError::BodyTooLarge, Some(len)) => {
+                    let declared = uwsgi::vars(&input[uwsgi::HEADER_LEN..len])
+                        .filter(|(k, _)| *k == b"CONTENT_LENGTH")
+                        .last()
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                    match declared {
+                        Some(n) => Next::Discard(n.saturating_sub((input.len() - len) as u64)),
+                        None => Next::Linger,
+                    }
+                }
+                _ => Next::Linger,
+            }
         }
     }
 }
@@ -370,6 +395,21 @@ async fn linger(fd: &OwnedFd) {
         buf = b;
         match r {
             Ok(n) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// Read and discard `left` bytes (the rest of a uwsgi request body), each read bounded by
+/// `timeout` (`--socket-timeout`), as an app reading the body would be. Holds no slot.
+async fn discard(fd: i32, mut left: u64, timeout: Duration) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while left > 0 {
+        buf.clear();
+        let (r, b) = uring::recv::recv(fd, buf, Some(timeout)).await;
+        buf = b;
+        match r {
+            Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
             _ => break,
         }
     }
@@ -700,7 +740,14 @@ async fn respond(
         }
     }
     if matches!(next, Next::Close) && !req.body.is_done() && !resp.broken {
-        next = Next::Linger;
+        next = match req.body.state {
+            // uwsgi: the front server sends the whole body before it reads the response.
+            BodyState::Length(left) if req.cgi.is_some() && !req.body.broken => {
+                let buffered = req.body.input.len().saturating_sub(req.body.pos);
+                Next::Discard(left.saturating_sub(buffered as u64))
+            }
+            _ => Next::Linger,
+        };
     }
     log_request(
         ctx,

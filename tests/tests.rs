@@ -16,3 +16,5 @@ mod static_files;
 
 // The master: reload and recycling under load, uWSGI signals, stats and metrics.
 mod lifecycle;
+// nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
+mod nginx;

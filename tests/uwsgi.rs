@@ -282,3 +282,60 @@ fn chmod_socket_sets_the_unix_socket_mode() {
     let got = Client::open(&srv).exchange(&[100, 0, 0, 0]);
     assert_eq!(got.as_bytes(), [100, 0, 0, 1]);
 }
+
+/// Send a packet announcing a `LEN`-byte body, read the whole answer, then send the body: every
+/// byte must be accepted (no reset) and the connection then ends cleanly. This is what nginx
+/// does, body first, answer after; a reset there is a 502 (see `nginx::unread_big_bodies...`).
+fn answer_then_body_is_taken_whole<const LEN: usize>(srv: &Server, target: &str, want: &str) {
+    let len = LEN.to_string();
+    let vars: Vec<_> = nginx_vars("POST", target, &[])
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "CONTENT_LENGTH" {
+                (k, len.as_str())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut s = TcpStream::connect(srv.uwsgi.as_deref().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&uwsgi_packet(0, &vars)).unwrap();
+    // The whole answer: its head, then Content-Length bytes.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse::<usize>().ok())
+            .expect("a Content-Length");
+        body.len() >= len
+    };
+    while !complete(&got) {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the answer: {:?}", normalise(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let got = normalise(&got);
+    assert!(got.starts_with(want), "{got}");
+    s.write_all(&vec![b'x'; LEN])
+        .expect("the rest of the body is read, not reset");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("a clean close after the body");
+    assert_eq!(rest, b"", "nothing after the answer");
+}
+
+#[test]
+fn an_unread_body_is_taken_whole_before_the_close() {
+    let srv = start("127.0.0.1:0", &["--limit-post", "16777216"]);
+    // `hello` (at /) does not read the body.
+    answer_then_body_is_taken_whole::<{ 8 << 20 }>(&srv, "/", "HTTP/1.1 200 OK\r\n");
+    // Over --limit-post: refused from CONTENT_LENGTH alone.
+    answer_then_body_is_taken_whole::<{ 32 << 20 }>(&srv, "/echo", "HTTP/1.1 413 ");
+}
