@@ -160,7 +160,12 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
             if !fresh {
                 ctx.idle.borrow_mut().insert(raw);
             }
-            let (r, buf) = uring::recv::recv(raw, input, Some(wait)).await;
+            let (r, buf) = if fresh {
+                // A new client usually sends its request with the connection: try at once.
+                uring::recv::recv(raw, input, Some(wait)).await
+            } else {
+                uring::recv::recv_idle(raw, input, Some(wait)).await
+            };
             if !fresh {
                 ctx.idle.borrow_mut().remove(&raw);
             }

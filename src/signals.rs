@@ -174,7 +174,9 @@ pub(crate) async fn receive_loop(fd: RawFd, worker: usize, harakiri_after: Optio
         buf = b;
         match r {
             Ok(0) => {
-                tracing::warn!("worker {worker}: the master closed the signal channel");
+                tracing::info!(
+                    "worker {worker}: signal channel closed by the master (reload or stop)"
+                );
                 return;
             }
             Ok(_) => {}

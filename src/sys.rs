@@ -233,3 +233,36 @@ pub(crate) fn page_size() -> u64 {
     // POSIX requires _SC_PAGESIZE; 4096 is every Linux target's smallest page, if it ever fails.
     if n > 0 { n as u64 } else { 4096 }
 }
+
+/// Remove an environment variable (the master's handover variable, read at start).
+///
+/// Only called by the master before it forks or spawns anything: it has one thread.
+pub(crate) fn remove_env(key: &str) {
+    // SAFETY: the master is single-threaded here (see `fork`'s invariant), so no other
+    // thread can read or write the environment at the same time.
+    unsafe { std::env::remove_var(key) };
+}
+
+/// Take ownership of a descriptor handed over by the master's previous image (see
+/// `server::reexec`), after checking that it is open; it is made close-on-exec again.
+pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(io::Error::from)?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this image by its
+    // previous one for this purpose alone: nothing else in the process owns it, and each
+    // handed-over number is adopted at most once (`Handover::adopt` removes it).
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    set_cloexec(fd, true)?;
+    Ok(owned)
+}
+
+/// Set or clear `FD_CLOEXEC` on a descriptor the caller owns.
+pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+    let flags = if on {
+        nix::fcntl::FdFlag::FD_CLOEXEC
+    } else {
+        nix::fcntl::FdFlag::empty()
+    };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
+    Ok(())
+}

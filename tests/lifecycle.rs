@@ -463,3 +463,38 @@ fn a_file_monitor_raises_its_signal_when_the_file_changes() {
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_executes_the_binary_again_with_the_configuration_read_again() {
+    let dir = std::env::temp_dir().join(format!("ringsgi-reexec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("ringsgi.toml");
+    std::fs::write(&conf, "async = 5\n").unwrap();
+    let mut srv = Server::start(&["--cores", "1", "--config", conf.to_str().unwrap()]);
+    srv.wait_for("worker 0 ready (pid ");
+    assert!(srv.drain().iter().any(|l| l.contains(", 5 slots)")));
+    let master = srv.pid();
+    std::fs::write(&conf, "async = 6\n").unwrap();
+    let mut client = Conn::open(srv.addr);
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.read(false).unwrap().status, 200);
+    srv.signal("HUP");
+    srv.wait_for("inherited http socket");
+    srv.wait_for(", 6 slots)");
+    srv.wait_for("after draining (graceful reload (SIGHUP))");
+    // Same master process, same listening socket: the port never closed.
+    assert_eq!(srv.pid(), master);
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    // The kept-alive connection of the old worker was closed when it drained: a client
+    // retries on a new connection (which the new worker serves).
+    assert!(client.closed());
+    // A configuration that does not load: the reload is refused, the workers are replaced
+    // in place with the configuration in force.
+    std::fs::write(&conf, "async = 0\n").unwrap();
+    srv.signal("HUP");
+    srv.wait_for("reload: the configuration does not load");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 2);
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,8 @@ pub struct Listener {
     pub path: Option<PathBuf>,
     /// Whether peers have addresses (TCP) or not (unix).
     pub tcp: bool,
+    /// The address as configured (a reload matches the new configuration against it).
+    pub spec: String,
 }
 
 impl Listener {
@@ -81,6 +83,7 @@ pub fn bind(
                 local,
                 path: None,
                 tcp: true,
+                spec: addr.to_string(),
             })
         }
         ListenAddr::Unix(path) => {
@@ -113,6 +116,7 @@ pub fn bind(
                 local: path.display().to_string(),
                 path: Some(path.clone()),
                 tcp: false,
+                spec: addr.to_string(),
             })
         }
         ListenAddr::Abstract(name) => {
@@ -127,6 +131,7 @@ pub fn bind(
                 local: format!("@{name}"),
                 path: None,
                 tcp: false,
+                spec: addr.to_string(),
             })
         }
     }

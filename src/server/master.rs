@@ -69,7 +69,9 @@ pub(super) struct WorkerRec {
 struct Retiree {
     index: usize,
     pid: Pid,
-    board: usize,
+    /// Its scoreboard entry (`None` for a worker of the previous image of this master, whose
+    /// scoreboard this image cannot see).
+    board: Option<usize>,
     /// Kept open until the worker exits, so that it does not see the master go away.
     _chan: Option<OwnedFd>,
     /// When SIGTERM was sent; `None` while the replacement is not ready yet.
@@ -122,6 +124,11 @@ pub(super) struct Shared<'a> {
     pub(super) boards: &'static [WorkerBoard],
     pub(super) table: &'static SignalTable,
     pub(super) stats: Vec<StatsServer>,
+    /// How to execute the master again on SIGHUP (`None`: reload in place).
+    pub(super) restart: Option<super::reexec::Restart>,
+    /// Workers of the previous image of this master (reload): drained once their
+    /// successors accept.
+    pub(super) inherited_workers: Vec<(usize, i32)>,
 }
 
 /// The master's state.
@@ -173,6 +180,23 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         inotify,
         last_rss_check: now,
     };
+    for (i, pid) in std::mem::take(&mut m.sh.inherited_workers) {
+        m.retirees.push(Retiree {
+            index: i.min(cores - 1),
+            pid: Pid::from_raw(pid),
+            board: None,
+            _chan: None,
+            term_sent: None,
+            reason: "graceful reload (SIGHUP)".into(),
+            killed: false,
+        });
+    }
+    if !m.retirees.is_empty() {
+        tracing::info!(
+            "reloaded: {} workers of the previous master will drain once their successors accept",
+            m.retirees.len()
+        );
+    }
     for i in 0..cores {
         m.spawn(i)?;
     }
@@ -180,7 +204,9 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
     loop {
         m.wait(&signals)?;
         while nix::unistd::read(signals.pipe_rx.as_raw_fd(), &mut buf).unwrap_or(0) > 0 {}
-        if signals.child.swap(false, Ordering::AcqRel) {
+        // Also on every tick: a worker of the previous image may have exited before this
+        // image installed its SIGCHLD handler.
+        if signals.child.swap(false, Ordering::AcqRel) || !m.retirees.is_empty() {
             m.reap(false);
         }
         if signals.quit.load(Ordering::Acquire) {
@@ -195,10 +221,7 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
             return Ok(0);
         }
         if signals.reload.swap(false, Ordering::AcqRel) {
-            tracing::info!("SIGHUP received: gracefully reloading the workers");
-            for w in &mut m.workers {
-                w.reload_pending = true;
-            }
+            m.reload();
         }
         if signals.usr1.swap(false, Ordering::AcqRel) {
             m.log_stats();
@@ -314,7 +337,7 @@ impl Master<'_> {
                 .workers
                 .iter()
                 .any(|w| w.board == *b && w.pid.is_some())
-                && !self.retirees.iter().any(|r| r.board == *b)
+                && !self.retirees.iter().any(|r| r.board == Some(*b))
         })
     }
 
@@ -413,7 +436,7 @@ impl Master<'_> {
         self.retirees.push(Retiree {
             index: i,
             pid,
-            board: rec.board,
+            board: Some(rec.board),
             _chan: rec.chan.take(),
             term_sent: None,
             reason,
@@ -523,7 +546,9 @@ impl Master<'_> {
             };
             if let Some(k) = self.retirees.iter().position(|r| r.pid == pid) {
                 let r = self.retirees.swap_remove(k);
-                self.sh.boards[r.board].clear();
+                if let Some(b) = r.board {
+                    self.sh.boards[b].clear();
+                }
                 tracing::info!(
                     "old worker {} (pid: {pid}) {how} after draining ({})",
                     r.index,
@@ -631,9 +656,68 @@ impl Master<'_> {
             }
         }
         for r in &mut self.retirees {
-            if !r.killed && check(r.index, r.pid, r.board) {
+            if let Some(b) = r.board
+                && !r.killed
+                && check(r.index, r.pid, b)
+            {
                 r.killed = true;
             }
+        }
+    }
+
+    /// SIGHUP: execute the binary again (new code, configuration read again), handing over
+    /// the listening sockets and the running workers; if that cannot be done, replace the
+    /// workers in place.
+    fn reload(&mut self) {
+        let Some(restart) = self.sh.restart.clone() else {
+            tracing::info!("SIGHUP received: gracefully reloading the workers in place");
+            for w in &mut self.workers {
+                w.reload_pending = true;
+            }
+            return;
+        };
+        tracing::info!(
+            "SIGHUP received: executing {} again; the workers drain once their successors accept",
+            restart.exe.display()
+        );
+        let mut handover = super::reexec::Handover::default();
+        let mut fds = Vec::new();
+        for l in self.sh.listeners {
+            fds.push(l.raw());
+            handover.sockets.push(super::reexec::Inherited {
+                fd: l.raw(),
+                role: match l.protocol {
+                    super::listener::Protocol::Http => "http".into(),
+                    super::listener::Protocol::Uwsgi => "uwsgi".into(),
+                },
+                spec: l.spec.clone(),
+                local: l.local.clone(),
+                path: l.path.clone(),
+                tcp: l.tcp,
+            });
+        }
+        for s in &self.sh.stats {
+            fds.push(s.listener_fd());
+            handover.sockets.push(super::reexec::Inherited {
+                fd: s.listener_fd(),
+                role: s.role().into(),
+                spec: s.spec.clone(),
+                local: s.local.clone(),
+                path: s.path.clone(),
+                tcp: false,
+            });
+        }
+        handover.workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.pid.map(|p| (i, p.as_raw())))
+            .chain(self.retirees.iter().map(|r| (r.index, r.pid.as_raw())))
+            .collect();
+        let err = restart.exec(&handover, &fds);
+        tracing::error!("reload: {err}; replacing the workers in place instead");
+        for w in &mut self.workers {
+            w.reload_pending = true;
         }
     }
 

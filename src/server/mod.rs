@@ -2,6 +2,7 @@
 
 pub mod listener;
 mod master;
+mod reexec;
 mod stats;
 pub mod worker;
 
@@ -27,27 +28,40 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             ));
         }
     }
+    // Before --chdir: a reload runs the same command line from the same directory.
+    let restart = reexec::Restart::capture();
+    let mut handover = reexec::Handover::take();
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("--chdir {}: {e}", dir.display())))?;
     }
     let (nofile, memlock) = crate::sys::raise_limits(64 << 20);
     let mut listeners = Vec::new();
-    for a in &config.http_sockets {
-        listeners.push(listener::bind(
-            a,
-            Protocol::Http,
-            config.listen,
-            config.reuse_port,
-        )?);
-    }
-    for a in &config.uwsgi_sockets {
-        listeners.push(listener::bind(
-            a,
-            Protocol::Uwsgi,
-            config.listen,
-            config.reuse_port,
-        )?);
+    for (addrs, protocol, role) in [
+        (&config.http_sockets, Protocol::Http, "http"),
+        (&config.uwsgi_sockets, Protocol::Uwsgi, "uwsgi"),
+    ] {
+        for a in addrs {
+            let spec = a.to_string();
+            let adopted = handover.as_mut().and_then(|h| h.adopt(role, &spec));
+            listeners.push(match adopted {
+                Some((s, fd)) => {
+                    tracing::info!(
+                        "inherited {role} socket {} from the previous master",
+                        s.local
+                    );
+                    listener::Listener {
+                        fd,
+                        protocol,
+                        local: s.local,
+                        path: s.path,
+                        tcp: s.tcp,
+                        spec,
+                    }
+                }
+                None => listener::bind(a, protocol, config.listen, config.reuse_port)?,
+            });
+        }
     }
     if let Some(mode) = config.chmod_socket {
         for l in &listeners {
@@ -78,20 +92,30 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         config.async_slots
     );
     let mut stats_servers = Vec::new();
-    if let Some(a) = &config.stats {
-        let kind = if config.stats_http {
-            stats::StatsKind::JsonHttp
-        } else {
-            stats::StatsKind::Json
-        };
-        stats_servers.push(stats::StatsServer::bind(&resolve(a)?, kind)?);
+    let stats_kind = if config.stats_http {
+        stats::StatsKind::JsonHttp
+    } else {
+        stats::StatsKind::Json
+    };
+    for (written, kind, role) in [
+        (&config.stats, stats_kind, "stats"),
+        (&config.metrics, stats::StatsKind::Metrics, "metrics"),
+    ] {
+        let Some(written) = written else { continue };
+        let addr = resolve(written)?;
+        let spec = addr.to_string();
+        stats_servers.push(match handover.as_mut().and_then(|h| h.adopt(role, &spec)) {
+            Some((s, fd)) => stats::StatsServer::adopt(fd, kind, s.local, s.path, spec),
+            None => stats::StatsServer::bind(&addr, kind)?,
+        });
     }
-    if let Some(a) = &config.metrics {
-        stats_servers.push(stats::StatsServer::bind(
-            &resolve(a)?,
-            stats::StatsKind::Metrics,
-        )?);
-    }
+    let inherited_workers = match handover.as_mut() {
+        Some(h) => {
+            h.close_rest();
+            std::mem::take(&mut h.workers)
+        }
+        None => Vec::new(),
+    };
     for s in &stats_servers {
         let what = match s.kind {
             stats::StatsKind::Json => "stats server (JSON)",
@@ -128,6 +152,8 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         boards,
         table,
         stats: stats_servers,
+        restart,
+        inherited_workers,
     });
     for l in &listeners {
         if let Some(p) = &l.path {

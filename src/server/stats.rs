@@ -57,6 +57,8 @@ pub(super) struct StatsServer {
     pub(super) path: Option<std::path::PathBuf>,
     /// The address as bound, for the log.
     pub(super) local: String,
+    /// The address as configured (a reload matches the new configuration against it).
+    pub(super) spec: String,
 }
 
 /// The bytes a stats client is sent.
@@ -131,7 +133,34 @@ impl StatsServer {
             clients: Vec::new(),
             path,
             local,
+            spec: addr.to_string(),
         })
+    }
+
+    /// A stats listener handed over by the master's previous image (reload).
+    pub(super) fn adopt(
+        fd: std::os::fd::OwnedFd,
+        kind: StatsKind,
+        local: String,
+        path: Option<std::path::PathBuf>,
+        spec: String,
+    ) -> StatsServer {
+        StatsServer {
+            kind,
+            listener: Socket::from(fd),
+            clients: Vec::new(),
+            path,
+            local,
+            spec,
+        }
+    }
+
+    /// The role name of this listener in a reload's handover.
+    pub(super) fn role(&self) -> &'static str {
+        match self.kind {
+            StatsKind::Json | StatsKind::JsonHttp => "stats",
+            StatsKind::Metrics => "metrics",
+        }
     }
 
     pub(super) fn listener_fd(&self) -> RawFd {

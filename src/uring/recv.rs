@@ -19,8 +19,31 @@ struct RecvData {
 /// treated as broken.
 pub(crate) async fn recv(
     fd: RawFd,
+    buf: Vec<u8>,
+    timeout: Option<Duration>,
+) -> (io::Result<usize>, Vec<u8>) {
+    recv_with(fd, buf, timeout, 0).await
+}
+
+/// `IORING_RECVSEND_POLL_FIRST`: arm the poll at once instead of trying the receive first.
+const POLL_FIRST: u16 = 1;
+
+/// [`recv`] on a connection whose next bytes are not expected yet (a kept-alive connection
+/// that has just been answered): the kernel arms its poll at once instead of first trying a
+/// receive that would find nothing.
+pub(crate) async fn recv_idle(
+    fd: RawFd,
+    buf: Vec<u8>,
+    timeout: Option<Duration>,
+) -> (io::Result<usize>, Vec<u8>) {
+    recv_with(fd, buf, timeout, POLL_FIRST).await
+}
+
+async fn recv_with(
+    fd: RawFd,
     mut buf: Vec<u8>,
     timeout: Option<Duration>,
+    ioprio: u16,
 ) -> (io::Result<usize>, Vec<u8>) {
     if buf.capacity() == buf.len() {
         buf.reserve(4096);
@@ -29,7 +52,9 @@ pub(crate) async fn recv(
     // SAFETY-free: the pointer is computed from the Vec; it stays valid because the Vec moves
     // into the Op (its heap block does not move) and is only handed back after the final CQE.
     let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
-    let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
+    let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32)
+        .ioprio(ioprio)
+        .build();
     let Some((res, data)) = deadline(Op::submit(entry, RecvData { buf }), timeout).await else {
         return (Err(io::ErrorKind::TimedOut.into()), Vec::new());
     };
