@@ -172,6 +172,7 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
             + crate::primitives::background_tasks() as usize
             + ctx.open_conns()
             + driver.accepts_in_flight()
+            + driver.strays()
     };
     tracing::info!(
         "worker {} stopping: {} requests in progress, {} connections, {} background tasks, up to {} s",

@@ -547,6 +547,11 @@ impl Driver {
         self.inner.borrow_mut().strays.pop_front()
     }
 
+    /// Connections accepted for cancelled accepts, not taken yet.
+    pub(crate) fn strays(&self) -> usize {
+        self.inner.borrow().strays.len()
+    }
+
     /// Accept operations whose future was dropped and whose final completion has not arrived:
     /// each may still hand over a connection (as a stray).
     pub(crate) fn accepts_in_flight(&self) -> usize {
