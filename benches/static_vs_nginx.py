@@ -176,6 +176,8 @@ def main():
     results = []
     procs = bl.Procs()
     with tempfile.TemporaryDirectory(prefix="ringsgi-bench-") as tmp:
+        # nginx's worker runs as an unprivileged user when started as root: let it read.
+        os.chmod(tmp, 0o755)
         root = os.path.join(tmp, "www")
         make_files(root)
         try:
