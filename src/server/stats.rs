@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::Socket;
 
 use super::master::{Master, epoch_secs};
 use crate::config::ListenAddr;
@@ -87,53 +87,17 @@ impl Documents {
 }
 
 impl StatsServer {
-    /// Bind a stats listener (in the master, before the workers are forked).
+    /// Bind a stats listener (in the master, before the workers are forked), with the same
+    /// rules as the request listeners (`listener::bind`: a stale unix socket file is replaced).
     pub(super) fn bind(addr: &ListenAddr, kind: StatsKind) -> io::Result<StatsServer> {
-        let what = |e: io::Error| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"));
-        let (sock, local, path) = match addr {
-            ListenAddr::Tcp(sa) => {
-                let s = Socket::new(
-                    Domain::for_address(*sa),
-                    Type::STREAM.nonblocking().cloexec(),
-                    None,
-                )
-                .map_err(what)?;
-                s.set_reuse_address(true).map_err(what)?;
-                s.bind(&(*sa).into()).map_err(what)?;
-                let local = s
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_socket())
-                    .map_or_else(|| addr.to_string(), |a| a.to_string());
-                (s, local, None)
-            }
-            ListenAddr::Unix(p) => {
-                if std::fs::symlink_metadata(p).is_ok()
-                    && std::os::unix::net::UnixStream::connect(p).is_err()
-                {
-                    std::fs::remove_file(p).map_err(what)?;
-                }
-                let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
-                    .map_err(what)?;
-                s.bind(&SockAddr::unix(p).map_err(what)?).map_err(what)?;
-                (s, p.display().to_string(), Some(p.clone()))
-            }
-            ListenAddr::Abstract(name) => {
-                let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
-                    .map_err(what)?;
-                s.bind(&SockAddr::unix(format!("\0{name}")).map_err(what)?)
-                    .map_err(what)?;
-                (s, format!("@{name}"), None)
-            }
-        };
-        sock.listen(128).map_err(what)?;
+        let l = super::listener::bind(addr, super::listener::Protocol::Http, 128, false)?;
         Ok(StatsServer {
             kind,
-            listener: sock,
+            listener: Socket::from(l.fd),
             clients: Vec::new(),
-            path,
-            local,
-            spec: addr.to_string(),
+            path: l.path,
+            local: l.local,
+            spec: l.spec,
         })
     }
 
