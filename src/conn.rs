@@ -470,7 +470,6 @@ async fn request(
 ) -> (Next, Vec<u8>) {
     let started = Instant::now();
     let slot_id = slot.id();
-    let _stat = SlotStat::enter(ctx, slot_id);
     let mut bufs = slot.take_bufs();
     // 1. The head.
     let head_len = loop {
@@ -549,6 +548,12 @@ async fn respond(
         && cgi.is_none()
         && !ctx.stopping.get();
     let head_only = index.method.of(&bufs.head) == b"HEAD";
+    let _stat = SlotStat::enter(
+        ctx,
+        slot_id,
+        index.method.of(&bufs.head),
+        index.target.of(&bufs.head),
+    );
     let mut body = Body::new(fd, input, body_start, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
     body.continue_pending = expect_continue && !body.is_done();
@@ -787,13 +792,13 @@ struct SlotStat {
 }
 
 impl SlotStat {
-    fn enter(ctx: &ConnCtx, slot: crate::slot::SlotId) -> SlotStat {
+    fn enter(ctx: &ConnCtx, slot: crate::slot::SlotId, method: &[u8], uri: &[u8]) -> SlotStat {
         let slot = crate::scoreboard::slot_boards(ctx.board_index).get(slot.0 as usize);
         if let Some(s) = slot {
             let epoch = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            s.enter(epoch);
+            s.enter(epoch, method, uri);
         }
         SlotStat { slot }
     }

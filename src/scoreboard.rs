@@ -36,8 +36,9 @@ pub(crate) struct WorkerBoard {
     pub(crate) conns: AtomicU64,
     /// 1 while the worker has an accept armed.
     pub(crate) accepting: AtomicU32,
-    /// 1 once the worker's accept loops run: the master retires the worker it replaces only
-    /// then (reload and recycling never leave a listener without an accepting worker).
+    /// 1 once the worker's accept loops run, 0 again when it drains: the master retires the
+    /// worker it replaces only once its successor is ready (reload and recycling never leave a
+    /// listener without an accepting worker); stats show it as `accepting`.
     pub(crate) ready: AtomicU32,
     /// Set by the worker when it wants to be replaced (`--max-requests` reached); the master
     /// starts its replacement and then stops it gracefully.
@@ -204,16 +205,60 @@ impl WorkerBoard {
 #[derive(Debug)]
 pub(crate) struct SlotBoard {
     in_request: AtomicU32,
+    /// Bytes of `line` in use; 0 while it is being written.
+    line_len: AtomicU32,
     requests: AtomicU64,
     /// Wall-clock start of the request in progress, seconds since the epoch.
     start: AtomicU64,
+    /// `METHOD URI` of the request in progress (cut at `SLOT_LINE` bytes), for the stats'
+    /// `vars`.
+    line: [AtomicU64; SLOT_LINE / 8],
 }
 
+/// Bytes of a slot's request line kept for stats.
+const SLOT_LINE: usize = 96;
+
 impl SlotBoard {
-    /// A request starts on this slot (worker side).
-    pub(crate) fn enter(&self, epoch_secs: u64) {
+    /// A request starts on this slot (worker side): a clock read and a copy of at most
+    /// `SLOT_LINE` bytes, no formatting.
+    pub(crate) fn enter(&self, epoch_secs: u64, method: &[u8], uri: &[u8]) {
+        self.line_len.store(0, Ordering::Relaxed);
+        let mut line = [0u8; SLOT_LINE];
+        let m = method.len().min(SLOT_LINE - 1);
+        line[..m].copy_from_slice(&method[..m]);
+        line[m] = b' ';
+        let u = uri.len().min(SLOT_LINE - m - 1);
+        line[m + 1..m + 1 + u].copy_from_slice(&uri[..u]);
+        for (word, bytes) in self.line.iter().zip(line.chunks_exact(8)) {
+            word.store(
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+        self.line_len.store((m + 1 + u) as u32, Ordering::Release);
         self.start.store(epoch_secs, Ordering::Relaxed);
         self.in_request.store(1, Ordering::Release);
+    }
+
+    /// `(method, uri)` of the request in progress, if it reads consistently (stats side).
+    pub(crate) fn request_line(&self) -> Option<(String, String)> {
+        let len = self.line_len.load(Ordering::Acquire) as usize;
+        if len == 0 || len > SLOT_LINE {
+            return None;
+        }
+        let bytes: Vec<u8> = self
+            .line
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .take(len)
+            .collect();
+        std::sync::atomic::fence(Ordering::Acquire);
+        if self.line_len.load(Ordering::Relaxed) as usize != len {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let (m, u) = text.split_once(' ')?;
+        Some((m.to_owned(), u.to_owned()))
     }
 
     /// The request on this slot ended (worker side).
@@ -233,6 +278,7 @@ impl SlotBoard {
 
     fn clear(&self) {
         self.in_request.store(0, Ordering::Relaxed);
+        self.line_len.store(0, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
         self.start.store(0, Ordering::Relaxed);
     }
@@ -346,6 +392,27 @@ mod tests {
         );
         b.leave();
         assert_eq!(b.busy(), None);
+    }
+
+    #[test]
+    fn slot_request_line_round_trips_and_is_cut_at_its_size() {
+        let s = SlotBoard {
+            in_request: AtomicU32::new(0),
+            line_len: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            line: Default::default(),
+        };
+        assert_eq!(s.request_line(), None);
+        s.enter(7, b"GET", b"/a?b=c");
+        assert_eq!(s.read(), (true, 0, 7));
+        assert_eq!(s.request_line(), Some(("GET".into(), "/a?b=c".into())));
+        let long = vec![b'x'; 300];
+        s.enter(8, b"POST", &long);
+        let (m, u) = s.request_line().unwrap();
+        assert_eq!((m.as_str(), u.len()), ("POST", SLOT_LINE - 5));
+        s.leave();
+        assert_eq!(s.read(), (false, 1, 8));
     }
 
     #[test]

@@ -249,7 +249,22 @@ fn stats_document_metrics_and_uwsgitop() {
     for _ in 0..5 {
         assert_eq!(get(srv.addr, "/").unwrap().0, 200);
     }
-    let doc: serde_json::Value = serde_json::from_str(&fetch(&stats)).unwrap();
+    // A worker counts a request just after its last byte went out, so the client may read
+    // the stats a moment before: wait (bounded) until the five are counted and done.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let doc = loop {
+        let doc: serde_json::Value = serde_json::from_str(&fetch(&stats)).unwrap();
+        let counted: u64 = doc["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["requests"].as_u64().unwrap())
+            .sum();
+        if counted == 5 && doc["busy_slots"] == 0 {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "requests never counted: {doc}");
+    };
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(doc["pid"], srv.pid());
     assert_eq!(doc["sockets"][0]["name"], srv.addr.to_string());
@@ -302,6 +317,10 @@ fn stats_document_metrics_and_uwsgitop() {
         .find(|c| c["in_request"] == 1)
         .unwrap();
     assert!(core["req_info"]["request_start"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(
+        core["vars"],
+        serde_json::json!(["REQUEST_METHOD=GET", "REQUEST_URI=/sleep?ms=3000"])
+    );
 
     // The Prometheus endpoint carries the same counters.
     let mut m = std::net::TcpStream::connect(&metrics).unwrap();

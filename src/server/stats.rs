@@ -270,10 +270,18 @@ fn snapshot(m: &Master<'_>) -> Snapshot {
                 .enumerate()
                 .map(|(id, s)| {
                     let (in_request, requests, start) = s.read();
+                    let vars = match s.request_line().filter(|_| in_request) {
+                        Some((method, uri)) => vec![
+                            format!("REQUEST_METHOD={method}"),
+                            format!("REQUEST_URI={uri}"),
+                        ],
+                        None => Vec::new(),
+                    };
                     Core {
                         id: id as u32,
                         requests,
                         in_request,
+                        vars,
                         req_info: ReqInfo {
                             request_start: in_request.then_some(start),
                         },
@@ -284,7 +292,10 @@ fn snapshot(m: &Master<'_>) -> Snapshot {
             stats::Worker {
                 id: i as u32 + 1,
                 pid,
-                accepting: b.accepting.load(Ordering::Relaxed) == 1,
+                // uWSGI's meaning: the worker takes requests (started, not draining). The
+                // board's `accepting` flag is the accept-balancing state, which flips
+                // whenever an accept is re-armed.
+                accepting: b.ready.load(Ordering::Relaxed) == 1,
                 requests,
                 delta_requests: requests,
                 exceptions: b.exceptions.load(Ordering::Relaxed),

@@ -161,9 +161,10 @@ pub(crate) fn run(
 async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
     // Dropping the accept tasks cancels their accepts.
     drop(accepts);
-    ctx.boards[ctx.worker_board()]
-        .accepting
-        .store(0, Ordering::Relaxed);
+    let board = &ctx.boards[ctx.worker_board()];
+    board.accepting.store(0, Ordering::Relaxed);
+    // Stats show a draining worker as not accepting.
+    board.ready.store(0, Ordering::Relaxed);
     ctx.drain();
     let deadline = std::time::Instant::now() + mercy;
     let driver = crate::uring::Driver::current();
