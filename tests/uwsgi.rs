@@ -339,3 +339,36 @@ fn an_unread_body_is_taken_whole_before_the_close() {
     // Over --limit-post: refused from CONTENT_LENGTH alone.
     answer_then_body_is_taken_whole::<{ 32 << 20 }>(&srv, "/echo", "HTTP/1.1 413 ");
 }
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_or_a_regular_file_is_refused() {
+    let path = unix_path("stale");
+    // A socket file nobody listens on any more (its process ended without removing it).
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(std::path::Path::new(&path).exists());
+    let mut srv = start(&path, &[]);
+    let mut c = Client::open(&srv);
+    c.send(&uwsgi_packet(100, &[]));
+    assert_eq!(c.read_all(), [100, 0, 0, 1]);
+    // While it serves, a second server on the same path is refused: one line, exit 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(["--socket", &path, "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another process is listening on it"), "{err}");
+    assert!(srv.stop().success());
+    assert!(!std::path::Path::new(&path).exists(), "removed at exit");
+    // A regular file is never removed to make room.
+    std::fs::write(&path, "data").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(["--socket", &path, "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
+    let _ = std::fs::remove_file(&path);
+}
