@@ -273,12 +273,16 @@ fn a_neighbour_connection_is_unharmed() {
 }
 
 #[test]
-fn chmod_socket_sets_the_unix_socket_mode() {
-    use std::os::unix::fs::PermissionsExt;
+fn chmod_and_chown_socket_set_the_unix_socket_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path = unix_path("chmod");
-    let srv = start(&path, &["--chmod-socket", "660"]);
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660);
+    let srv = start(
+        &path,
+        &["--chmod-socket", "660", "--chown-socket", "nobody:65534"],
+    );
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     let got = Client::open(&srv).exchange(&[100, 0, 0, 0]);
     assert_eq!(got.as_bytes(), [100, 0, 0, 1]);
 }

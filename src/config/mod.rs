@@ -76,6 +76,7 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("file-monitor", "none"),
         ("crazy-names", "localhost"),
         ("chmod-socket", "none"),
+        ("chown-socket", "none"),
         ("static-map", "none"),
         ("static-index", "none"),
     ]
@@ -206,6 +207,8 @@ pub struct Config {
     /// Mode set on unix-socket listeners after bind (`--chmod-socket`, octal); `None` leaves
     /// what the umask gave.
     pub chmod_socket: Option<u32>,
+    /// Owner of unix-socket listeners (`--chown-socket`), as written; resolved at start.
+    pub chown_socket: Option<String>,
     /// Static directories (`--static-map`), longest prefix first.
     pub static_maps: Vec<StaticMount>,
     /// File served for a directory under a static mount (`--static-index`).
@@ -619,6 +622,7 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         } else {
             raw.crazy_names.clone()
         },
+        chown_socket: raw.chown_socket.clone(),
         chmod_socket: raw
             .chmod_socket
             .as_deref()
@@ -1116,7 +1120,7 @@ mod tests {
             "app" => "\"hello\"",
             "stats" | "metrics" => "\"127.0.0.1:9191\"",
             "pidfile" | "chdir" => "\"/tmp\"",
-            "uid" | "gid" => "\"nobody\"",
+            "uid" | "gid" | "chown-socket" => "\"nobody\"",
             "timer" => "[\"1 2\"]",
             "cron" => "[\"1 -1 -1 -1 -1 -1\"]",
             "file-monitor" => "[\"1 /tmp\"]",
@@ -1215,6 +1219,7 @@ mod tests {
                     (if n == 0 { "none" } else { "?" }).to_owned()
                 }
                 "crazy-names" => c.crazy_names.join(","),
+                "chown-socket" => c.chown_socket.clone().unwrap_or_else(|| "none".to_owned()),
                 "chmod-socket" => c
                     .chmod_socket
                     .map_or("none".to_owned(), |m| format!("{m:o}")),

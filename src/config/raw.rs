@@ -192,6 +192,11 @@ pub struct RawConfig {
           default_missing_value = "666")]
     #[serde(default, deserialize_with = "octal_mode")]
     pub chmod_socket: Option<String>,
+
+    /// Owner of the unix-socket listeners: "USER" or "USER:GROUP" (names or numbers), so that
+    /// the front server may connect to a 660 socket [default: none]
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub chown_socket: Option<String>,
     /// Serve the files under DIR at URL prefix MOUNT, before the apps (repeatable):
     /// "/MOUNT=DIR"; the longest mount wins
     #[arg(long, value_name = "/MOUNT=DIR", value_parser = parse_static_map_arg)]
@@ -227,7 +232,7 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
-        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, static_index;
+        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index;
         http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map
     )
 }

@@ -63,6 +63,22 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             });
         }
     }
+    if let Some(owner) = &config.chown_socket {
+        let (uid, gid) = resolve_owner(owner)?;
+        for l in &listeners {
+            if let Some(path) = &l.path {
+                nix::unistd::chown(path, Some(uid), gid).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "--chown-socket {owner}: cannot chown {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+        }
+    }
     if let Some(mode) = config.chmod_socket {
         for l in &listeners {
             if let Some(path) = &l.path {
@@ -170,6 +186,43 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
 fn resolve(addr: &str) -> io::Result<crate::config::ListenAddr> {
     crate::config::resolve_listen_addr(addr)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `USER[:GROUP]` (names or numbers) of `--chown-socket`.
+fn resolve_owner(owner: &str) -> io::Result<(nix::unistd::Uid, Option<nix::unistd::Gid>)> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--chown-socket {owner}: {why}"),
+        )
+    };
+    let (user, group) = match owner.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (owner, None),
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(n) => Uid::from_raw(n),
+        Err(_) => {
+            User::from_name(user)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad(format!("no such user {user:?}")))?
+                .uid
+        }
+    };
+    let gid = match group {
+        None => None,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => Gid::from_raw(n),
+            Err(_) => {
+                Group::from_name(g)
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| bad(format!("no such group {g:?}")))?
+                    .gid
+            }
+        }),
+    };
+    Ok((uid, gid))
 }
 
 /// The user and group workers switch to (`--uid`, `--gid`), resolved once by the master.
