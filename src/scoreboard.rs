@@ -205,7 +205,9 @@ impl WorkerBoard {
 #[derive(Debug)]
 pub(crate) struct SlotBoard {
     in_request: AtomicU32,
-    /// Bytes of `line` in use; 0 while it is being written.
+    /// Sequence counter of `line`: odd while it is being written.
+    line_seq: AtomicU32,
+    /// Bytes of `line` in use.
     line_len: AtomicU32,
     requests: AtomicU64,
     /// Wall-clock start of the request in progress, seconds since the epoch.
@@ -222,7 +224,9 @@ impl SlotBoard {
     /// A request starts on this slot (worker side): a clock read and a copy of at most
     /// `SLOT_LINE` bytes, no formatting.
     pub(crate) fn enter(&self, epoch_secs: u64, method: &[u8], uri: &[u8]) {
-        self.line_len.store(0, Ordering::Relaxed);
+        let seq = self.line_seq.load(Ordering::Relaxed);
+        self.line_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
         let mut line = [0u8; SLOT_LINE];
         let m = method.len().min(SLOT_LINE - 1);
         line[..m].copy_from_slice(&method[..m]);
@@ -235,15 +239,17 @@ impl SlotBoard {
                 Ordering::Relaxed,
             );
         }
-        self.line_len.store((m + 1 + u) as u32, Ordering::Release);
+        self.line_len.store((m + 1 + u) as u32, Ordering::Relaxed);
+        self.line_seq.store(seq.wrapping_add(2), Ordering::Release);
         self.start.store(epoch_secs, Ordering::Relaxed);
         self.in_request.store(1, Ordering::Release);
     }
 
     /// `(method, uri)` of the request in progress, if it reads consistently (stats side).
     pub(crate) fn request_line(&self) -> Option<(String, String)> {
-        let len = self.line_len.load(Ordering::Acquire) as usize;
-        if len == 0 || len > SLOT_LINE {
+        let seq = self.line_seq.load(Ordering::Acquire);
+        let len = self.line_len.load(Ordering::Relaxed) as usize;
+        if seq % 2 == 1 || len == 0 || len > SLOT_LINE {
             return None;
         }
         let bytes: Vec<u8> = self
@@ -253,7 +259,7 @@ impl SlotBoard {
             .take(len)
             .collect();
         std::sync::atomic::fence(Ordering::Acquire);
-        if self.line_len.load(Ordering::Relaxed) as usize != len {
+        if self.line_seq.load(Ordering::Relaxed) != seq {
             return None;
         }
         let text = String::from_utf8_lossy(&bytes);
@@ -398,6 +404,7 @@ mod tests {
     fn slot_request_line_round_trips_and_is_cut_at_its_size() {
         let s = SlotBoard {
             in_request: AtomicU32::new(0),
+            line_seq: AtomicU32::new(0),
             line_len: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             start: AtomicU64::new(0),

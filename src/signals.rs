@@ -139,7 +139,8 @@ pub fn signal(num: u8) -> io::Result<()> {
             "signal: not inside a ringsgi worker",
         ));
     }
-    match nix::sys::socket::send(fd, &[num], nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    match nix::sys::socket::send(fd, &[num], flags) {
         Ok(_) => Ok(()),
         Err(nix::errno::Errno::EAGAIN) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,

@@ -138,6 +138,8 @@ pub(crate) fn monotonic_ms() -> u64 {
 static STOP_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
+    // The interrupted code may be between a failing call and its read of errno.
+    let saved = nix::errno::Errno::last_raw();
     let fd = STOP_PIPE.load(std::sync::atomic::Ordering::Relaxed);
     if fd >= 0 {
         let byte = 1u8;
@@ -145,6 +147,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
         // (EAGAIN) is fine: one byte is enough to wake the worker.
         let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
     }
+    nix::errno::Errno::set_raw(saved);
 }
 
 /// In a worker: make SIGTERM write a byte to `tx` (the read end is the worker's graceful stop
@@ -265,4 +268,21 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
     };
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     Ok(())
+}
+
+/// In a freshly forked worker: close every descriptor except `keep` (the master's other
+/// descriptors must not leak into workers: they would keep channels and pipes open).
+pub(crate) fn close_fds_except(keep: &[std::os::fd::RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collect first: the directory's own descriptor is in the listing and closes with `dir`.
+    let open: Vec<std::os::fd::RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }

@@ -72,8 +72,9 @@ struct Retiree {
     /// Its scoreboard entry (`None` for a worker of the previous image of this master, whose
     /// scoreboard this image cannot see).
     board: Option<usize>,
-    /// Kept open until the worker exits, so that it does not see the master go away.
-    _chan: Option<OwnedFd>,
+    /// The master's end of its signal channel: still read (a request finishing during the
+    /// drain may raise a signal), closed when the worker exits.
+    chan: Option<OwnedFd>,
     /// When SIGTERM was sent; `None` while the replacement is not ready yet.
     term_sent: Option<Instant>,
     reason: String,
@@ -148,6 +149,11 @@ pub(super) struct Master<'a> {
 /// Run the master until it is told to stop. Returns the process exit code.
 pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
     let signals = install_signals()?;
+    // A previous image of this master blocked them across its execve (see reexec.rs): the
+    // handlers are in place now, so what arrived meanwhile is handled, not fatal.
+    super::reexec::master_signals()
+        .thread_unblock()
+        .map_err(io::Error::from)?;
     let cores = sh.config.cores;
     let now = Instant::now();
     let timers = sh
@@ -176,7 +182,9 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         retirees: Vec::new(),
         next_signal_worker: 0,
         timers,
-        cron_minute: 0,
+        // A cron entry first fires at the next matching minute, not in the minute the master
+        // (re)started in: a reload must not repeat it.
+        cron_minute: epoch_secs() / 60,
         inotify,
         last_rss_check: now,
     };
@@ -185,7 +193,7 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
             index: i.min(cores - 1),
             pid: Pid::from_raw(pid),
             board: None,
-            _chan: None,
+            chan: None,
             term_sent: None,
             reason: "graceful reload (SIGHUP)".into(),
             killed: false,
@@ -211,13 +219,13 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         }
         if signals.quit.load(Ordering::Acquire) {
             tracing::info!("SIGINT/SIGQUIT received: stopping workers now");
-            m.stop_all(Signal::SIGKILL, STOP_GRACE);
+            m.stop_all(Signal::SIGKILL, STOP_GRACE, None);
             return Ok(0);
         }
         if signals.stop.load(Ordering::Acquire) {
             tracing::info!("SIGTERM received: stopping workers gracefully");
             let grace = m.sh.config.reload_mercy + STOP_GRACE;
-            m.stop_all(Signal::SIGTERM, grace);
+            m.stop_all(Signal::SIGTERM, grace, Some(&signals.quit));
             return Ok(0);
         }
         if signals.reload.swap(false, Ordering::AcqRel) {
@@ -234,8 +242,14 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         for i in 0..m.workers.len() {
             let rec = &m.workers[i];
             let due = rec.pid.is_none() && rec.respawn_at.is_none_or(|t| t <= now);
-            if due {
-                m.spawn(i)?;
+            if due && let Err(e) = m.spawn(i) {
+                // Out of processes or descriptors for a moment: try again later rather than
+                // take the running workers down with the master.
+                tracing::error!(
+                    "cannot start worker {i}: {e}; retrying in {} s",
+                    RESPAWN_BACKOFF.as_secs()
+                );
+                m.workers[i].respawn_at = Some(Instant::now() + RESPAWN_BACKOFF);
             }
         }
     }
@@ -254,6 +268,7 @@ impl Master<'_> {
         enum Src {
             Pipe,
             Chan(usize),
+            OldChan(Pid),
             Stats(usize),
             StatsConn(usize, usize),
             Inotify,
@@ -268,9 +283,19 @@ impl Master<'_> {
                 srcs.push(Src::Chan(i));
             }
         }
+        for r in &self.retirees {
+            if let Some(c) = &r.chan {
+                raw.push((c.as_raw_fd(), PollFlags::POLLIN));
+                srcs.push(Src::OldChan(r.pid));
+            }
+        }
         for (i, s) in self.sh.stats.iter().enumerate() {
-            raw.push((s.listener_fd(), PollFlags::POLLIN));
-            srcs.push(Src::Stats(i));
+            // At its client limit a listener is not watched (it would be ready at once, every
+            // pass): the next clients wait in its backlog.
+            if s.has_room() {
+                raw.push((s.listener_fd(), PollFlags::POLLIN));
+                srcs.push(Src::Stats(i));
+            }
             for (j, (fd, events)) in s.pending_polls().into_iter().enumerate() {
                 raw.push((fd, events));
                 srcs.push(Src::StatsConn(i, j));
@@ -305,7 +330,24 @@ impl Master<'_> {
             }
             match src {
                 Src::Pipe => {}
-                Src::Chan(i) => self.read_channel(i),
+                Src::Chan(i) => {
+                    let (nums, open) = read_signals(self.workers[i].chan.as_ref());
+                    if !open {
+                        // The worker is gone; the reaper handles it.
+                        self.workers[i].chan = None;
+                    }
+                    nums.into_iter().for_each(|n| self.route(n));
+                }
+                Src::OldChan(pid) => {
+                    let Some(k) = self.retirees.iter().position(|r| r.pid == pid) else {
+                        continue;
+                    };
+                    let (nums, open) = read_signals(self.retirees[k].chan.as_ref());
+                    if !open {
+                        self.retirees[k].chan = None;
+                    }
+                    nums.into_iter().for_each(|n| self.route(n));
+                }
                 Src::Stats(i) => {
                     let doc = self.stats_documents(i);
                     self.sh.stats[i].accept(doc);
@@ -333,10 +375,9 @@ impl Master<'_> {
     /// A free scoreboard entry: one no live worker (current or retiring) uses.
     fn free_board(&self) -> Option<usize> {
         (0..self.sh.boards.len()).find(|b| {
-            !self
-                .workers
-                .iter()
-                .any(|w| w.board == *b && w.pid.is_some())
+            // A worker record owns its board even while its worker is dead and waiting to be
+            // respawned: the respawn lands there.
+            !self.workers.iter().any(|w| w.board == *b)
                 && !self.retirees.iter().any(|r| r.board == Some(*b))
         })
     }
@@ -353,16 +394,11 @@ impl Master<'_> {
             nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io::Error::from)?;
-        // Descriptors of the master's that the child must not keep.
-        let mut close_in_child: Vec<RawFd> = self
-            .workers
-            .iter()
-            .filter_map(|w| w.chan.as_ref().map(|c| c.as_raw_fd()))
-            .collect();
-        close_in_child.push(mine.as_raw_fd());
-        for s in &self.sh.stats {
-            close_in_child.extend(s.all_fds());
-        }
+        // What the child keeps: the standard streams, the listeners, its channel end. Everything
+        // else of the master's (other channels, the self-pipe and signal-hook's pipes, stats
+        // sockets, inotify) is closed in the child.
+        let mut keep: Vec<RawFd> = vec![0, 1, 2, theirs.as_raw_fd()];
+        keep.extend(self.sh.listeners.iter().map(|l| l.raw()));
         match sys::fork()? {
             Forked::Parent(pid) => {
                 drop(theirs);
@@ -377,15 +413,16 @@ impl Master<'_> {
                 }
                 rec.pid = Some(pid);
                 rec.chan = Some(mine);
+                // A fresh worker runs the current code and configuration.
+                rec.reload_pending = false;
                 rec.started = Instant::now();
                 rec.started_epoch = epoch_secs();
                 rec.respawn_at = None;
                 Ok(())
             }
             Forked::Child => {
-                for fd in close_in_child {
-                    let _ = nix::unistd::close(fd);
-                }
+                sys::close_fds_except(&keep);
+                // Already closed above; forgetting it prevents a second close.
                 std::mem::forget(mine);
                 let sh = &self.sh;
                 // Credentials first: changing them clears the parent-death signal that
@@ -437,7 +474,7 @@ impl Master<'_> {
             index: i,
             pid,
             board: Some(rec.board),
-            _chan: rec.chan.take(),
+            chan: rec.chan.take(),
             term_sent: None,
             reason,
             killed: false,
@@ -590,7 +627,7 @@ impl Master<'_> {
 
     /// Signal every worker (current and retiring) and wait for all of them (SIGKILL after
     /// `grace`).
-    fn stop_all(&mut self, sig: Signal, grace: Duration) {
+    fn stop_all(&mut self, sig: Signal, grace: Duration, quit: Option<&AtomicBool>) {
         let alive = |m: &Master<'_>| -> Vec<Pid> {
             m.workers
                 .iter()
@@ -608,9 +645,17 @@ impl Master<'_> {
             if left.is_empty() {
                 return;
             }
-            if Instant::now() >= deadline {
+            // SIGINT/SIGQUIT during a graceful stop cut it short.
+            let cut = quit.is_some_and(|q| q.load(Ordering::Acquire));
+            if cut || Instant::now() >= deadline {
                 for pid in left {
-                    tracing::warn!("worker pid {pid} did not stop in time: SIGKILL");
+                    if cut {
+                        tracing::warn!(
+                            "SIGINT/SIGQUIT during the graceful stop: SIGKILL worker pid {pid}"
+                        );
+                    } else {
+                        tracing::warn!("worker pid {pid} did not stop in time: SIGKILL");
+                    }
                     let _ = kill(pid, Signal::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -714,33 +759,11 @@ impl Master<'_> {
             .filter_map(|(i, w)| w.pid.map(|p| (i, p.as_raw())))
             .chain(self.retirees.iter().map(|r| (r.index, r.pid.as_raw())))
             .collect();
-        let err = restart.exec(&handover, &fds);
+        let apps = self.sh.apps;
+        let err = restart.exec(&handover, &fds, &|c| super::preflight(c, apps));
         tracing::error!("reload: {err}; replacing the workers in place instead");
         for w in &mut self.workers {
             w.reload_pending = true;
-        }
-    }
-
-    /// Read signal numbers raised by worker `i` and route them.
-    fn read_channel(&mut self, i: usize) {
-        let mut buf = [0u8; 256];
-        loop {
-            let Some(fd) = self.workers[i].chan.as_ref().map(|c| c.as_raw_fd()) else {
-                return;
-            };
-            match nix::unistd::read(fd, &mut buf) {
-                Ok(0) => {
-                    // The worker is gone; the reaper handles it.
-                    self.workers[i].chan = None;
-                    return;
-                }
-                Ok(n) => {
-                    for &num in &buf[..n] {
-                        self.route(num);
-                    }
-                }
-                Err(_) => return,
-            }
         }
     }
 
@@ -782,7 +805,7 @@ impl Master<'_> {
             match nix::sys::socket::send(
                 chan.as_raw_fd(),
                 &[num],
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             ) {
                 Ok(_) => {}
                 Err(e) => {
@@ -888,6 +911,48 @@ type FileMonitors = (
     nix::sys::inotify::Inotify,
     Vec<(nix::sys::inotify::WatchDescriptor, u8)>,
 );
+
+/// SIGTERM `pids` (workers of a previous image of this master) and wait for them to exit,
+/// SIGKILL after `mercy` and 5 s more.
+pub(super) fn drain_pids(pids: &[i32], mercy: Duration) {
+    let pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_raw(p)).collect();
+    for &p in &pids {
+        let _ = kill(p, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + mercy + STOP_GRACE;
+    let mut left = pids;
+    while !left.is_empty() {
+        left.retain(|&p| {
+            !matches!(
+                waitpid(p, Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)
+            )
+        });
+        if Instant::now() >= deadline {
+            for &p in &left {
+                let _ = kill(p, Signal::SIGKILL);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Read the signal numbers a worker raised on its channel; false once the channel closed.
+fn read_signals(chan: Option<&OwnedFd>) -> (Vec<u8>, bool) {
+    let Some(chan) = chan else {
+        return (Vec::new(), false);
+    };
+    let mut nums = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match nix::unistd::read(chan.as_raw_fd(), &mut buf) {
+            Ok(0) => return (nums, false),
+            Ok(n) => nums.extend_from_slice(&buf[..n]),
+            Err(_) => return (nums, true),
+        }
+    }
+}
 
 /// Set up inotify for `--file-monitor`.
 fn file_monitors(config: &Config) -> io::Result<Option<FileMonitors>> {

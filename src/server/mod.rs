@@ -15,6 +15,30 @@ use listener::Protocol;
 /// Bind every listener, fork the workers and supervise them until a stop signal.
 /// Returns the exit code for the process.
 pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
+    // Before --chdir: a reload runs the same command line from the same directory.
+    let restart = reexec::Restart::capture();
+    let handover = reexec::Handover::take();
+    let inherited: Vec<i32> = handover
+        .as_ref()
+        .map(|h| h.workers.iter().map(|&(_, pid)| pid).collect())
+        .unwrap_or_default();
+    let result = start(config, apps, restart, handover);
+    if let Err(e) = &result
+        && !inherited.is_empty()
+    {
+        // The last resort of a reload that cannot start: the previous workers are still
+        // serving; let them finish what they have instead of killing them with this process.
+        tracing::error!(
+            "the reloaded master cannot start: {e}; stopping the previous workers gracefully"
+        );
+        master::drain_pids(&inherited, config.reload_mercy);
+    }
+    result
+}
+
+/// Checks without side effects, run at start and by a reload before it executes the new image
+/// (so that a reload with, say, an unknown app or user is refused instead of fatal).
+pub(super) fn preflight(config: &Config, apps: &Apps) -> io::Result<()> {
     for m in &config.mounts {
         if !apps.contains(&m.app) {
             return Err(io::Error::new(
@@ -28,15 +52,49 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             ));
         }
     }
-    // Before --chdir: a reload runs the same command line from the same directory.
-    let restart = reexec::Restart::capture();
-    let mut handover = reexec::Handover::take();
+    if let Some(dir) = &config.chdir
+        && !dir.is_dir()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("--chdir {}: not a directory", dir.display()),
+        ));
+    }
+    if let Some(owner) = &config.chown_socket {
+        resolve_owner(owner)?;
+    }
+    resolve_ids(config)?;
+    Ok(())
+}
+
+fn start(
+    config: &Config,
+    apps: &Apps,
+    restart: Option<reexec::Restart>,
+    mut handover: Option<reexec::Handover>,
+) -> io::Result<i32> {
+    preflight(config, apps)?;
+    // With a handover, a step that fails for one socket (or the pid file) is logged and
+    // skipped: failing would take the previous workers, and the sockets that did carry over,
+    // down with this process.
+    let reloading = handover.is_some();
+    let soft = |what: io::Error| -> io::Result<()> {
+        if reloading {
+            tracing::error!("reload: {what}; going on without it");
+            Ok(())
+        } else {
+            Err(what)
+        }
+    };
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("--chdir {}: {e}", dir.display())))?;
     }
     let (nofile, memlock) = crate::sys::raise_limits(64 << 20);
-    let mut listeners = Vec::new();
+    // Pass 1: adopt what a previous image handed over (listeners and stats sockets); then close
+    // what it handed over that is no longer configured (an address that changed role is free
+    // again); pass 2: bind the rest.
+    let mut pending = Vec::new();
     for (addrs, protocol, role) in [
         (&config.http_sockets, Protocol::Http, "http"),
         (&config.uwsgi_sockets, Protocol::Uwsgi, "uwsgi"),
@@ -44,45 +102,100 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         for a in addrs {
             let spec = a.to_string();
             let adopted = handover.as_mut().and_then(|h| h.adopt(role, &spec));
-            listeners.push(match adopted {
-                Some((s, fd)) => {
-                    tracing::info!(
-                        "inherited {role} socket {} from the previous master",
-                        s.local
-                    );
-                    listener::Listener {
-                        fd,
-                        protocol,
-                        local: s.local,
-                        path: s.path,
-                        tcp: s.tcp,
-                        spec,
-                    }
+            let adopted = adopted.map(|(s, fd)| {
+                tracing::info!(
+                    "inherited {role} socket {} from the previous master",
+                    s.local
+                );
+                listener::Listener {
+                    fd,
+                    protocol,
+                    local: s.local,
+                    path: s.path,
+                    tcp: s.tcp,
+                    spec,
                 }
-                None => listener::bind(a, protocol, config.listen, config.reuse_port)?,
             });
+            pending.push((a, protocol, adopted));
+        }
+    }
+    let stats_kind = if config.stats_http {
+        stats::StatsKind::JsonHttp
+    } else {
+        stats::StatsKind::Json
+    };
+    let mut stats_pending = Vec::new();
+    for (written, kind, role) in [
+        (&config.stats, stats_kind, "stats"),
+        (&config.metrics, stats::StatsKind::Metrics, "metrics"),
+    ] {
+        let Some(written) = written else { continue };
+        let addr = resolve(written)?;
+        let spec = addr.to_string();
+        let adopted = handover
+            .as_mut()
+            .and_then(|h| h.adopt(role, &spec))
+            .map(|(s, fd)| stats::StatsServer::adopt(fd, kind, s.local, s.path, spec));
+        stats_pending.push((addr, kind, adopted));
+    }
+    let inherited_workers = match handover.as_mut() {
+        Some(h) => {
+            h.close_rest();
+            std::mem::take(&mut h.workers)
+        }
+        None => Vec::new(),
+    };
+    let mut listeners = Vec::new();
+    for (a, protocol, adopted) in pending {
+        match adopted {
+            Some(l) => {
+                // A changed --listen applies to the sockets that carried over too.
+                if let Err(e) = socket2::SockRef::from(&l.fd).listen(config.listen as i32) {
+                    soft(io::Error::new(
+                        e.kind(),
+                        format!("listen on {}: {e}", l.local),
+                    ))?;
+                }
+                listeners.push(l);
+            }
+            None => match listener::bind(a, protocol, config.listen, config.reuse_port) {
+                Ok(l) => listeners.push(l),
+                Err(e) => soft(e)?,
+            },
+        }
+    }
+    let mut stats_servers = Vec::new();
+    for (addr, kind, adopted) in stats_pending {
+        match adopted {
+            Some(s) => stats_servers.push(s),
+            None => match stats::StatsServer::bind(&addr, kind) {
+                Ok(s) => stats_servers.push(s),
+                Err(e) => soft(e)?,
+            },
         }
     }
     if let Some(owner) = &config.chown_socket {
         let (uid, gid) = resolve_owner(owner)?;
         for l in &listeners {
-            if let Some(path) = &l.path {
-                nix::unistd::chown(path, Some(uid), gid).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "--chown-socket {owner}: cannot chown {}: {e}",
-                            path.display()
-                        ),
-                    )
-                })?;
+            if let Some(path) = &l.path
+                && let Err(e) = nix::unistd::chown(path, Some(uid), gid)
+            {
+                soft(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "--chown-socket {owner}: cannot chown {}: {e}",
+                        path.display()
+                    ),
+                ))?;
             }
         }
     }
     if let Some(mode) = config.chmod_socket {
         for l in &listeners {
-            if let Some(path) = &l.path {
-                listener::chmod(path, mode)?;
+            if let Some(path) = &l.path
+                && let Err(e) = listener::chmod(path, mode)
+            {
+                soft(e)?;
             }
         }
     }
@@ -107,31 +220,6 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
             .collect::<Vec<_>>(),
         config.async_slots
     );
-    let mut stats_servers = Vec::new();
-    let stats_kind = if config.stats_http {
-        stats::StatsKind::JsonHttp
-    } else {
-        stats::StatsKind::Json
-    };
-    for (written, kind, role) in [
-        (&config.stats, stats_kind, "stats"),
-        (&config.metrics, stats::StatsKind::Metrics, "metrics"),
-    ] {
-        let Some(written) = written else { continue };
-        let addr = resolve(written)?;
-        let spec = addr.to_string();
-        stats_servers.push(match handover.as_mut().and_then(|h| h.adopt(role, &spec)) {
-            Some((s, fd)) => stats::StatsServer::adopt(fd, kind, s.local, s.path, spec),
-            None => stats::StatsServer::bind(&addr, kind)?,
-        });
-    }
-    let inherited_workers = match handover.as_mut() {
-        Some(h) => {
-            h.close_rest();
-            std::mem::take(&mut h.workers)
-        }
-        None => Vec::new(),
-    };
     for s in &stats_servers {
         let what = match s.kind {
             stats::StatsKind::Json => "stats server (JSON)",
@@ -142,11 +230,16 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
     }
     resolve_privileges(config)?;
     let pidfile = match &config.pidfile {
-        Some(p) => {
-            std::fs::write(p, format!("{}\n", std::process::id()))
-                .map_err(|e| io::Error::new(e.kind(), format!("--pidfile {}: {e}", p.display())))?;
-            Some(p.clone())
-        }
+        Some(p) => match std::fs::write(p, format!("{}\n", std::process::id())) {
+            Ok(()) => Some(p.clone()),
+            Err(e) => {
+                soft(io::Error::new(
+                    e.kind(),
+                    format!("--pidfile {}: {e}", p.display()),
+                ))?;
+                None
+            }
+        },
         None => None,
     };
     // Room for every worker twice over (old and new during a reload) plus one more round.
@@ -233,7 +326,10 @@ static PRIVILEGES: std::sync::OnceLock<(Option<nix::unistd::Gid>, Option<nix::un
 /// `--refuse-root`. The master keeps its privileges, as nginx's does: it runs no application
 /// code, and it must be able to remove the pid file and unix socket files at exit. Each
 /// worker switches right after the fork ([`drop_privileges_in_worker`]).
-fn resolve_privileges(config: &Config) -> io::Result<()> {
+/// `--gid`/`--uid` resolved to ids, and the checks that go with them (`--refuse-root`).
+fn resolve_ids(
+    config: &Config,
+) -> io::Result<(Option<nix::unistd::Gid>, Option<nix::unistd::Uid>)> {
     use nix::unistd::{Gid, Group, Uid, User};
     let bad = |opt: &str, v: &str, why: String| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("--{opt} {v}: {why}"))
@@ -269,14 +365,20 @@ fn resolve_privileges(config: &Config) -> io::Result<()> {
             "--uid/--gid need the server to start as root",
         ));
     }
+    if uid.is_none_or(|u| u.is_root()) && root && config.refuse_root {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--refuse-root: the workers would run as root; give --uid USER",
+        ));
+    }
+    Ok((gid, uid))
+}
+
+fn resolve_privileges(config: &Config) -> io::Result<()> {
+    let (gid, uid) = resolve_ids(config)?;
+    let root = nix::unistd::Uid::effective().is_root();
     let workers_root = uid.is_none_or(|u| u.is_root()) && root;
     if workers_root {
-        if config.refuse_root {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--refuse-root: the workers would run as root; give --uid USER",
-            ));
-        }
         tracing::warn!(
             "workers run as root: consider --uid USER (or --refuse-root to forbid this)"
         );

@@ -127,15 +127,13 @@ impl StatsServer {
         }
     }
 
-    pub(super) fn listener_fd(&self) -> RawFd {
-        self.listener.as_raw_fd()
+    /// Whether another client may be accepted now.
+    pub(super) fn has_room(&self) -> bool {
+        self.clients.len() < MAX_CLIENTS
     }
 
-    /// Every descriptor this server holds (closed in forked workers).
-    pub(super) fn all_fds(&self) -> Vec<RawFd> {
-        std::iter::once(self.listener.as_raw_fd())
-            .chain(self.clients.iter().map(|c| c.sock.as_raw_fd()))
-            .collect()
+    pub(super) fn listener_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
     }
 
     /// The clients' descriptors and what each waits for.

@@ -64,9 +64,8 @@ impl Server {
             .windows(2)
             .find(|w| w[0] == "--cores")
             .map_or(1, |w| w[1].parse().unwrap());
-        for _ in 0..cores {
-            s.wait_for(" ready (pid ");
-        }
+        // Every worker, not the first one `cores` times.
+        s.wait_for_count(" ready (pid ", cores);
         s
     }
 
