@@ -4,9 +4,11 @@
 //! falls under and which relative file it names ([`relative_path`]: refuses traversal and
 //! encoded separators), the validators ([`etag`], [`not_modified`]) and the byte range
 //! ([`parse_range`], [`if_range_allows`]). [`serve`] does the I/O on the worker's ring only
-//! (statx, openat2, read: `uring::file`), in chunks of [`CHUNK`] bytes, each sent with the
-//! connection's `--socket-timeout` before the next is read: a slow client holds its own slot
-//! and nothing else.
+//! (statx, openat2: `uring::file`). A body of up to [`SPLICE_MIN`] bytes is read into the
+//! output buffer and leaves with the head in one send; a longer one is spliced file → pipe →
+//! socket (`uring::splice`), with no copy through user space. Every step waits at most the
+//! connection's `--socket-timeout` on the client: a slow client holds its own slot and
+//! nothing else.
 //!
 //! Containment does not rest on the path checks alone: every file is opened with
 //! `RESOLVE_BENEATH` relative to the mount's directory (opened once per worker), so `..` and
