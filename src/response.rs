@@ -277,6 +277,54 @@ impl Response {
         Ok(n)
     }
 
+    /// Send `len` bytes of `file` from `offset` as the body, zero-copy: the pending head goes
+    /// out first with a plain send, then the body is spliced file → `pipe` → socket
+    /// ([`uring::splice::send_file`]), each step bounded by the socket timeout.
+    ///
+    /// Only after [`start_sized`](Self::start_sized), not for HEAD; more bytes than announced
+    /// is an error. A file that ends early leaves the body short: [`finish`](Self::finish)
+    /// then fails and the connection closes. If this future is dropped or fails, the response
+    /// is broken (the connection must close).
+    pub(crate) async fn splice_body(
+        &mut self,
+        file: &std::rc::Rc<std::os::fd::OwnedFd>,
+        offset: u64,
+        len: u64,
+        pipe: uring::splice::Pipe,
+    ) -> io::Result<()> {
+        crate::harakiri::note_wait("writing the response");
+        let State::Streaming(ResponseFraming::Length(total)) = self.state else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "splice_body() needs start_sized() with a body",
+            ));
+        };
+        if self.head_only || self.body_bytes + len > total {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "body longer than its Content-Length",
+            ));
+        }
+        // The head, before the first body byte.
+        self.flush().await?;
+        self.broken = true;
+        let before = self.body_bytes;
+        let r = uring::splice::send_file(
+            self.fd,
+            file,
+            offset,
+            len,
+            pipe,
+            Some(self.timeout),
+            &mut self.body_bytes,
+        )
+        .await;
+        self.wire_bytes += self.body_bytes - before;
+        r?;
+        self.broken = false;
+        Ok(())
+    }
+
     /// Write one chunk of a streamed response and wait until the socket took it.
     pub async fn write(&mut self, chunk: impl AsRef<[u8]>) -> io::Result<()> {
         crate::harakiri::note_wait("writing the response");

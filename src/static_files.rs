@@ -4,9 +4,11 @@
 //! falls under and which relative file it names ([`relative_path`]: refuses traversal and
 //! encoded separators), the validators ([`etag`], [`not_modified`]) and the byte range
 //! ([`parse_range`], [`if_range_allows`]). [`serve`] does the I/O on the worker's ring only
-//! (statx, openat2, read: `uring::file`), in chunks of [`CHUNK`] bytes, each sent with the
-//! connection's `--socket-timeout` before the next is read: a slow client holds its own slot
-//! and nothing else.
+//! (statx, openat2: `uring::file`). A body of up to [`SPLICE_MIN`] bytes is read into the
+//! output buffer and leaves with the head in one send; a longer one is spliced file → pipe →
+//! socket (`uring::splice`), with no copy through user space. Every step waits at most the
+//! connection's `--socket-timeout` on the client: a slow client holds its own slot and
+//! nothing else.
 //!
 //! Containment does not rest on the path checks alone: every file is opened with
 //! `RESOLVE_BENEATH` relative to the mount's directory (opened once per worker), so `..` and
@@ -19,6 +21,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::StaticMount;
@@ -30,6 +33,12 @@ use crate::uring::file::{FileKind, FileStat};
 /// Bytes read from a file and sent per step. Large enough that a 1 MiB file is four
 /// read+send pairs; small enough that a slot holds little memory while its client is slow.
 pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Bodies longer than this are spliced (file → pipe → socket, no copy through user space);
+/// shorter ones are read into the output buffer behind the head and leave with it in one
+/// send, which costs less than the extra send and the two io-wq splices (measured in
+/// `docs/benchmarks.md`, "Static files (issue #5)").
+pub(crate) const SPLICE_MIN: u64 = 64 * 1024;
 
 /// One mounted directory.
 #[derive(Debug)]
@@ -400,8 +409,12 @@ pub(crate) async fn serve(
         }
         Err(e) => return Some(Err(e)),
     };
+    // Shared with the ring: an orphaned splice keeps the file open until its final CQE.
+    let file = Rc::new(file);
     let r = send_file(req, resp, &file, &st, mime).await;
-    uring::close::close(file);
+    if let Ok(file) = Rc::try_unwrap(file) {
+        uring::close::close(file);
+    }
     Some(r)
 }
 
@@ -409,7 +422,7 @@ pub(crate) async fn serve(
 async fn send_file(
     req: &Request,
     resp: &mut Response,
-    file: &OwnedFd,
+    file: &Rc<OwnedFd>,
     st: &FileStat,
     mime: &str,
 ) -> io::Result<()> {
@@ -446,6 +459,16 @@ async fn send_file(
     };
     resp.header("Content-Type", mime);
     resp.start_sized(status, len)?;
+    if !resp.head_only && len > SPLICE_MIN {
+        match uring::splice::Pipe::take() {
+            Ok(pipe) => {
+                resp.splice_body(file, start, len, pipe).await?;
+                return resp.finish().await;
+            }
+            // No pipe (descriptor limit): the copying path below still works.
+            Err(e) => tracing::debug!("no pipe for a static body, reading it instead: {e}"),
+        }
+    }
     if !resp.head_only {
         let fd = file.as_raw_fd();
         let end = start + len;

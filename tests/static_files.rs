@@ -348,3 +348,43 @@ fn a_slow_reader_does_not_block_the_worker() {
     assert_eq!(first.len() - split, big.len());
     assert!(first[split..] == big[..], "slow transfer bytes differ");
 }
+
+/// A large range of a multi-MB file (unaligned, spanning several pipe fills) is spliced from
+/// the range start for the range length; the connection stays usable afterwards (keep-alive
+/// after a spliced body, then a small file on the copying path, then HEAD).
+#[test]
+fn large_range_then_keep_alive() {
+    let tree = Tree::new("bigrange");
+    let big = tree.big("big.bin", 5_000_003);
+    let mut srv = start(&tree, &[]);
+    let mut c = Conn::open(srv.addr);
+    let (a, b) = (1_234_567usize, 4_567_890usize);
+    c.send(
+        format!("GET /static/big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={a}-{b}\r\n\r\n")
+            .as_bytes(),
+    );
+    let r = c.read(false).expect("a response");
+    assert_eq!(r.status, 206, "{}", r.head);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {a}-{b}/5000003").as_str())
+    );
+    assert_eq!(r.body.len(), b - a + 1);
+    assert!(r.body == big[a..=b], "wrong bytes in the range");
+    c.send(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c
+        .read(false)
+        .expect("a second response on the same connection");
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    assert!(r.body == big, "wrong bytes in the whole file");
+    c.send(b"GET /static/small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read(false).expect("a third response");
+    assert_eq!((r.status, r.body.as_slice()), (200, SMALL));
+    c.send(b"HEAD /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read(true).expect("a HEAD response");
+    assert_eq!(r.header("content-length"), Some("5000003"));
+    assert!(r.body.is_empty());
+    // Logged with the body bytes actually sent.
+    srv.wait_for(&format!("GET /static/big.bin => 206 {} bytes", b - a + 1));
+    srv.wait_for("GET /static/big.bin => 200 5000003 bytes");
+}

@@ -32,6 +32,7 @@ pub(crate) mod poll;
 pub(crate) mod pump;
 pub(crate) mod recv;
 pub(crate) mod send;
+pub(crate) mod splice;
 #[cfg(test)]
 pub(crate) mod tests;
 

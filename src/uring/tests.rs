@@ -416,3 +416,144 @@ fn dropped_file_ops_leave_no_fd_or_buffer_behind() {
         assert_eq!(fds_open_on(&target), 0);
     });
 }
+
+/// Descriptors of this process on the pipe with inode `ino` (`pipe:[ino]`).
+fn fds_on_pipe(ino: u64) -> usize {
+    fds_open_on(std::path::Path::new(&format!("pipe:[{ino}]")))
+}
+
+#[test]
+fn splice_a_file_region_into_a_socket() {
+    use super::splice::{Pipe, pooled, send_file};
+    let dir = TempDir::new("splice");
+    // Larger than the socket buffer and than one pipe: several steps each way.
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.0.join("f.bin"), &data).unwrap();
+    let file = std::fs::File::open(dir.0.join("f.bin")).unwrap();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let (start, len) = (1_234_567usize, 3_333_333usize);
+    let size = data.len() as u64;
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).unwrap();
+        got
+    });
+    in_worker(move |driver| async move {
+        let file = Rc::new(OwnedFd::from(file));
+        let pipe = Pipe::take().unwrap();
+        assert!(pipe.capacity() >= 64 * 1024, "{}", pipe.capacity());
+        let mut sent = 0;
+        let fd = ours.as_raw_fd();
+        send_file(
+            fd,
+            &file,
+            start as u64,
+            len as u64,
+            pipe,
+            Some(Duration::from_secs(10)),
+            &mut sent,
+        )
+        .await
+        .unwrap();
+        assert_eq!(sent, len as u64);
+        // The socket is blocking again, and the (empty) pipe went back to the pool.
+        let fl = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(fl & libc::O_NONBLOCK, 0, "O_NONBLOCK left on the socket");
+        assert_eq!(pooled(), 1);
+        // Past the end of the file: the transfer stops short, Ok, nothing more sent.
+        let mut more = 0;
+        send_file(
+            fd,
+            &file,
+            size - 10,
+            100,
+            Pipe::take().unwrap(),
+            None,
+            &mut more,
+        )
+        .await
+        .unwrap();
+        assert_eq!(more, 10);
+        drop(ours);
+        settle(&driver).await;
+    });
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), len + 10);
+    assert!(
+        got[..len] == data[start..start + len],
+        "spliced bytes differ"
+    );
+    assert!(got[len..] == data[data.len() - 10..]);
+}
+
+/// 1. A transfer to a client that reads nothing times out (bounded by the timeout).
+/// 2. Transfers dropped at every point (op in flight, waiting for room) close their pipe:
+///    it never goes back to the pool, no descriptor on it stays open, no orphan remains.
+#[test]
+fn stalled_or_dropped_splice_leaves_no_pipe_behind() {
+    use super::splice::{Pipe, pooled, send_file};
+    let dir = TempDir::new("splice-drop");
+    std::fs::write(dir.0.join("big.bin"), vec![3u8; 8 << 20]).unwrap();
+    let file = std::fs::File::open(dir.0.join("big.bin")).unwrap();
+    let target = dir.0.join("big.bin");
+    in_worker(move |driver| async move {
+        let file = Rc::new(OwnedFd::from(file));
+        // 1.
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let pipe = Pipe::take().unwrap();
+        let ino = pipe.inode();
+        let mut sent = 0;
+        let t0 = Instant::now();
+        let err = send_file(
+            ours.as_raw_fd(),
+            &file,
+            0,
+            8 << 20,
+            pipe,
+            Some(Duration::from_millis(50)),
+            &mut sent,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(sent > 0 && sent < 8 << 20, "{sent}");
+        settle(&driver).await;
+        assert_eq!(
+            (pooled(), fds_on_pipe(ino)),
+            (0, 0),
+            "a stalled pipe was kept"
+        );
+        // 2. Dropped after n polls: n = 1 leaves the first splice in flight (orphaned with
+        //    its pipe); later ones land wherever the transfer is by then.
+        for polls in 1..6 {
+            let (ours, _theirs) = UnixStream::pair().unwrap();
+            let pipe = Pipe::take().unwrap();
+            let ino = pipe.inode();
+            let mut sent = 0;
+            let mut fut = Box::pin(send_file(
+                ours.as_raw_fd(),
+                &file,
+                0,
+                8 << 20,
+                pipe,
+                None,
+                &mut sent,
+            ));
+            for _ in 0..polls {
+                assert!(poll_once(&mut fut).await.is_none(), "it cannot finish");
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            }
+            drop(fut);
+            settle(&driver).await;
+            let stats = driver.stats();
+            assert_eq!((stats.orphans, stats.ops_in_flight), (0, 0), "{stats:?}");
+            assert_eq!(pooled(), 0, "a dropped transfer's pipe was reused");
+            assert_eq!(fds_on_pipe(ino), 0, "pipe left open after {polls} polls");
+        }
+        // The orphans let go of the file too: only our own descriptor remains.
+        assert_eq!(Rc::strong_count(&file), 1);
+        drop(file);
+        assert_eq!(fds_open_on(&target), 0);
+    });
+}
