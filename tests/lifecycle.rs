@@ -517,3 +517,42 @@ fn sighup_executes_the_binary_again_with_the_configuration_read_again() {
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reload_survives_rapid_signals_and_refuses_or_skips_what_cannot_work() {
+    let dir = std::env::temp_dir().join(format!("ringsgi-reload2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("ringsgi.toml");
+    std::fs::write(&conf, "async = 5\n").unwrap();
+    let mut srv = Server::start(&["--cores", "1", "--config", conf.to_str().unwrap()]);
+    let master = srv.pid();
+    // Two SIGHUPs at once: the second arrives while the master executes its new image (its
+    // signals are blocked across the execve, then handled): two reloads, no death.
+    srv.signal("HUP");
+    srv.signal("HUP");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 2);
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    assert_eq!(srv.pid(), master);
+    // A configuration naming an app that does not exist is refused before the execve.
+    std::fs::write(&conf, "async = 5\nmount = [\"/x=nonexistent\"]\n").unwrap();
+    srv.signal("HUP");
+    srv.wait_for("the new configuration is refused: unknown app");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 3);
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    // A new listener that cannot be bound (the port is taken) is skipped, not fatal: the
+    // inherited one goes on serving.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &conf,
+        format!("async = 5\nsocket = [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    srv.signal("HUP");
+    srv.wait_for(&format!("reload: cannot bind 127.0.0.1:{port}"));
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 4);
+    assert_eq!(get(srv.addr, "/").unwrap().0, 200);
+    assert_eq!(srv.pid(), master);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
