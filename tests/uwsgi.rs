@@ -376,3 +376,18 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_or_a_regular_file_is_refused()
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn an_abstract_socket_serves_uwsgi() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ringsgi-test-{}", std::process::id());
+    let srv = start(&format!("@{name}"), &[]);
+    assert_eq!(srv.uwsgi.as_deref(), Some(format!("@{name}").as_str()));
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut s = UnixStream::connect_addr(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&uwsgi_packet(100, &[])).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, [100, 0, 0, 1]);
+}
