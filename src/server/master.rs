@@ -206,7 +206,15 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         );
     }
     for i in 0..cores {
-        m.spawn(i)?;
+        if let Err(e) = m.spawn(i) {
+            // Retried on the tick, as a respawn: failing here would take the workers of a
+            // previous image (reload) down with the master.
+            tracing::error!(
+                "cannot start worker {i}: {e}; retrying in {} s",
+                RESPAWN_BACKOFF.as_secs()
+            );
+            m.workers[i].respawn_at = Some(Instant::now() + RESPAWN_BACKOFF);
+        }
     }
     let mut buf = [0u8; 256];
     loop {
@@ -721,10 +729,6 @@ impl Master<'_> {
             }
             return;
         };
-        tracing::info!(
-            "SIGHUP received: executing {} again; the workers drain once their successors accept",
-            restart.exe.display()
-        );
         let mut handover = super::reexec::Handover::default();
         let mut fds = Vec::new();
         for l in self.sh.listeners {
@@ -759,8 +763,8 @@ impl Master<'_> {
             .filter_map(|(i, w)| w.pid.map(|p| (i, p.as_raw())))
             .chain(self.retirees.iter().map(|r| (r.index, r.pid.as_raw())))
             .collect();
-        let apps = self.sh.apps;
-        let err = restart.exec(&handover, &fds, &|c| super::preflight(c, apps));
+        handover.master_pid = std::process::id();
+        let err = restart.exec(&handover, &fds);
         tracing::error!("reload: {err}; replacing the workers in place instead");
         for w in &mut self.workers {
             w.reload_pending = true;

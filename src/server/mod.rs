@@ -16,6 +16,11 @@ use listener::Protocol;
 /// Returns the exit code for the process.
 pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
     // Before --chdir: a reload runs the same command line from the same directory.
+    if std::env::var_os(reexec::CHECK_ENV).is_some() {
+        // A reload's check run of this binary (see reexec.rs): check, bind nothing.
+        preflight(config, apps)?;
+        return Ok(0);
+    }
     let restart = reexec::Restart::capture();
     let handover = reexec::Handover::take();
     let inherited: Vec<i32> = handover
@@ -31,6 +36,9 @@ pub fn run(config: &Config, apps: &Apps) -> io::Result<i32> {
         tracing::error!(
             "the reloaded master cannot start: {e}; stopping the previous workers gracefully"
         );
+        // The previous image blocked them across its execve; a second SIGTERM or a SIGINT
+        // must be able to end this wait.
+        let _ = reexec::master_signals().thread_unblock();
         master::drain_pids(&inherited, config.reload_mercy);
     }
     result
@@ -64,6 +72,17 @@ pub(super) fn preflight(config: &Config, apps: &Apps) -> io::Result<()> {
         resolve_owner(owner)?;
     }
     resolve_ids(config)?;
+    for (num, path) in &config.file_monitors {
+        if !path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("--file-monitor {num} {}: no such file", path.display()),
+            ));
+        }
+    }
+    for written in [&config.stats, &config.metrics].into_iter().flatten() {
+        resolve(written)?;
+    }
     Ok(())
 }
 
@@ -138,14 +157,8 @@ fn start(
             .map(|(s, fd)| stats::StatsServer::adopt(fd, kind, s.local, s.path, spec));
         stats_pending.push((addr, kind, adopted));
     }
-    let inherited_workers = match handover.as_mut() {
-        Some(h) => {
-            h.close_rest();
-            std::mem::take(&mut h.workers)
-        }
-        None => Vec::new(),
-    };
     let mut listeners = Vec::new();
+    let mut bind_failed = false;
     for (a, protocol, adopted) in pending {
         match adopted {
             Some(l) => {
@@ -160,10 +173,25 @@ fn start(
             }
             None => match listener::bind(a, protocol, config.listen, config.reuse_port) {
                 Ok(l) => listeners.push(l),
-                Err(e) => soft(e)?,
+                Err(e) => {
+                    soft(e)?;
+                    bind_failed = true;
+                }
             },
         }
     }
+    let inherited_workers = match handover.as_mut() {
+        Some(h) => {
+            if bind_failed {
+                // Never fewer listeners than before a reload: keep serving every previous
+                // request socket the new configuration could not replace.
+                listeners.extend(h.keep_request_sockets());
+            }
+            h.close_rest();
+            std::mem::take(&mut h.workers)
+        }
+        None => Vec::new(),
+    };
     let mut stats_servers = Vec::new();
     for (addr, kind, adopted) in stats_pending {
         match adopted {

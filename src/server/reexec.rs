@@ -19,9 +19,17 @@ use serde::{Deserialize, Serialize};
 /// The environment variable that carries the [`Handover`].
 const ENV: &str = "RINGSGI_HANDOVER";
 
+/// Set in the environment of a check run (`server::run` checks the configuration, prints
+/// what is wrong and returns without binding anything).
+pub(super) const CHECK_ENV: &str = "RINGSGI_CHECK_CONFIG";
+
 /// What a new image of the master inherits from the old one.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Handover {
+    /// The pid that wrote it: the handover is for this process alone (the variable stays
+    /// visible in `/proc/PID/environ`; a copy in another process's environment is ignored).
+    pub(super) master_pid: u32,
     pub(super) sockets: Vec<Inherited>,
     /// `(worker index, pid)` of every worker alive at the handover.
     pub(super) workers: Vec<(usize, i32)>,
@@ -49,8 +57,15 @@ impl Handover {
     pub(super) fn take() -> Option<Handover> {
         let text = std::env::var(ENV).ok()?;
         crate::sys::remove_env(ENV);
-        match serde_json::from_str(&text) {
-            Ok(h) => Some(h),
+        match serde_json::from_str::<Handover>(&text) {
+            Ok(h) if h.master_pid == std::process::id() => Some(h),
+            Ok(h) => {
+                tracing::warn!(
+                    "ignoring {ENV} written by pid {}, not by this process",
+                    h.master_pid
+                );
+                None
+            }
             Err(e) => {
                 tracing::error!("ignoring a malformed {ENV}: {e}");
                 None
@@ -72,6 +87,35 @@ impl Handover {
                 None
             }
         }
+    }
+
+    /// Adopt every inherited request socket (HTTP, uwsgi) not adopted yet, as it was: the
+    /// fallback of a reload whose new listeners could not all be bound.
+    pub(super) fn keep_request_sockets(&mut self) -> Vec<super::listener::Listener> {
+        use super::listener::{Listener, Protocol};
+        let (keep, rest): (Vec<Inherited>, Vec<Inherited>) = self
+            .sockets
+            .drain(..)
+            .partition(|s| s.role == "http" || s.role == "uwsgi");
+        self.sockets = rest;
+        keep.into_iter()
+            .filter_map(|s| {
+                let fd = crate::sys::adopt_fd(s.fd).ok()?;
+                tracing::warn!("reload: keeping the previous {} socket {}", s.role, s.local);
+                Some(Listener {
+                    fd,
+                    protocol: if s.role == "http" {
+                        Protocol::Http
+                    } else {
+                        Protocol::Uwsgi
+                    },
+                    local: s.local,
+                    path: s.path,
+                    tcp: s.tcp,
+                    spec: s.spec,
+                })
+            })
+            .collect()
     }
 
     /// Close the inherited sockets that the new configuration no longer has (and remove
@@ -139,14 +183,22 @@ impl Restart {
 
     /// Check that the configuration still loads, then replace this process with a new image
     /// of the binary that inherits `handover`. Returns only on failure, with nothing changed.
-    pub(super) fn exec(
-        &self,
-        handover: &Handover,
-        inherit: &[RawFd],
-        check: &dyn Fn(&crate::config::Config) -> io::Result<()>,
-    ) -> io::Error {
+    pub(super) fn exec(&self, handover: &Handover, inherit: &[RawFd]) -> io::Error {
+        // Blocked from here, not just across the execve: a signal that arrives during the
+        // check stays pending, for the new image (or for this one if the reload fails)
+        // instead of setting a flag in an image about to be replaced.
+        let old_mask =
+            match master_signals().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK) {
+                Ok(m) => m,
+                Err(e) => return e.into(),
+            };
+        tracing::info!(
+            "SIGHUP received: executing {} again; the workers drain once their successors accept",
+            self.exe.display()
+        );
         let here = std::env::current_dir();
-        let err = self.try_exec(handover, inherit, check);
+        let err = self.try_exec(handover, inherit);
+        let _ = old_mask.thread_set_mask();
         // Still here: the running master goes on where it was (`--chdir`).
         if let Ok(dir) = here {
             let _ = std::env::set_current_dir(dir);
@@ -154,29 +206,45 @@ impl Restart {
         err
     }
 
-    fn try_exec(
-        &self,
-        handover: &Handover,
-        inherit: &[RawFd],
-        check: &dyn Fn(&crate::config::Config) -> io::Result<()>,
-    ) -> io::Error {
+    /// Run the binary with [`CHECK_ENV`] set: it loads the configuration, runs the checks
+    /// that have no side effect and exits 0, or prints why not and exits non-zero.
+    fn check(&self) -> Result<(), io::Error> {
+        let out = std::process::Command::new(&self.exe)
+            .args(&self.args[1..])
+            .current_dir(&self.cwd)
+            .env(CHECK_ENV, "1")
+            .env_remove(ENV)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot run {}: {e}", self.exe.display()))
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = why
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the new configuration is refused ({}): {why}", out.status),
+        ))
+    }
+
+    fn try_exec(&self, handover: &Handover, inherit: &[RawFd]) -> io::Error {
         if let Err(e) = std::env::set_current_dir(&self.cwd) {
             return io::Error::new(
                 e.kind(),
                 format!("cannot return to {}: {e}", self.cwd.display()),
             );
         }
-        let config = match crate::config::load_from_args(self.args.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                return io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("the configuration does not load: {e}"),
-                );
-            }
-        };
-        if let Err(e) = check(&config) {
-            return io::Error::new(e.kind(), format!("the new configuration is refused: {e}"));
+        // The new binary judges its own configuration (a release may add options or apps
+        // the running one does not know): run it in check mode, like `nginx -t`.
+        if let Err(e) = self.check() {
+            return e;
         }
         let json = match serde_json::to_string(handover) {
             Ok(j) => j,
@@ -217,10 +285,10 @@ pub(super) fn master_signals() -> nix::sys::signal::SigSet {
     set
 }
 
-/// `execve` the binary with the handover in the environment and the master's signals
-/// blocked. Not `std::process::Command::exec`: that resets the signal mask and SIGPIPE's
+/// `execve` the binary with the handover in the environment (the caller blocked the master's
+/// signals). Not `std::process::Command::exec`: that resets the signal mask and SIGPIPE's
 /// disposition, which would leave the master killable meanwhile (and with SIGPIPE at its
-/// default if the `execve` fails). Returns only on failure, with the mask restored.
+/// default if the `execve` fails). Returns only on failure.
 fn execve(exe: &std::path::Path, args: &[OsString], handover: &str) -> io::Error {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
@@ -252,16 +320,11 @@ fn execve(exe: &std::path::Path, args: &[OsString], handover: &str) -> io::Error
         Ok(x) => x,
         Err(e) => return e,
     };
-    let old = match master_signals().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK) {
-        Ok(old) => old,
-        Err(e) => return e.into(),
-    };
-    let err = match nix::unistd::execve(&path, &argv, &env) {
+    // The caller has blocked the master's signals (see `Restart::exec`).
+    match nix::unistd::execve(&path, &argv, &env) {
         Err(e) => io::Error::from(e),
         Ok(never) => match never {},
-    };
-    let _ = old.thread_set_mask();
-    err
+    }
 }
 
 fn restore(fds: &[RawFd]) {

@@ -111,6 +111,11 @@ impl Server {
         }
     }
 
+    /// The log so far, one string (for assertion messages).
+    pub(crate) fn log_text(&self) -> String {
+        self.log.join("\n")
+    }
+
     /// The master's pid.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
