@@ -269,20 +269,3 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     Ok(())
 }
-
-/// In a freshly forked worker: close every descriptor except `keep` (the master's other
-/// descriptors must not leak into workers: they would keep channels and pipes open).
-pub(crate) fn close_fds_except(keep: &[std::os::fd::RawFd]) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    // Collect first: the directory's own descriptor is in the listing and closes with `dir`.
-    let open: Vec<std::os::fd::RawFd> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if !keep.contains(&fd) {
-            let _ = nix::unistd::close(fd);
-        }
-    }
-}

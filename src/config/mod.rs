@@ -461,6 +461,12 @@ fn resolve_addr(key: &str, written: &str, allow_abstract: bool) -> Result<Listen
     let spec = raw::parse_addr(written, allow_abstract)
         .map_err(|reason| invalid(format!("invalid value '{written}' for --{key}: {reason}")))?;
     Ok(match spec {
+        // Absolute from the start: `--chdir` (and a reload from another directory) must not
+        // change which file is bound, adopted or removed at exit.
+        AddrSpec::Unix(p) if p.is_relative() => match std::env::current_dir() {
+            Ok(cwd) => ListenAddr::Unix(cwd.join(p)),
+            Err(_) => ListenAddr::Unix(p),
+        },
         AddrSpec::Unix(p) => ListenAddr::Unix(p),
         AddrSpec::Abstract(n) => ListenAddr::Abstract(n),
         AddrSpec::Tcp { host, port } => match host.parse::<IpAddr>() {

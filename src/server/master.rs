@@ -89,6 +89,8 @@ struct SignalFlags {
     reload: Arc<AtomicBool>,
     usr1: Arc<AtomicBool>,
     pipe_rx: OwnedFd,
+    /// The self-pipe's descriptors (read end and signal-hook's write ends): not for workers.
+    fds: Vec<RawFd>,
 }
 
 fn install_signals() -> io::Result<SignalFlags> {
@@ -100,19 +102,24 @@ fn install_signals() -> io::Result<SignalFlags> {
         child: Arc::default(),
         reload: Arc::default(),
         usr1: Arc::default(),
+        fds: vec![rx.as_raw_fd()],
         pipe_rx: rx,
     };
+    let mut flags = flags;
     use signal_hook::consts::*;
     for (sig, flag) in [
-        (SIGTERM, &flags.stop),
-        (SIGINT, &flags.quit),
-        (SIGQUIT, &flags.quit),
-        (SIGCHLD, &flags.child),
-        (SIGHUP, &flags.reload),
-        (SIGUSR1, &flags.usr1),
+        (SIGTERM, flags.stop.clone()),
+        (SIGINT, flags.quit.clone()),
+        (SIGQUIT, flags.quit.clone()),
+        (SIGCHLD, flags.child.clone()),
+        (SIGHUP, flags.reload.clone()),
+        (SIGUSR1, flags.usr1.clone()),
     ] {
-        signal_hook::flag::register(sig, flag.clone())?;
-        signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+        signal_hook::flag::register(sig, flag)?;
+        let tx = tx.try_clone()?;
+        let raw = tx.as_raw_fd();
+        signal_hook::low_level::pipe::register(sig, tx)?;
+        flags.fds.push(raw);
     }
     Ok(flags)
 }
@@ -144,6 +151,8 @@ pub(super) struct Master<'a> {
     cron_minute: u64,
     inotify: Option<FileMonitors>,
     last_rss_check: Instant,
+    /// The master's own descriptors that workers must not inherit (the self-pipe's).
+    own_fds: Vec<RawFd>,
 }
 
 /// Run the master until it is told to stop. Returns the process exit code.
@@ -187,6 +196,7 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         cron_minute: epoch_secs() / 60,
         inotify,
         last_rss_check: now,
+        own_fds: signals.fds.clone(),
     };
     for (i, pid) in std::mem::take(&mut m.sh.inherited_workers) {
         m.retirees.push(Retiree {
@@ -402,11 +412,23 @@ impl Master<'_> {
             nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io::Error::from)?;
-        // What the child keeps: the standard streams, the listeners, its channel end. Everything
-        // else of the master's (other channels, the self-pipe and signal-hook's pipes, stats
-        // sockets, inotify) is closed in the child.
-        let mut keep: Vec<RawFd> = vec![0, 1, 2, theirs.as_raw_fd()];
-        keep.extend(self.sh.listeners.iter().map(|l| l.raw()));
+        // The master's descriptors that the child must not keep: the other workers' (and
+        // retiring workers') channels, the self-pipe, the stats sockets, inotify. Only these:
+        // anything an embedding program opened before `server::run` stays open in workers.
+        let mut close_in_child: Vec<RawFd> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.chan.as_ref().map(|c| c.as_raw_fd()))
+            .chain(
+                self.retirees
+                    .iter()
+                    .filter_map(|r| r.chan.as_ref().map(|c| c.as_raw_fd())),
+            )
+            .chain(self.own_fds.iter().copied())
+            .chain(self.sh.stats.iter().flat_map(|s| s.all_fds()))
+            .chain(self.inotify.as_ref().map(|(i, _)| i.as_fd().as_raw_fd()))
+            .collect();
+        close_in_child.push(mine.as_raw_fd());
         match sys::fork()? {
             Forked::Parent(pid) => {
                 drop(theirs);
@@ -429,7 +451,9 @@ impl Master<'_> {
                 Ok(())
             }
             Forked::Child => {
-                sys::close_fds_except(&keep);
+                for fd in close_in_child {
+                    let _ = nix::unistd::close(fd);
+                }
                 // Already closed above; forgetting it prevents a second close.
                 std::mem::forget(mine);
                 let sh = &self.sh;

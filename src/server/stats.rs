@@ -136,6 +136,13 @@ impl StatsServer {
         self.listener.as_raw_fd()
     }
 
+    /// Every descriptor this server holds (closed in forked workers).
+    pub(super) fn all_fds(&self) -> Vec<RawFd> {
+        std::iter::once(self.listener.as_raw_fd())
+            .chain(self.clients.iter().map(|c| c.sock.as_raw_fd()))
+            .collect()
+    }
+
     /// The clients' descriptors and what each waits for.
     pub(super) fn pending_polls(&self) -> Vec<(RawFd, PollFlags)> {
         self.clients
