@@ -66,6 +66,8 @@ pub struct DriverStats {
     pub ops_in_flight: u64,
     /// Orphaned operations (future dropped, waiting for the final CQE).
     pub orphans: u64,
+    /// Times the pump's watchdog found work that no wakeup had announced.
+    pub watchdog_saves: u64,
 }
 
 /// What an operation slot is doing. One doc line per state, as the kernel sees it.
@@ -553,21 +555,31 @@ impl Driver {
         self.inner.borrow().strays.len()
     }
 
-    /// Accept operations whose future was dropped and whose final completion has not arrived:
-    /// each may still hand over a connection (as a stray).
+    /// Accept operations whose final completion has not arrived, live or orphaned: each may
+    /// still hand over a connection. (A cancelled glommio task drops its future only when the
+    /// executor next runs it, so an accept of a cancelled accept loop stays live for a while.)
     pub(crate) fn accepts_in_flight(&self) -> usize {
         self.inner
             .borrow()
             .ops
             .iter()
             .filter(|o| {
-                matches!(o.kind, OpKind::Accept { .. }) && matches!(o.state, Lifecycle::Orphan(_))
+                matches!(o.kind, OpKind::Accept { .. }) && !matches!(o.state, Lifecycle::Free)
             })
             .count()
     }
 
     pub(crate) fn note_park(&self) {
         self.inner.borrow_mut().stats.parks += 1;
+    }
+
+    pub(crate) fn note_watchdog_save(&self) {
+        self.inner.borrow_mut().stats.watchdog_saves += 1;
+    }
+
+    /// Whether a task woke the parked pump since it parked (its SQEs are work it was told of).
+    pub(crate) fn pump_woken(&self) -> bool {
+        !self.parked.get() && self.pump_waker.borrow().is_none()
     }
 
     pub(crate) fn note_eventfd_wake(&self) {

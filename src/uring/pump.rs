@@ -15,6 +15,14 @@
 //! The in-flight READ is never dropped (it may have consumed a signal) and is polled again
 //! only after its own waker fired (glommio keeps a waker clone per poll). A task that pushes
 //! an SQE while the pump is parked wakes the pump through [`Driver::wake_pump`].
+//!
+//! # The watchdog
+//!
+//! A parked pump also arms a glommio timer ([`WATCHDOG`]). Under heavy CPU contention a worker
+//! was seen asleep in glommio with an accept's deferred work pending on our ring and the
+//! connection waiting in the listen queue: a wakeup the protocol above should have delivered
+//! did not arrive (root cause not found). The watchdog bounds such a stall to one period; it
+//! counts the times it found work that no wakeup announced and logs the first one.
 
 use std::future::Future;
 use std::io;
@@ -51,6 +59,10 @@ impl Wake for ReadWaker {
 
 type ReadFuture = Pin<Box<dyn Future<Output = glommio::Result<glommio::io::ReadResult, ()>>>>;
 
+/// How long a parked pump sleeps at most before it looks at the ring again. An idle worker
+/// wakes this often (a few microseconds of CPU each time).
+const WATCHDOG: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The pump future. Runs until the worker stops (it never completes on its own).
 pub(crate) struct Pump {
     driver: Rc<Driver>,
@@ -58,6 +70,10 @@ pub(crate) struct Pump {
     read: Option<ReadFuture>,
     read_waker: Arc<ReadWaker>,
     waker: Waker,
+    /// The watchdog timer, armed while parked.
+    watchdog: Option<Pin<Box<glommio::timer::Timer>>>,
+    /// Whether the watchdog's finding has been logged (once per worker).
+    watchdog_logged: bool,
 }
 
 impl std::fmt::Debug for Pump {
@@ -84,6 +100,8 @@ pub(crate) fn pump(driver: Rc<Driver>) -> io::Result<Pump> {
         read: None,
         read_waker,
         waker,
+        watchdog: None,
+        watchdog_logged: false,
     })
 }
 
@@ -126,8 +144,25 @@ impl Future for Pump {
             }
         }
         // A completed READ (its waker fired) is consumed whatever else happens.
+        let mut announced = false;
         if this.read.is_some() {
-            this.poll_read(false);
+            announced = this.poll_read(false);
+        }
+        let watchdog_fired = this
+            .watchdog
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if watchdog_fired {
+            this.watchdog = None;
+            // Woken by the timer alone: is there work that nothing announced?
+            if !announced && !this.driver.pump_woken() && this.driver.has_work() {
+                this.driver.note_watchdog_save();
+                if !std::mem::replace(&mut this.watchdog_logged, true) {
+                    tracing::warn!(
+                        "ring bridge: the watchdog found work that no wakeup announced (handled; counted in the driver's stats)"
+                    );
+                }
+            }
         }
         // Bound the work done per poll so that the other tasks of the queue get to run.
         for _ in 0..8 {
@@ -157,6 +192,14 @@ impl Future for Pump {
                 // Signalled between the check and now: back to work.
                 this.driver.set_eventfd_enabled(false);
                 continue;
+            }
+            if this.watchdog.is_none() {
+                let mut t = Box::pin(glommio::timer::Timer::new(WATCHDOG));
+                // Registers this task's waker with the timer.
+                if t.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+                this.watchdog = Some(t);
             }
             this.driver.note_park();
             *this.driver.pump_waker.borrow_mut() = Some(cx.waker().clone());
