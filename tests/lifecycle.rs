@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::{Conn, Server, get};
+use crate::support::{Conn, Server, TempDir, get, start_fails};
 
 /// Clients sending requests in a loop over kept-alive connections, counting what fails.
 ///
@@ -442,23 +442,13 @@ fn pidfile_privilege_drop_and_clear_startup_errors() {
     assert_eq!((ids("Uid:"), ids("Gid:")), ("65534".into(), "65534".into()));
 
     // A second server on the same port: one clear line, exit status 1, nothing started.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-        .args(["--http", &srv.addr.to_string(), "--cores", "1"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = start_fails(&["--http", &srv.addr.to_string(), "--cores", "1"]);
     assert!(
         err.contains(&format!("cannot bind {}", srv.addr)) && err.contains("in use"),
         "{err}"
     );
     // A unix socket in a directory that does not exist: the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-        .args(["--http", "/nonexistent-dir/x.sock", "--cores", "1"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = start_fails(&["--http", "/nonexistent-dir/x.sock", "--cores", "1"]);
     assert!(err.contains("cannot bind /nonexistent-dir/x.sock"), "{err}");
 
     assert!(srv.stop().success());
@@ -492,13 +482,19 @@ fn a_file_monitor_raises_its_signal_when_the_file_changes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One worker whose configuration file (`async = 5` at first) the test rewrites between
+/// SIGHUPs; the directory goes away with the returned guard.
+fn reloadable(tag: &str) -> (Server, std::path::PathBuf, TempDir) {
+    let dir = TempDir::new(tag);
+    let conf = dir.0.join("ringsgi.toml");
+    std::fs::write(&conf, "async = 5\n").unwrap();
+    let srv = Server::start(&["--cores", "1", "--config", conf.to_str().unwrap()]);
+    (srv, conf, dir)
+}
+
 #[test]
 fn sighup_executes_the_binary_again_with_the_configuration_read_again() {
-    let dir = std::env::temp_dir().join(format!("ringsgi-reexec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("ringsgi.toml");
-    std::fs::write(&conf, "async = 5\n").unwrap();
-    let mut srv = Server::start(&["--cores", "1", "--config", conf.to_str().unwrap()]);
+    let (mut srv, conf, _dir) = reloadable("reexec");
     srv.wait_for("worker 0 ready (pid ");
     assert!(srv.drain().iter().any(|l| l.contains(", 5 slots)")));
     let master = srv.pid();
@@ -533,17 +529,11 @@ fn sighup_executes_the_binary_again_with_the_configuration_read_again() {
         "{}",
         srv.log_text()
     );
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn reload_survives_rapid_signals_and_refuses_or_skips_what_cannot_work() {
-    let dir = std::env::temp_dir().join(format!("ringsgi-reload2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("ringsgi.toml");
-    std::fs::write(&conf, "async = 5\n").unwrap();
-    let mut srv = Server::start(&["--cores", "1", "--config", conf.to_str().unwrap()]);
+    let (mut srv, conf, _dir) = reloadable("reload2");
     let master = srv.pid();
     // A second SIGHUP while the master checks and executes its new image: its signals are
     // blocked from the check to the new image's handlers, so it is handled then (a second
@@ -624,6 +614,4 @@ fn reload_survives_rapid_signals_and_refuses_or_skips_what_cannot_work() {
         "{}",
         srv.log_text()
     );
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::support::{Server, uwsgi_packet};
+use crate::support::{Server, start_fails, uwsgi_packet};
 
 fn args(socket: &str, extra: &[&'static str]) -> Vec<String> {
     let mut v: Vec<String> = [
@@ -355,23 +355,13 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_or_a_regular_file_is_refused()
     c.send(&uwsgi_packet(100, &[]));
     assert_eq!(c.read_all(), [100, 0, 0, 1]);
     // While it serves, a second server on the same path is refused: one line, exit 1.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-        .args(["--socket", &path, "--cores", "1"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = start_fails(&["--socket", &path, "--cores", "1"]);
     assert!(err.contains("another process is listening on it"), "{err}");
     assert!(srv.stop().success());
     assert!(!std::path::Path::new(&path).exists(), "removed at exit");
     // A regular file is never removed to make room.
     std::fs::write(&path, "data").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-        .args(["--socket", &path, "--cores", "1"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = start_fails(&["--socket", &path, "--cores", "1"]);
     assert!(err.contains("exists and is not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     let _ = std::fs::remove_file(&path);

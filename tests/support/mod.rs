@@ -397,3 +397,32 @@ pub(crate) fn uwsgi_packet(modifier1: u8, vars: &[(&str, &str)]) -> Vec<u8> {
     out.extend(block);
     out
 }
+
+/// Run the binary with `args` expecting a startup failure: exit status 1 and one line on
+/// stderr, which is returned.
+pub(crate) fn start_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(args)
+        .output()
+        .expect("run ringsgi");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("ringsgi-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
