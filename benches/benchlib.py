@@ -335,3 +335,60 @@ def median(xs):
     xs = sorted(xs)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def measured_wrk_run(procs, server, name, port, path, args):
+    """The measured part of a keep-alive wrk run against a started `server` on 127.0.0.1:`port`
+    (`path`): warm-up, the measured `wrk -t1 -c{args.connections} -d{args.duration}s` pinned to
+    `args.client_cpu`, the server's CPU (process group) and the machine's per-CPU busy/steal
+    time around it, and a check that the server still answers afterwards. Stops the server.
+
+    Returns wrk's parsed numbers plus: cpu_s, wall_s, user_s, sys_s, procs, healthy_after,
+    req_per_cpu_s, cpu_us_per_req, server_cpu_other_s, server_cpu_steal_s, client_cpu_busy_s,
+    loadavg, and `server` = name."""
+    try:
+        wrk = ["taskset", "-c", str(args.client_cpu), args.wrk, "-t1", f"-c{args.connections}"]
+        url = f"http://127.0.0.1:{port}{path}"
+        if args.warmup > 0:
+            procs.run(wrk + [f"-d{args.warmup}s", url], timeout=args.warmup + 30)
+        cpu0 = group_cpu_seconds(server.pid)
+        split0 = group_cpu_split(server.pid)
+        machine0 = cpu_times()
+        t0 = time.monotonic()
+        out = procs.run(wrk + [f"-d{args.duration}s", url], timeout=args.duration + 30)
+        wall = time.monotonic() - t0
+        cpu = group_cpu_seconds(server.pid) - cpu0
+        split1 = group_cpu_split(server.pid)
+        machine1 = cpu_times()
+        nprocs = len(group_pids(server.pid))
+        if server.poll() is not None:
+            raise RuntimeError(f"{name} died during the run:\n{log_tail(server)}")
+        # Still serving after the load? A worker stuck with requests pending shows up here.
+        try:
+            wait_ready(server, "127.0.0.1", port, path=path, timeout=5.0)
+            healthy = True
+        except RuntimeError:
+            healthy = False
+    finally:
+        procs.stop(server)
+    res = parse_wrk(out)
+    res.update(
+        server=name,
+        cpu_s=cpu,
+        wall_s=wall,
+        healthy_after=healthy,
+        procs=nprocs,
+        req_per_cpu_s=res["requests"] / cpu if cpu > 0 else float("inf"),
+        cpu_us_per_req=cpu / res["requests"] * 1e6 if res["requests"] else float("nan"),
+        user_s=split1[0] - split0[0],
+        sys_s=split1[1] - split0[1],
+        # Busy time of the server's CPU not spent by the server: other jobs of the machine
+        # (and interrupt work accounted to nobody); steal: time the hypervisor took away.
+        server_cpu_other_s=machine1[args.server_cpu][0] - machine0[args.server_cpu][0] - cpu,
+        server_cpu_steal_s=machine1[args.server_cpu][1] - machine0[args.server_cpu][1],
+        client_cpu_busy_s=machine1[args.client_cpu][0] - machine0[args.client_cpu][0],
+        loadavg=os.getloadavg()[0],
+    )
+    if args.verbose:
+        print(out, file=sys.stderr)
+    return res

@@ -83,51 +83,11 @@ def one_run(procs, name, args, tmp):
     try:
         bl.wait_ready(server, "127.0.0.1", port)
         idle = bl.idle_cpu(server.pid, 2.0)
-        wrk = ["taskset", "-c", str(args.client_cpu), args.wrk, "-t1", f"-c{args.connections}"]
-        url = f"http://127.0.0.1:{port}/"
-        if args.warmup > 0:
-            procs.run(wrk + [f"-d{args.warmup}s", url], timeout=args.warmup + 30)
-        cpu0 = bl.group_cpu_seconds(server.pid)
-        split0 = bl.group_cpu_split(server.pid)
-        machine0 = bl.cpu_times()
-        t0 = time.monotonic()
-        out = procs.run(wrk + [f"-d{args.duration}s", url], timeout=args.duration + 30)
-        wall = time.monotonic() - t0
-        cpu = bl.group_cpu_seconds(server.pid) - cpu0
-        split1 = bl.group_cpu_split(server.pid)
-        machine1 = bl.cpu_times()
-        nprocs = len(bl.group_pids(server.pid))
-        if server.poll() is not None:
-            raise RuntimeError(f"{name} died during the run:\n{bl.log_tail(server)}")
-        # Still serving after the load? A worker stuck with requests pending shows up here.
-        try:
-            bl.wait_ready(server, "127.0.0.1", port, timeout=5.0)
-            healthy = True
-        except RuntimeError:
-            healthy = False
-    finally:
+    except BaseException:
         procs.stop(server)
-    res = bl.parse_wrk(out)
-    res.update(
-        server=name,
-        cpu_s=cpu,
-        wall_s=wall,
-        idle_cpu_s=idle,
-        healthy_after=healthy,
-        procs=nprocs,
-        req_per_cpu_s=res["requests"] / cpu if cpu > 0 else float("inf"),
-        cpu_us_per_req=cpu / res["requests"] * 1e6 if res["requests"] else float("nan"),
-        user_s=split1[0] - split0[0],
-        sys_s=split1[1] - split0[1],
-        # Busy time of the server's CPU not spent by the server: other jobs of the machine
-        # (and interrupt work accounted to nobody); steal: time the hypervisor took away.
-        server_cpu_other_s=machine1[args.server_cpu][0] - machine0[args.server_cpu][0] - cpu,
-        server_cpu_steal_s=machine1[args.server_cpu][1] - machine0[args.server_cpu][1],
-        client_cpu_busy_s=machine1[args.client_cpu][0] - machine0[args.client_cpu][0],
-        loadavg=os.getloadavg()[0],
-    )
-    if args.verbose:
-        print(out, file=sys.stderr)
+        raise
+    res = bl.measured_wrk_run(procs, server, name, port, "/", args)
+    res.update(idle_cpu_s=idle)
     return res
 
 

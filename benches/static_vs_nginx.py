@@ -107,41 +107,11 @@ def one_run(procs, name, fname, args, tmp, root):
     path = f"/static/{fname}"
     try:
         bl.wait_ready(server, "127.0.0.1", port, path=path)
-        wrk = ["taskset", "-c", str(args.client_cpu), args.wrk, "-t1", f"-c{args.connections}"]
-        url = f"http://127.0.0.1:{port}{path}"
-        if args.warmup > 0:
-            procs.run(wrk + [f"-d{args.warmup}s", url], timeout=args.warmup + 30)
-        cpu0 = bl.group_cpu_seconds(server.pid)
-        split0 = bl.group_cpu_split(server.pid)
-        t0 = time.monotonic()
-        out = procs.run(wrk + [f"-d{args.duration}s", url], timeout=args.duration + 30)
-        wall = time.monotonic() - t0
-        cpu = bl.group_cpu_seconds(server.pid) - cpu0
-        split1 = bl.group_cpu_split(server.pid)
-        if server.poll() is not None:
-            raise RuntimeError(f"{name} died during the run:\n{bl.log_tail(server)}")
-        try:
-            bl.wait_ready(server, "127.0.0.1", port, path=path, timeout=5.0)
-            healthy = True
-        except RuntimeError:
-            healthy = False
-    finally:
+    except BaseException:
         procs.stop(server)
-    res = bl.parse_wrk(out)
-    res.update(
-        server=name,
-        file=fname,
-        cpu_s=cpu,
-        wall_s=wall,
-        healthy_after=healthy,
-        req_per_cpu_s=res["requests"] / cpu if cpu > 0 else float("inf"),
-        cpu_us_per_req=cpu / res["requests"] * 1e6 if res["requests"] else float("nan"),
-        user_s=split1[0] - split0[0],
-        sys_s=split1[1] - split0[1],
-        loadavg=os.getloadavg()[0],
-    )
-    if args.verbose:
-        print(out, file=sys.stderr)
+        raise
+    res = bl.measured_wrk_run(procs, server, name, port, path, args)
+    res.update(file=fname)
     return res
 
 
