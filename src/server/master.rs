@@ -746,13 +746,21 @@ impl Master<'_> {
     /// the listening sockets and the running workers; if that cannot be done, replace the
     /// workers in place.
     fn reload(&mut self) {
-        let Some(restart) = self.sh.restart.clone() else {
-            tracing::info!("SIGHUP received: gracefully reloading the workers in place");
-            for w in &mut self.workers {
-                w.reload_pending = true;
+        match self.sh.restart.clone() {
+            Some(restart) => {
+                let err = self.reexec(&restart);
+                tracing::error!("reload: {err}; replacing the workers in place instead");
             }
-            return;
-        };
+            None => tracing::info!("SIGHUP received: gracefully reloading the workers in place"),
+        }
+        for w in &mut self.workers {
+            w.reload_pending = true;
+        }
+    }
+
+    /// Execute the binary again, handing over the listening sockets and the running workers.
+    /// Returns only on failure, with nothing changed.
+    fn reexec(&self, restart: &super::reexec::Restart) -> io::Error {
         let mut handover = super::reexec::Handover::default();
         let mut fds = Vec::new();
         for l in self.sh.listeners {
@@ -788,11 +796,7 @@ impl Master<'_> {
             .chain(self.retirees.iter().map(|r| (r.index, r.pid.as_raw())))
             .collect();
         handover.master_pid = std::process::id();
-        let err = restart.exec(&handover, &fds);
-        tracing::error!("reload: {err}; replacing the workers in place instead");
-        for w in &mut self.workers {
-            w.reload_pending = true;
-        }
+        restart.exec(&handover, &fds)
     }
 
     /// Deliver signal `num` to the workers its handler was registered for.
