@@ -251,10 +251,10 @@ impl Inner {
     fn unlink(&mut self, b: usize, pos: u32) {
         let bucket = &mut self.buckets[b];
         bucket.swap_remove(pos as usize);
-        if let Some(&moved) = bucket.get(pos as usize) {
-            if let State::Armed { pos: p, .. } = &mut self.entries[moved as usize].state {
-                *p = pos;
-            }
+        if let Some(&moved) = bucket.get(pos as usize)
+            && let State::Armed { pos: p, .. } = &mut self.entries[moved as usize].state
+        {
+            *p = pos;
         }
         if bucket.is_empty() {
             self.occupied[b / 64] &= !(1 << (b % 64));
