@@ -795,10 +795,7 @@ impl SlotStat {
     fn enter(ctx: &ConnCtx, slot: crate::slot::SlotId, method: &[u8], uri: &[u8]) -> SlotStat {
         let slot = crate::scoreboard::slot_boards(ctx.board_index).get(slot.0 as usize);
         if let Some(s) = slot {
-            let epoch = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            s.enter(epoch, method, uri);
+            s.enter(crate::sys::coarse_epoch_secs(), method, uri);
         }
         SlotStat { slot }
     }

@@ -35,6 +35,7 @@ pub(crate) mod send;
 pub(crate) mod splice;
 #[cfg(test)]
 pub(crate) mod tests;
+pub(crate) mod wheel;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};

@@ -147,11 +147,12 @@ pub(crate) fn timed_result(res: i32) -> io::Result<u32> {
 /// which case `op` is dropped: cancelled, its buffers kept by the driver until the kernel is
 /// done with them (the caller must treat the socket as broken).
 ///
-/// The data path (recv, send) uses this user-space deadline (glommio's timer structure) rather
-/// than a kernel `LINK_TIMEOUT`: a linked timeout costs an hrtimer arm and cancel plus an extra
-/// SQE and CQE on every operation, which showed in the kernel profile of the hello benchmark,
-/// while the timer here is a heap insert and remove. `poll` and `connect` keep linked timeouts
-/// (rare operations, and the kernel-side deadline is their documented contract).
+/// The data path (recv, send) uses this coarse user-space deadline ([`super::wheel`]: a slot
+/// in the worker's timer wheel, a few milliseconds of resolution) rather than a kernel
+/// `LINK_TIMEOUT` (an hrtimer arm and cancel plus an extra SQE and CQE per operation) or a
+/// glommio timer per operation (a precise clock read and a `BTreeMap` insert and remove).
+/// `poll` and `connect` keep linked timeouts (rare operations, and the kernel-side deadline
+/// is their documented contract).
 pub(crate) async fn deadline<T: 'static + Unpin>(
     op: Op<T>,
     timeout: Option<std::time::Duration>,
@@ -160,7 +161,7 @@ pub(crate) async fn deadline<T: 'static + Unpin>(
         None => Some(op.await),
         Some(d) => {
             futures_lite::future::or(async { Some(op.await) }, async {
-                glommio::timer::sleep(d).await;
+                super::wheel::Deadline::after(d).await;
                 None
             })
             .await
