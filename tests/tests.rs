@@ -18,3 +18,6 @@ mod static_files;
 mod lifecycle;
 // nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
 mod nginx;
+
+// systemd: socket activation (systemd-socket-activate) and sd_notify (READY, WATCHDOG, ...).
+mod systemd;

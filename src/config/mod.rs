@@ -416,6 +416,9 @@ fn key_of_line(line: &str) -> Option<&str> {
 struct Host {
     cpus: Vec<usize>,
     somaxconn: Option<u32>,
+    /// Listening sockets come from systemd (socket activation), so the configuration may
+    /// name none.
+    activated: bool,
 }
 
 impl Host {
@@ -423,8 +426,26 @@ impl Host {
         Host {
             cpus: allowed_cpus(),
             somaxconn: read_somaxconn(),
+            activated: activated(),
         }
     }
+}
+
+/// Set by a reload for its check run when the running master has sockets from systemd.
+pub(crate) const ACTIVATED_ENV: &str = "RINGSGI_ACTIVATED";
+
+/// Whether this process has (or, after a reload, inherited) sockets from systemd:
+/// `LISTEN_FDS` for this pid, a handover that carries them, or a reload's check run.
+fn activated() -> bool {
+    let env = |k: &str| std::env::var(k).ok();
+    let for_us = env("LISTEN_PID").and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id())
+        && env("LISTEN_FDS")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 0);
+    for_us
+        || env("RINGSGI_HANDOVER").is_some_and(|h| h.contains("\"systemd:"))
+        || env(ACTIVATED_ENV).is_some()
 }
 
 /// CPU ids in this process's affinity mask, ascending; falls back to
@@ -503,9 +524,9 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         .iter()
         .map(|s| resolve_addr("socket", s, true))
         .collect::<Result<Vec<_>, _>>()?;
-    if http_sockets.is_empty() && uwsgi_sockets.is_empty() {
+    if http_sockets.is_empty() && uwsgi_sockets.is_empty() && !host.activated {
         return Err(invalid(
-            "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
+            "no listener configured: give --http-socket ADDR (or http-socket in the config file), or start under systemd socket activation",
         ));
     }
 
@@ -648,6 +669,7 @@ mod tests {
         Host {
             cpus: vec![0, 2, 5],
             somaxconn: Some(4096),
+            activated: false,
         }
     }
 
@@ -752,7 +774,7 @@ mod tests {
             ),
             (
                 &[],
-                "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
+                "no listener configured: give --http-socket ADDR (or http-socket in the config file), or start under systemd socket activation",
             ),
             (&["--cores", "2"], "no listener configured"),
             (

@@ -137,6 +137,60 @@ pub fn bind(
     }
 }
 
+/// The spec of the `index`-th socket passed by systemd, as a reload hands it over: it is not
+/// in the configuration, so a new image keeps every inherited socket whose spec has this form.
+pub(crate) fn activated_spec(index: usize, name: &str) -> String {
+    format!("{ACTIVATED_PREFIX}{index}:{name}")
+}
+
+/// What every [`activated_spec`] starts with.
+pub(crate) const ACTIVATED_PREFIX: &str = "systemd:";
+
+/// A listening socket passed by systemd (socket activation): made non-blocking (the accept
+/// loops rely on it; systemd passes blocking sockets) with `TCP_NODELAY` for TCP, as [`bind`]
+/// does. Its file, if it is a unix socket, belongs to systemd: it is never removed here.
+pub(crate) fn from_activated(
+    fd: OwnedFd,
+    protocol: Protocol,
+    index: usize,
+    name: &str,
+) -> io::Result<Listener> {
+    let sock = Socket::from(fd);
+    let what = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("socket activation: socket {index} ({name:?}): {e}"),
+        )
+    };
+    sock.set_nonblocking(true).map_err(what)?;
+    sock.set_cloexec(true).map_err(what)?;
+    let addr = sock.local_addr().map_err(what)?;
+    let (local, tcp) = match addr.as_socket() {
+        Some(sa) => {
+            sock.set_nodelay(true).map_err(what)?;
+            (sa.to_string(), true)
+        }
+        None => (
+            addr.as_pathname()
+                .map(|p| p.display().to_string())
+                .or_else(|| {
+                    addr.as_abstract_namespace()
+                        .map(|n| format!("@{}", String::from_utf8_lossy(n)))
+                })
+                .unwrap_or_else(|| "unix socket".to_owned()),
+            false,
+        ),
+    };
+    Ok(Listener {
+        fd: sock.into(),
+        protocol,
+        local,
+        path: None,
+        tcp,
+        spec: activated_spec(index, name),
+    })
+}
+
 /// Set the permissions of a unix-socket file (`--chmod-socket`): connecting needs write
 /// permission on it, so this decides who may talk to the listener (uWSGI's `chmod-socket`).
 /// Abstract sockets have no file and are left alone by the caller.

@@ -153,6 +153,10 @@ pub(super) struct Master<'a> {
     last_rss_check: Instant,
     /// The master's own descriptors that workers must not inherit (the self-pipe's).
     own_fds: Vec<RawFd>,
+    /// systemd's notification socket (`Type=notify`, the watchdog).
+    notify: super::systemd::Notifier,
+    /// Whether `READY=1` was sent since the start or the last `RELOADING=1`.
+    ready_sent: bool,
 }
 
 /// Run the master until it is told to stop. Returns the process exit code.
@@ -197,6 +201,8 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         inotify,
         last_rss_check: now,
         own_fds: signals.fds.clone(),
+        notify: super::systemd::Notifier::from_env(),
+        ready_sent: false,
     };
     for (i, pid) in std::mem::take(&mut m.sh.inherited_workers) {
         m.retirees.push(Retiree {
@@ -237,11 +243,13 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         }
         if signals.quit.load(Ordering::Acquire) {
             tracing::info!("SIGINT/SIGQUIT received: stopping workers now");
+            m.notify.stopping("stopping now (SIGINT/SIGQUIT)");
             m.stop_all(Signal::SIGKILL, STOP_GRACE, None);
             return Ok(0);
         }
         if signals.stop.load(Ordering::Acquire) {
             tracing::info!("SIGTERM received: stopping workers gracefully");
+            m.notify.stopping("stopping gracefully (SIGTERM)");
             let grace = m.sh.config.reload_mercy + STOP_GRACE;
             m.stop_all(Signal::SIGTERM, grace, Some(&signals.quit));
             return Ok(0);
@@ -256,6 +264,7 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         m.recycle_checks();
         m.retire_ready();
         m.fire_timers();
+        m.notify_systemd();
         let now = Instant::now();
         for i in 0..m.workers.len() {
             let rec = &m.workers[i];
@@ -274,11 +283,60 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
 }
 
 impl Master<'_> {
+    /// Tell systemd how things stand: `READY=1` once every worker accepts (after a start or a
+    /// reload), `STATUS=` when it changes, and `WATCHDOG=1` (when asked for) only while every
+    /// worker makes progress: a worker stuck in one poll of a handler longer than half the
+    /// watchdog period stops the pings until harakiri replaces it.
+    fn notify_systemd(&mut self) {
+        if !self.notify.active() {
+            return;
+        }
+        let boards = self.sh.boards;
+        let running: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_some())
+            .map(|w| w.board)
+            .collect();
+        let ready = running
+            .iter()
+            .filter(|&&b| boards[b].ready.load(Ordering::Acquire) == 1)
+            .count();
+        let requests: u64 = boards
+            .iter()
+            .map(|b| b.requests.load(Ordering::Relaxed))
+            .sum();
+        let status = format!(
+            "{ready} of {} workers accepting, {requests} requests served",
+            self.workers.len()
+        );
+        if !self.ready_sent {
+            if ready == self.workers.len() {
+                self.notify.ready(status);
+                self.ready_sent = true;
+            }
+        } else {
+            self.notify.status(status);
+        }
+        let stuck_ms = self
+            .notify
+            .next_ping_period()
+            .map_or(u64::MAX, |p| p.as_millis() as u64);
+        let now_ms = sys::monotonic_ms();
+        let all = self.workers.len();
+        self.notify.watchdog(|| {
+            running.len() == all && running.iter().all(|&b| boards[b].alive(now_ms, stuck_ms))
+        });
+    }
+
     /// Wait for a signal, a worker's signal channel, a stats client or the next timer; handle
     /// everything that became ready except the self-pipe (the caller drains it).
     fn wait(&mut self, signals: &SignalFlags) -> io::Result<()> {
         let now = Instant::now();
         let mut timeout = TICK;
+        if let Some(ping) = self.notify.next_ping_in() {
+            timeout = timeout.min(ping);
+        }
         for &(_, _, due) in &self.timers {
             timeout = timeout.min(due.saturating_duration_since(now));
         }
@@ -746,6 +804,9 @@ impl Master<'_> {
     /// the listening sockets and the running workers; if that cannot be done, replace the
     /// workers in place.
     fn reload(&mut self) {
+        // READY=1 follows once every worker (of this image or of the new one) accepts.
+        self.notify.reloading();
+        self.ready_sent = false;
         match self.sh.restart.clone() {
             Some(restart) => {
                 let err = self.reexec(&restart);

@@ -4,6 +4,7 @@ pub mod listener;
 mod master;
 mod reexec;
 mod stats;
+mod systemd;
 pub mod worker;
 
 use std::io;
@@ -158,6 +159,26 @@ fn start(
         stats_pending.push((addr, kind, adopted));
     }
     let mut listeners = Vec::new();
+    // Socket activation: the sockets systemd passed (first start), or the ones a previous image
+    // of this master had from systemd (reload): they are not in the configuration.
+    match handover.as_mut() {
+        Some(h) => listeners.extend(h.keep_activated()),
+        None => {
+            for (i, a) in systemd::take_listen_fds()?.into_iter().enumerate() {
+                let l = listener::from_activated(a.fd, a.protocol, i, &a.name)?;
+                tracing::info!(
+                    "socket activation: {} socket {:?} on {}",
+                    match l.protocol {
+                        Protocol::Http => "http",
+                        Protocol::Uwsgi => "uwsgi",
+                    },
+                    a.name,
+                    l.local
+                );
+                listeners.push(l);
+            }
+        }
+    }
     let mut bind_failed = false;
     for (a, protocol, adopted) in pending {
         match adopted {

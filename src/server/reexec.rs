@@ -118,6 +118,47 @@ impl Handover {
             .collect()
     }
 
+    /// Adopt every inherited socket that systemd passed to the first image (socket
+    /// activation): the configuration does not name them, and they stay for the life of the
+    /// service.
+    pub(super) fn keep_activated(&mut self) -> Vec<super::listener::Listener> {
+        use super::listener::{ACTIVATED_PREFIX, Listener, Protocol};
+        let (keep, rest): (Vec<Inherited>, Vec<Inherited>) = self
+            .sockets
+            .drain(..)
+            .partition(|s| s.spec.starts_with(ACTIVATED_PREFIX));
+        self.sockets = rest;
+        keep.into_iter()
+            .filter_map(|s| {
+                let fd = crate::sys::adopt_fd(s.fd).ok()?;
+                tracing::info!(
+                    "inherited {} socket {} (socket activation) from the previous master",
+                    s.role,
+                    s.local
+                );
+                Some(Listener {
+                    fd,
+                    protocol: if s.role == "uwsgi" {
+                        Protocol::Uwsgi
+                    } else {
+                        Protocol::Http
+                    },
+                    local: s.local,
+                    path: s.path,
+                    tcp: s.tcp,
+                    spec: s.spec,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether it carries sockets from systemd (socket activation).
+    pub(super) fn has_activated(&self) -> bool {
+        self.sockets
+            .iter()
+            .any(|s| s.spec.starts_with(super::listener::ACTIVATED_PREFIX))
+    }
+
     /// Close the inherited sockets that the new configuration no longer has (and remove
     /// their socket files).
     pub(super) fn close_rest(&mut self) {
@@ -208,8 +249,14 @@ impl Restart {
 
     /// Run the binary with [`CHECK_ENV`] set: it loads the configuration, runs the checks
     /// that have no side effect and exits 0, or prints why not and exits non-zero.
-    fn check(&self) -> Result<(), io::Error> {
-        let out = std::process::Command::new(&self.exe)
+    fn check(&self, activated: bool) -> Result<(), io::Error> {
+        let mut cmd = std::process::Command::new(&self.exe);
+        if activated {
+            // The listeners systemd passed carry over: a configuration without any of its
+            // own is fine.
+            cmd.env(crate::config::ACTIVATED_ENV, "1");
+        }
+        let out = cmd
             .args(&self.args[1..])
             .current_dir(&self.cwd)
             .env(CHECK_ENV, "1")
@@ -243,7 +290,7 @@ impl Restart {
         }
         // The new binary judges its own configuration (a release may add options or apps
         // the running one does not know): run it in check mode, like `nginx -t`.
-        if let Err(e) = self.check() {
+        if let Err(e) = self.check(handover.has_activated()) {
             return e;
         }
         let json = match serde_json::to_string(handover) {

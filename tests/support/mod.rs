@@ -21,9 +21,16 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-            .args(["--http", "127.0.0.1:0"])
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringsgi"));
+        cmd.args(["--http", "127.0.0.1:0"]).args(args);
+        Server::launch(cmd, args)
+    }
+
+    /// Start `cmd` (which runs ringsgi with `args`, perhaps through a wrapper such as
+    /// `systemd-socket-activate`) and wait until its HTTP listener is bound and every worker
+    /// is ready.
+    pub(crate) fn launch(mut cmd: Command, args: &[&str]) -> Server {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
