@@ -286,6 +286,11 @@ fn stats_document_metrics_and_uwsgitop() {
         assert_eq!(core_requests, w["requests"].as_u64().unwrap());
         assert!(cores.iter().all(|c| c["in_request"] == 0));
         total += w["requests"].as_u64().unwrap();
+        // Every request went to the default app (mount point ""); none to /sleep.
+        let apps = w["apps"].as_array().unwrap();
+        let app = |mp: &str| apps.iter().find(|a| a["mountpoint"] == mp).unwrap();
+        assert_eq!(app("")["requests"], w["requests"]);
+        assert_eq!(app("/sleep")["requests"], 0);
     }
     assert_ne!(workers[0]["pid"], workers[1]["pid"]);
     assert_eq!(total, 5);
@@ -343,6 +348,30 @@ fn stats_document_metrics_and_uwsgitop() {
         "{text}"
     );
     assert!(text.contains("ringsgi_busy_slots{worker=\""), "{text}");
+    // The request-duration histogram: the five requests of the default app, all of them
+    // under 10 s, per worker and per app.
+    let count = |line_start: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let h = "ringsgi_http_server_request_duration_seconds";
+    assert!(count(&format!("{h}_count{{worker=")) >= 5, "{text}");
+    for w in ["1", "2"] {
+        let app = count(&format!("{h}_bucket{{worker=\"{w}\",app=\"/\",le=\"10\"}}"));
+        let all = count(&format!("{h}_bucket{{worker=\"{w}\",app=\"\",le=\"10\"}}"));
+        assert!(app <= all, "{text}");
+    }
+    let by_app: u64 = ["1", "2"]
+        .iter()
+        .map(|w| {
+            count(&format!(
+                "ringsgi_app_requests_total{{worker=\"{w}\",app=\"/\"}}"
+            ))
+        })
+        .sum();
+    assert!(by_app >= 5, "{text}");
 
     // The real uwsgitop reads the document (installed by .ci/run).
     let out = std::process::Command::new("python3")

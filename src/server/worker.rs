@@ -65,11 +65,11 @@ pub(crate) fn run(
         .make()
         .map_err(|e| io::Error::other(format!("worker {index}: cannot build the executor: {e}")))?;
     let mut routes = Vec::new();
-    for m in &config.mounts {
+    for (id, m) in config.mounts.iter().enumerate() {
         let app = apps
             .build(&m.app)
             .ok_or_else(|| io::Error::other(format!("unknown app {:?}", m.app)))?;
-        routes.push((m.prefix.clone(), app));
+        routes.push((m.prefix.clone(), app, id));
     }
     let statics = StaticFiles::open(&config.static_maps, config.static_index.as_deref())?;
     let ctx = Rc::new(ConnCtx {
