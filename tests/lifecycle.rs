@@ -644,3 +644,39 @@ fn reload_survives_rapid_signals_and_refuses_or_skips_what_cannot_work() {
         srv.log_text()
     );
 }
+
+#[test]
+fn each_worker_is_pinned_to_its_own_cpu() {
+    let mut srv = Server::start(&["--cores", "2"]);
+    srv.wait_for_count(" ready (pid ", 2);
+    let mut cpus = Vec::new();
+    for line in srv.drain().iter().filter(|l| l.contains(" ready (pid ")) {
+        // "worker N ready (pid P, pinned to cpu C, S slots)"
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let cpu = line
+            .split("pinned to cpu ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, cpu, "worker {pid}: {status}");
+        cpus.push(cpu.to_owned());
+    }
+    assert_eq!(cpus.len(), 2);
+    assert_ne!(cpus[0], cpus[1], "two workers on one cpu");
+    srv.signal("INT");
+    srv.stop();
+}
