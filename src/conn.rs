@@ -28,8 +28,8 @@ pub(crate) struct ConnCtx {
     /// The worker's index (0-based).
     pub(crate) worker: usize,
     pub(crate) slots: Rc<SlotPool>,
-    /// Mounted apps, longest prefix first.
-    pub(crate) routes: Vec<(String, Rc<dyn App>)>,
+    /// Mounted apps, longest prefix first, each with its index in mount order.
+    pub(crate) routes: Vec<(String, Rc<dyn App>, usize)>,
     pub(crate) limits: Limits,
     /// Packet limits of the uwsgi listeners (`--buffer-size`, `--max-vars`).
     pub(crate) uwsgi: uwsgi::Limits,
@@ -110,12 +110,14 @@ const MAX_DRAIN: u64 = 256 * 1024;
 const HEAD_READ: usize = 1024;
 
 impl ConnCtx {
-    fn route(&self, path: &str) -> Option<&Rc<dyn App>> {
-        self.routes.iter().find_map(|(prefix, app)| {
+    /// The app mounted at the longest prefix of `path`, and its index in mount order (the
+    /// order of `--mount`: the stats' `apps[]`).
+    fn route(&self, path: &str) -> Option<(usize, &Rc<dyn App>)> {
+        self.routes.iter().find_map(|(prefix, app, id)| {
             let hit = prefix == "/"
                 || (path.starts_with(prefix.as_str())
                     && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')));
-            hit.then_some(app)
+            hit.then_some((*id, app))
         })
     }
 }
@@ -436,7 +438,8 @@ fn log_request(
     let n = ctx.requests.get() + 1;
     ctx.requests.set(n);
     if let Some(b) = ctx.board {
-        b.note_request(wire, started.elapsed().as_micros() as u64);
+        let app = ctx.route(req.path()).map(|(id, _)| id);
+        b.note_request(app, wire, started.elapsed().as_micros() as u64);
     }
     if ctx.max_requests == Some(n) {
         tracing::info!(
@@ -606,7 +609,7 @@ async fn respond(
         ctx.board,
     ));
     let statics = !ctx.statics.is_empty();
-    let outcome = match ctx.route(req.path()) {
+    let outcome = match ctx.route(req.path()).map(|(_, app)| app) {
         Some(app) if !statics => {
             let app = app.clone();
             let call = Guarded::new(
@@ -722,8 +725,7 @@ async fn respond(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".into());
             if let Some(b) = ctx.board {
-                b.exceptions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b.note_exception(ctx.route(req.path()).map(|(id, _)| id));
             }
             tracing::error!(
                 "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",

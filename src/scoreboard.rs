@@ -62,6 +62,69 @@ pub(crate) struct WorkerBoard {
     pub(crate) rt_us: AtomicU64,
     /// The request line and peer of the request being polled, NUL padded.
     info: [AtomicU64; INFO_BYTES / 8],
+    /// Requests of every app (and of none: static files, 404s), by duration.
+    pub(crate) all: AppBoard,
+    /// Per mounted app, in mount order (the first [`MAX_APPS`]).
+    pub(crate) apps: [AppBoard; MAX_APPS],
+}
+
+/// Apps whose requests are counted apart in the stats (`apps[]`) and metrics; mounts beyond
+/// this many are counted in the worker's totals only.
+pub(crate) const MAX_APPS: usize = 16;
+
+/// Upper bounds, in seconds, of the request-duration histogram buckets: OpenTelemetry's
+/// advice for `http.server.request.duration`. Requests above the last one count only in
+/// `+Inf` (the request count).
+pub(crate) const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// [`DURATION_BUCKETS`] as written in Prometheus' `le` labels.
+pub(crate) const DURATION_LE: [&str; DURATION_BUCKETS.len()] = [
+    "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1", "2.5", "5",
+    "7.5", "10",
+];
+
+/// Counters of one app in one worker: requests, failures and a duration histogram.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct AppBoard {
+    pub(crate) requests: AtomicU64,
+    pub(crate) exceptions: AtomicU64,
+    /// Sum of request durations, microseconds.
+    pub(crate) duration_us: AtomicU64,
+    /// Requests per bucket of [`DURATION_BUCKETS`] (not cumulative: the one each fell in).
+    pub(crate) buckets: [AtomicU64; DURATION_BUCKETS.len()],
+}
+
+impl AppBoard {
+    fn note(&self, micros: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.duration_us.fetch_add(micros, Ordering::Relaxed);
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = DURATION_BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(cumulative bucket counts, sum in seconds, count)`, Prometheus' histogram form.
+    pub(crate) fn histogram(&self) -> (Vec<u64>, f64, u64) {
+        let mut acc = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        let count = self.requests.load(Ordering::Relaxed).max(acc);
+        (
+            cumulative,
+            self.duration_us.load(Ordering::Relaxed) as f64 / 1e6,
+            count,
+        )
+    }
 }
 
 /// What the master reads about a busy worker.
@@ -160,10 +223,22 @@ impl WorkerBoard {
     }
 
     /// Count one finished request (worker side).
-    pub(crate) fn note_request(&self, wire_bytes: u64, micros: u64) {
+    pub(crate) fn note_request(&self, app: Option<usize>, wire_bytes: u64, micros: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.tx.fetch_add(wire_bytes, Ordering::Relaxed);
         self.rt_us.fetch_add(micros, Ordering::Relaxed);
+        self.all.note(micros);
+        if let Some(a) = app.and_then(|a| self.apps.get(a)) {
+            a.note(micros);
+        }
+    }
+
+    /// A request of `app` failed (its handler panicked or raised).
+    pub(crate) fn note_exception(&self, app: Option<usize>) {
+        self.exceptions.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = app.and_then(|a| self.apps.get(a)) {
+            a.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A consistent snapshot of the request being polled, if any (master side).
@@ -378,7 +453,37 @@ mod tests {
             tx: AtomicU64::new(0),
             rt_us: AtomicU64::new(0),
             info: Default::default(),
+            all: AppBoard::default(),
+            apps: Default::default(),
         }
+    }
+
+    #[test]
+    fn le_labels_spell_the_bucket_bounds() {
+        for (le, b) in DURATION_LE.iter().zip(DURATION_BUCKETS) {
+            assert_eq!(le.parse::<f64>().unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn durations_fall_in_their_buckets_per_app() {
+        let b = board();
+        b.note_request(Some(1), 10, 3_000); // 3 ms: the 5 ms bucket
+        b.note_request(Some(1), 10, 5_000); // exactly 5 ms: still the 5 ms bucket (le)
+        b.note_request(Some(1), 10, 200_000); // 200 ms: the 250 ms bucket
+        b.note_request(None, 10, 30_000_000); // 30 s: +Inf only, worker total only
+        b.note_exception(Some(1));
+        let (cum, sum, count) = b.apps[1].histogram();
+        assert_eq!(count, 3);
+        assert_eq!(cum[0], 2);
+        assert_eq!(cum[5], 2, "0.1 s bucket");
+        assert_eq!(cum[6], 3, "0.25 s bucket");
+        assert_eq!(*cum.last().unwrap(), 3);
+        assert!((sum - 0.208).abs() < 1e-9, "{sum}");
+        assert_eq!(b.apps[1].exceptions.load(Ordering::Relaxed), 1);
+        let (cum, _, count) = b.all.histogram();
+        assert_eq!((count, *cum.last().unwrap()), (4, 3));
+        assert_eq!(b.apps[0].histogram().2, 0);
     }
 
     #[test]

@@ -145,6 +145,21 @@ pub struct Worker {
     pub queue_full: u64,
     /// ringsgi: background tasks alive now.
     pub background_tasks: u64,
+    /// ringsgi: durations of every request of this worker (metrics only; not in uWSGI's
+    /// JSON).
+    #[serde(skip)]
+    pub duration: Histogram,
+}
+
+/// A request-duration histogram in Prometheus' form: cumulative counts per upper bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// `(upper bound in seconds as written in the `le` label, requests at or below it)`.
+    pub buckets: Vec<(&'static str, u64)>,
+    /// Sum of the durations, microseconds.
+    pub sum_us: u64,
+    /// Requests (the `+Inf` bucket).
+    pub count: u64,
 }
 
 /// A worker's state, rendered as uWSGI's status string.
@@ -216,6 +231,9 @@ pub struct App {
     pub exceptions: u64,
     /// The directory the app was loaded from (`""` for none).
     pub chdir: String,
+    /// ringsgi: durations of this app's requests (metrics only).
+    #[serde(skip)]
+    pub duration: Histogram,
 }
 
 /// One request slot of a worker (uWSGI's "core").
@@ -386,6 +404,71 @@ impl Exposition {
     }
 }
 
+impl Exposition {
+    /// A family with one sample per worker and mounted app, labelled `worker` and `app` (the
+    /// mount point, `/` for the default app).
+    fn per_app<V: std::fmt::Display>(
+        &mut self,
+        snap: &Snapshot,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&App) -> V,
+    ) {
+        let _ = writeln!(self.out, "# HELP ringsgi_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE ringsgi_{name} {kind}");
+        for w in &snap.workers {
+            for a in &w.apps {
+                let _ = writeln!(
+                    self.out,
+                    "ringsgi_{name}{{worker=\"{}\",app=\"{}\"}} {}",
+                    w.id,
+                    escape_label(app_label(a)),
+                    value(a)
+                );
+            }
+        }
+    }
+
+    /// `http_server_request_duration_seconds`, OpenTelemetry's request-duration histogram
+    /// (its bucket advice, seconds), per worker (`app=""`: every request, static files and
+    /// 404s included) and per worker and app.
+    fn durations(&mut self, snap: &Snapshot) {
+        let name = "ringsgi_http_server_request_duration_seconds";
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} Duration of HTTP server requests (OpenTelemetry http.server.request.duration)."
+        );
+        let _ = writeln!(self.out, "# TYPE {name} histogram");
+        for w in &snap.workers {
+            let rows = std::iter::once(("", &w.duration))
+                .chain(w.apps.iter().map(|a| (app_label(a), &a.duration)));
+            for (app, h) in rows {
+                let labels = format!("worker=\"{}\",app=\"{}\"", w.id, escape_label(app));
+                for (le, n) in &h.buckets {
+                    let _ = writeln!(self.out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+                }
+                let _ = writeln!(
+                    self.out,
+                    "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(self.out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+                let _ = writeln!(self.out, "{name}_count{{{labels}}} {}", h.count);
+            }
+        }
+    }
+}
+
+/// An app's `app` label: its mount point, `/` for the default app.
+fn app_label(a: &App) -> &str {
+    if a.mountpoint.is_empty() {
+        "/"
+    } else {
+        &a.mountpoint
+    }
+}
+
 /// Label values escape `\`, `"` and newline (exposition format 0.0.4).
 fn escape_label(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -510,6 +593,21 @@ pub fn to_prometheus(snap: &Snapshot) -> String {
         "Running average of the response time.",
         |w| w.avg_rt as f64 / 1e6,
     );
+    e.per_app(
+        snap,
+        "app_requests_total",
+        "counter",
+        "Requests finished, per mounted app.",
+        |a| a.requests,
+    );
+    e.per_app(
+        snap,
+        "app_exceptions_total",
+        "counter",
+        "Requests whose handler failed, per mounted app.",
+        |a| a.exceptions,
+    );
+    e.durations(snap);
     e.out
 }
 
@@ -581,8 +679,19 @@ mod tests {
             apps: vec![App {
                 mountpoint: String::new(),
                 requests: 1000,
+                exceptions: 2,
+                duration: Histogram {
+                    buckets: vec![("0.005", 600), ("0.01", 900), ("0.025", 990)],
+                    sum_us: 2_500_000,
+                    count: 1000,
+                },
                 ..App::default()
             }],
+            duration: Histogram {
+                buckets: vec![("0.005", 700), ("0.01", 950), ("0.025", 1040)],
+                sum_us: 2_600_000,
+                count: 1050,
+            },
             cores: (0..4).map(|c| core(c, c < busy)).collect(),
             slots: 4,
             busy_slots: busy,
@@ -1014,7 +1123,15 @@ mod tests {
             if !valid_name(name) {
                 return Err(at("bad metric name".into()));
             }
-            if current.as_deref() != Some(name) || finished.contains(name) {
+            // A histogram's samples are NAME_bucket, NAME_sum and NAME_count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    let base = name.strip_suffix(suffix)?;
+                    (typed.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+                })
+                .unwrap_or(name);
+            if current.as_deref() != Some(family) || finished.contains(family) {
                 return Err(at(
                     "sample outside its family's block (no TYPE before it)".into()
                 ));
@@ -1039,6 +1156,58 @@ mod tests {
             samples.push((name.to_string(), labels, v));
         }
         Ok(samples)
+    }
+
+    /// The value of the sample `name` with exactly these labels.
+    fn labelled(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+        let want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == want)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+            .2
+    }
+
+    #[test]
+    fn prometheus_durations_are_a_histogram_per_worker_and_app() {
+        let snap = sample();
+        let text = to_prometheus(&snap);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let h = "ringsgi_http_server_request_duration_seconds";
+        let b = format!("{h}_bucket");
+        let app = [("worker", "1"), ("app", "/")];
+        assert_eq!(
+            labelled(&samples, &b, &[app[0], app[1], ("le", "0.005")]),
+            600.0
+        );
+        assert_eq!(
+            labelled(&samples, &b, &[app[0], app[1], ("le", "0.025")]),
+            990.0
+        );
+        assert_eq!(
+            labelled(&samples, &b, &[app[0], app[1], ("le", "+Inf")]),
+            1000.0
+        );
+        assert_eq!(labelled(&samples, &format!("{h}_count"), &app), 1000.0);
+        assert_eq!(labelled(&samples, &format!("{h}_sum"), &app), 2.5);
+        // The worker's row (app=""): every request of the worker.
+        let all = [("worker", "1"), ("app", "")];
+        assert_eq!(
+            labelled(&samples, &b, &[all[0], all[1], ("le", "0.01")]),
+            950.0
+        );
+        assert_eq!(labelled(&samples, &format!("{h}_count"), &all), 1050.0);
+        assert_eq!(
+            labelled(&samples, "ringsgi_app_exceptions_total", &app),
+            2.0
+        );
+        assert_eq!(
+            labelled(&samples, "ringsgi_app_requests_total", &app),
+            1000.0
+        );
     }
 
     fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {

@@ -286,6 +286,11 @@ fn stats_document_metrics_and_uwsgitop() {
         assert_eq!(core_requests, w["requests"].as_u64().unwrap());
         assert!(cores.iter().all(|c| c["in_request"] == 0));
         total += w["requests"].as_u64().unwrap();
+        // Every request went to the default app (mount point ""); none to /sleep.
+        let apps = w["apps"].as_array().unwrap();
+        let app = |mp: &str| apps.iter().find(|a| a["mountpoint"] == mp).unwrap();
+        assert_eq!(app("")["requests"], w["requests"]);
+        assert_eq!(app("/sleep")["requests"], 0);
     }
     assert_ne!(workers[0]["pid"], workers[1]["pid"]);
     assert_eq!(total, 5);
@@ -343,6 +348,30 @@ fn stats_document_metrics_and_uwsgitop() {
         "{text}"
     );
     assert!(text.contains("ringsgi_busy_slots{worker=\""), "{text}");
+    // The request-duration histogram: the five requests of the default app, all of them
+    // under 10 s, per worker and per app.
+    let count = |line_start: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let h = "ringsgi_http_server_request_duration_seconds";
+    assert!(count(&format!("{h}_count{{worker=")) >= 5, "{text}");
+    for w in ["1", "2"] {
+        let app = count(&format!("{h}_bucket{{worker=\"{w}\",app=\"/\",le=\"10\"}}"));
+        let all = count(&format!("{h}_bucket{{worker=\"{w}\",app=\"\",le=\"10\"}}"));
+        assert!(app <= all, "{text}");
+    }
+    let by_app: u64 = ["1", "2"]
+        .iter()
+        .map(|w| {
+            count(&format!(
+                "ringsgi_app_requests_total{{worker=\"{w}\",app=\"/\"}}"
+            ))
+        })
+        .sum();
+    assert!(by_app >= 5, "{text}");
 
     // The real uwsgitop reads the document (installed by .ci/run).
     let out = std::process::Command::new("python3")
@@ -614,4 +643,40 @@ fn reload_survives_rapid_signals_and_refuses_or_skips_what_cannot_work() {
         "{}",
         srv.log_text()
     );
+}
+
+#[test]
+fn each_worker_is_pinned_to_its_own_cpu() {
+    let mut srv = Server::start(&["--cores", "2"]);
+    srv.wait_for_count(" ready (pid ", 2);
+    let mut cpus = Vec::new();
+    for line in srv.drain().iter().filter(|l| l.contains(" ready (pid ")) {
+        // "worker N ready (pid P, pinned to cpu C, S slots)"
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let cpu = line
+            .split("pinned to cpu ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, cpu, "worker {pid}: {status}");
+        cpus.push(cpu.to_owned());
+    }
+    assert_eq!(cpus.len(), 2);
+    assert_ne!(cpus[0], cpus[1], "two workers on one cpu");
+    srv.signal("INT");
+    srv.stop();
 }

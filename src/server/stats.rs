@@ -230,6 +230,20 @@ impl StatsServer {
     }
 }
 
+/// A scoreboard histogram in the snapshot's form.
+fn histogram(a: &crate::scoreboard::AppBoard) -> stats::Histogram {
+    let (cumulative, _, count) = a.histogram();
+    stats::Histogram {
+        buckets: crate::scoreboard::DURATION_LE
+            .iter()
+            .copied()
+            .zip(cumulative)
+            .collect(),
+        sum_us: a.duration_us.load(Ordering::Relaxed),
+        count,
+    }
+}
+
 /// The stats snapshot: the master's records and every worker's scoreboard entry.
 fn snapshot(m: &Master<'_>) -> Snapshot {
     let now_epoch = epoch_secs();
@@ -330,9 +344,16 @@ fn snapshot(m: &Master<'_>) -> Snapshot {
                             mnt.prefix.clone()
                         },
                         startup_time: 0,
-                        requests: 0,
-                        exceptions: 0,
+                        requests: b
+                            .apps
+                            .get(k)
+                            .map_or(0, |a| a.requests.load(Ordering::Relaxed)),
+                        exceptions: b
+                            .apps
+                            .get(k)
+                            .map_or(0, |a| a.exceptions.load(Ordering::Relaxed)),
                         chdir: String::new(),
+                        duration: b.apps.get(k).map(histogram).unwrap_or_default(),
                     })
                     .collect(),
                 cores,
@@ -340,6 +361,7 @@ fn snapshot(m: &Master<'_>) -> Snapshot {
                 busy_slots,
                 queue_full: b.queue_full.load(Ordering::Relaxed),
                 background_tasks: b.background.load(Ordering::Relaxed),
+                duration: histogram(&b.all),
             }
         })
         .collect();

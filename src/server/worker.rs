@@ -58,18 +58,25 @@ pub(crate) fn run(
     crate::harakiri::set_worker(index);
     crate::signals::set_channel(channel.as_raw_fd());
     let cpu = config.cpu_for_worker(index);
-    let ex = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+    // Pin this thread (the executor runs on it) before the executor exists, so that its
+    // rings and memory are set up on the CPU that will use them.
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        return Err(io::Error::other(format!(
+            "worker {index}: cannot pin to cpu {cpu} (sched_setaffinity failed)"
+        )));
+    }
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("ringsgi-w{index}"))
         .preempt_timer(PREEMPT_TIMER)
         .io_memory(IO_MEMORY)
         .make()
         .map_err(|e| io::Error::other(format!("worker {index}: cannot build the executor: {e}")))?;
     let mut routes = Vec::new();
-    for m in &config.mounts {
+    for (id, m) in config.mounts.iter().enumerate() {
         let app = apps
             .build(&m.app)
             .ok_or_else(|| io::Error::other(format!("unknown app {:?}", m.app)))?;
-        routes.push((m.prefix.clone(), app));
+        routes.push((m.prefix.clone(), app, id));
     }
     let statics = StaticFiles::open(&config.static_maps, config.static_index.as_deref())?;
     let ctx = Rc::new(ConnCtx {
