@@ -39,6 +39,8 @@ pub(crate) struct ConnCtx {
     pub(crate) keepalive_timeout: Duration,
     /// Request log on.
     pub(crate) log: bool,
+    /// The request log's format (`--logformat`).
+    pub(crate) logformat: crate::logsink::LogFormat,
     /// Requests served by this worker.
     pub(crate) requests: std::cell::Cell<u64>,
     /// The worker is stopping: finish the current request, then close.
@@ -450,7 +452,34 @@ fn log_request(
             b.recycle.store(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    if ctx.log {
+    if ctx.log && ctx.logformat != crate::logsink::LogFormat::Default {
+        let micros = started.elapsed().as_micros() as u64;
+        let addr = match &req.peer {
+            Peer::Tcp(a) => a.ip().to_string(),
+            other => other.to_string(),
+        };
+        let line = crate::logsink::render(
+            &ctx.logformat,
+            &crate::logsink::Entry {
+                addr: &addr,
+                user: None,
+                start: std::time::SystemTime::now() - started.elapsed(),
+                method: req.method(),
+                uri: req.target(),
+                proto: req.version(),
+                status,
+                size: bytes,
+                rsize: wire,
+                micros,
+                uagent: req.header("user-agent"),
+                referer: req.header("referer"),
+                host: req.header("host"),
+                wid: ctx.worker,
+                core: slot.0,
+            },
+        );
+        crate::logsink::write_line(line.as_bytes());
+    } else if ctx.log {
         tracing::info!(
             target: "ringsgi::request",
             "{peer} {} {} => {status} {bytes} bytes in {} ms (worker {} slot {slot}{note})",

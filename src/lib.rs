@@ -18,6 +18,8 @@
 //!   the master reads to kill a worker stuck in a handler that never yields.
 //! - [`stats`]: the uWSGI-compatible stats document (JSON, HTTP, Prometheus) the master
 //!   publishes, and the `/proc` and `TCP_INFO` readers that feed it.
+//! - [`logsink`]: where log lines go (`--logto`, reopen, a logger thread per worker so a
+//!   core never waits for the disk) and the request-log formats (`--logformat`).
 //! - [`cron`]: uWSGI cron specs and the `--timer`/`--cron`/`--file-monitor` option values of
 //!   the signal framework.
 //! - `sys`: the system-call glue (affinity, rlimits, fork); with `uring`, the only `unsafe`.
@@ -47,6 +49,7 @@
 
 pub mod config;
 pub mod cron;
+pub mod logsink;
 pub mod proto;
 pub mod server;
 pub mod stats;

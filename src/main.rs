@@ -9,14 +9,21 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.print_and_exit(),
     };
+    if let Err(e) =
+        ringsgi::logsink::init(config.logto.as_deref(), config.touch_logreopen.as_deref())
+    {
+        eprintln!("ringsgi: {e}");
+        return ExitCode::FAILURE;
+    }
+    let terminal = config.logto.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RINGSGI_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .with_writer(ringsgi::logsink::LineWriter::default)
         .init();
     let apps = apps::builtin(&config);
     match ringsgi::server::run(&config, &apps) {

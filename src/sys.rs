@@ -243,6 +243,29 @@ pub(crate) fn local_time(epoch_secs: i64) -> Option<(crate::cron::BrokenDownTime
     Some((when, tm.tm_gmtoff))
 }
 
+/// `epoch_secs` as local time in the Apache log style: `06/Dec/2026:21:40:00 +0000`.
+pub(crate) fn apache_time(epoch_secs: i64) -> String {
+    let t: libc::time_t = epoch_secs;
+    // SAFETY: `tm` is plain integers plus a `tm_zone` pointer, for which null is valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to live locals of the right types; null return is checked.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return String::from("-");
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is writable for its length, the format is a NUL-terminated literal and
+    // `tm` was filled above; strftime writes at most `buf.len()` bytes and returns how many.
+    let n = unsafe {
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%d/%b/%Y:%H:%M:%S %z".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// The size of a memory page in bytes (`/proc/PID/statm` counts pages).
 pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf takes an integer name and touches no memory of ours.

@@ -21,3 +21,6 @@ mod nginx;
 
 // systemd: socket activation (systemd-socket-activate) and sd_notify (READY, WATCHDOG, ...).
 mod systemd;
+
+// Request logs: --logto, --logformat (uWSGI templates, JSON), --touch-logreopen.
+mod logging;

@@ -78,6 +78,9 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("chmod-socket", "none"),
         ("chown-socket", "none"),
         ("static-map", "none"),
+        ("logto", "none"),
+        ("logformat", "ringsgi's line"),
+        ("touch-logreopen", "none"),
         ("static-index", "none"),
     ]
 }
@@ -213,6 +216,12 @@ pub struct Config {
     pub static_maps: Vec<StaticMount>,
     /// File served for a directory under a static mount (`--static-index`).
     pub static_index: Option<String>,
+    /// Where the log goes (`--logto`); `None`: stderr.
+    pub logto: Option<PathBuf>,
+    /// The request log's format (`--logformat`).
+    pub logformat: crate::logsink::LogFormat,
+    /// Reopen `logto` when this file is touched (`--touch-logreopen`).
+    pub touch_logreopen: Option<PathBuf>,
 }
 
 impl Config {
@@ -656,6 +665,13 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             .map(|m| raw::parse_mode(m).expect("checked by validate")),
         static_maps,
         static_index: raw.static_index,
+        logto: raw.logto.clone(),
+        logformat: match &raw.logformat {
+            Some(f) => crate::logsink::LogFormat::parse(f)
+                .map_err(|e| invalid(format!("--logformat: {e}")))?,
+            None => crate::logsink::LogFormat::Default,
+        },
+        touch_logreopen: raw.touch_logreopen.clone(),
     })
 }
 
@@ -1159,6 +1175,8 @@ mod tests {
             "buffer-size" => "4096",
             "static-map" => "[\"/s=/tmp\"]",
             "static-index" => "\"index.html\"",
+            "logto" | "touch-logreopen" => "\"/tmp/ringsgi.log\"",
+            "logformat" => "\"%(addr) %(status)\"",
             _ => "2",
         };
         let src: String = defaults()
@@ -1258,6 +1276,20 @@ mod tests {
                 })
                 .to_owned(),
                 "static-index" => c.static_index.clone().unwrap_or_else(|| "none".to_owned()),
+                "logto" => c
+                    .logto
+                    .as_ref()
+                    .map_or("none".to_owned(), |p| p.display().to_string()),
+                "touch-logreopen" => c
+                    .touch_logreopen
+                    .as_ref()
+                    .map_or("none".to_owned(), |p| p.display().to_string()),
+                "logformat" => (if c.logformat == crate::logsink::LogFormat::Default {
+                    "ringsgi's line"
+                } else {
+                    "?"
+                })
+                .to_owned(),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

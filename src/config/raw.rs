@@ -208,6 +208,22 @@ pub struct RawConfig {
     #[arg(long, value_name = "NAME", value_parser = parse_static_index)]
     pub static_index: Option<String>,
 
+    /// Write the log (requests and everything else) to FILE, appending, instead of stderr
+    /// [default: none: stderr]
+    #[arg(long, value_name = "FILE")]
+    pub logto: Option<PathBuf>,
+
+    /// Request log line: uWSGI's %(var) template (addr user ltime method uri proto status size
+    /// msecs micros uagent referer host wid core ...) or "json" [default: ringsgi's line]
+    #[arg(long, visible_alias = "log-format", value_name = "FORMAT",
+          value_parser = parse_logformat)]
+    pub logformat: Option<String>,
+
+    /// Reopen the --logto file whenever FILE's modification time changes (logrotate: rename
+    /// the log, then touch FILE) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub touch_logreopen: Option<PathBuf>,
+
     /// TOML config file; command-line flags override its values
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -232,7 +248,8 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
-        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index;
+        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index,
+        logto, logformat, touch_logreopen;
         http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map
     )
 }
@@ -360,6 +377,9 @@ impl RawConfig {
         }
         check("static-index", &self.static_index, |s| {
             parse_static_index(s).map(drop)
+        })?;
+        check("logformat", &self.logformat, |s| {
+            parse_logformat(s).map(drop)
         })?;
         Ok(())
     }
@@ -557,6 +577,10 @@ fn parse_static_map_arg(s: &str) -> Result<String, String> {
 
 /// Checks a `--static-index` name: one path component, so that it cannot leave the directory
 /// it is looked up in.
+fn parse_logformat(s: &str) -> Result<String, String> {
+    crate::logsink::LogFormat::parse(s).map(|_| s.to_owned())
+}
+
 fn parse_static_index(s: &str) -> Result<String, String> {
     let ok = !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']);
     if ok {

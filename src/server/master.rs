@@ -536,6 +536,8 @@ impl Master<'_> {
                         1
                     }
                 };
+                // The last lines (the drain's report) are still in the logger thread's queue.
+                crate::logsink::flush(std::time::Duration::from_secs(2));
                 std::process::exit(code)
             }
         }

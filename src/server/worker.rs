@@ -48,6 +48,9 @@ pub(crate) fn run(
     apps: &Apps,
     boards: &'static [WorkerBoard],
 ) -> io::Result<()> {
+    // From here on this process's log lines go through its own logger thread: the executor
+    // never waits for the log's disk.
+    crate::logsink::start_worker_thread()?;
     let board_index = board;
     let board = &boards[board];
     board.reset(std::process::id() as i32);
@@ -95,6 +98,7 @@ pub(crate) fn run(
         socket_timeout: config.socket_timeout,
         keepalive_timeout: config.keepalive_timeout,
         log: !config.disable_logging,
+        logformat: config.logformat.clone(),
         requests: Cell::new(0),
         stopping: Cell::new(false),
         harakiri: config.harakiri,
