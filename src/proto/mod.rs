@@ -4,7 +4,9 @@
 //! parser takes a byte slice (plus a small state value where it must resume) and returns
 //! [`Parsed::Partial`] when more bytes are needed. This keeps the parsers fuzzable and benchable.
 
+pub mod forwarded;
 pub mod http;
+pub mod proxy;
 pub mod uwsgi;
 
 /// The outcome of feeding bytes to a parser that can be resumed.
