@@ -37,6 +37,13 @@ pub(crate) struct ConnCtx {
     pub(crate) socket_timeout: Duration,
     /// How long an idle keep-alive connection is kept (zero: no keep-alive).
     pub(crate) keepalive_timeout: Duration,
+    /// Total time a request head or uwsgi packet may take, from its first byte (from the
+    /// accept on a new connection): `--header-timeout`.
+    pub(crate) header_timeout: Duration,
+    /// The index that heads are parsed into while they arrive, before they have a slot. Heads
+    /// are parsed synchronously (never across an await), so one per worker serves every
+    /// connection; a complete head's index is swapped into its slot.
+    pub(crate) scratch: std::cell::RefCell<http::HeadIndex>,
     /// Request log on.
     pub(crate) log: bool,
     /// Requests served by this worker.
@@ -140,51 +147,78 @@ enum Next {
 }
 
 /// Serve one accepted connection until it closes.
+///
+/// A connection holds a slot only while one of its requests is in progress: from a complete
+/// head to the last byte of its response. Waiting for a request and reading its head cost the
+/// connection its input buffer and its task, nothing more, so a client that sends its head
+/// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
+/// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
 pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     let raw = fd.as_raw_fd();
+    let accepted = Instant::now();
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
     let mut fresh = true;
     loop {
-        if input.is_empty() {
+        // When the head's clock starts: the accept for a new connection, the first byte for a
+        // kept-alive one, the end of the previous request for a pipelined one.
+        let head_start = if fresh {
+            accepted
+        } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
-            let wait = if fresh {
-                ctx.socket_timeout
-            } else {
-                ctx.keepalive_timeout
-            };
-            if ctx.stopping.get() && !fresh {
+            if ctx.stopping.get() {
                 break;
             }
             // Only a connection that has served a request may be closed while idle when the
             // worker drains (its client retries); a fresh one waits for its first request.
-            if !fresh {
-                ctx.idle.borrow_mut().insert(raw);
-            }
-            let (r, buf) = if fresh {
-                // A new client usually sends its request with the connection: try at once.
-                uring::recv::recv(raw, input, Some(wait)).await
-            } else {
-                uring::recv::recv_idle(raw, input, Some(wait)).await
-            };
-            if !fresh {
-                ctx.idle.borrow_mut().remove(&raw);
-            }
+            ctx.idle.borrow_mut().insert(raw);
+            let (r, buf) = uring::recv::recv_idle(raw, input, Some(ctx.keepalive_timeout)).await;
+            ctx.idle.borrow_mut().remove(&raw);
             input = buf;
             match r {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::TimedOut && fresh => {
-                    tracing::info!("{peer}: no request within --socket-timeout: 408");
-                    let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-                    let _ =
-                        uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
-                    break;
-                }
-                Err(_) => break,
+                Ok(n) if n > 0 => Instant::now(),
+                // Closed, failed, or idle past --keepalive-timeout: close without a word.
+                _ => break,
             }
-        }
-        let slot = ctx.slots.acquire().await;
-        let (next, rest) = request(&ctx, raw, &peer, slot, input).await;
+        } else {
+            Instant::now()
+        };
+        let head = read_head(&ctx, raw, &mut input, head_start + ctx.header_timeout).await;
+        let head_len = match head {
+            Head::Complete(n) => n,
+            Head::Closed if fresh && input.is_empty() => break,
+            Head::Closed => {
+                tracing::info!("{peer}: connection closed inside a request head");
+                break;
+            }
+            Head::TimedOut(got) => {
+                if got == 0 {
+                    tracing::info!("{peer}: no request within --header-timeout: 408");
+                } else {
+                    tracing::info!(
+                        "{peer}: request head incomplete after --header-timeout ({got} bytes): 408"
+                    );
+                }
+                error_response(&ctx, raw, 408).await;
+                if got > 0 {
+                    // The client may still be sending its head: do not reset the answer.
+                    linger(&fd).await;
+                }
+                break;
+            }
+            Head::Refused(e) => {
+                tracing::warn!(
+                    "{peer}: bad request ({}): {} (worker {})",
+                    e.describe(),
+                    e.status(),
+                    ctx.worker
+                );
+                error_response(&ctx, raw, e.status()).await;
+                linger(&fd).await;
+                break;
+            }
+        };
+        let slot = take_slot(&ctx, &input, head_len).await;
+        let (next, rest) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
         fresh = false;
         match next {
@@ -199,29 +233,109 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     uring::close::close(fd);
 }
 
+/// How reading a request head (or a uwsgi packet) ended. No slot is held while reading.
+enum Head {
+    /// The head is complete: its first `n` bytes of the input (for HTTP indexed in the
+    /// worker's scratch index, see [`take_slot`]).
+    Complete(usize),
+    /// The client closed the connection, or a read failed.
+    Closed,
+    /// `--header-timeout` passed before the head was complete, with this many bytes of it
+    /// received (the input buffer itself is gone with the cancelled read).
+    TimedOut(usize),
+    /// The head breaks a rule or a limit: answer with its status and close.
+    Refused(ParseError),
+}
+
+/// Read until `input` starts with a complete request head, or `deadline` passes. Parses into
+/// the worker's scratch index (a head can be checked against every limit without a slot);
+/// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
+async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Head {
+    loop {
+        if !input.is_empty() {
+            let parsed = http::parse_head(input, &ctx.limits, &mut ctx.scratch.borrow_mut());
+            match parsed {
+                Ok(Parsed::Complete(n)) => return Head::Complete(n),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Head::Refused(e),
+            }
+            if input.capacity() - input.len() < 512 {
+                let want = (input.len() + HEAD_READ).min(ctx.limits.max_head + 1);
+                input.reserve(want.saturating_sub(input.len()).max(512));
+            }
+        }
+        let got = input.len();
+        match read_before(fd, input, deadline).await {
+            Ok(true) => {}
+            Ok(false) => return Head::Closed,
+            Err(()) => return Head::TimedOut(got),
+        }
+    }
+}
+
+/// One `recv` into `input` that ends at `deadline` at the latest: `Ok(true)` if bytes arrived,
+/// `Ok(false)` at end of file or on an error, `Err(())` once the deadline has passed.
+async fn read_before(fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Result<bool, ()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(());
+    }
+    let (r, buf) = uring::recv::recv(fd, std::mem::take(input), Some(left)).await;
+    *input = buf;
+    match r {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Take a slot for the complete head at the start of `input`, with the head indexed in the
+/// slot's own index: when a slot is free the scratch index [`read_head`] filled is swapped in
+/// (no second parse); when every slot is busy the request waits (FIFO), and the head is indexed
+/// again once it has its slot (the scratch index was reused by others meanwhile).
+async fn take_slot(ctx: &ConnCtx, input: &[u8], head_len: usize) -> SlotGuard {
+    if let Some(mut slot) = ctx.slots.try_acquire() {
+        slot.swap_index(&mut ctx.scratch.borrow_mut());
+        return slot;
+    }
+    let mut slot = ctx.slots.acquire().await;
+    let mut index = ctx.scratch.borrow_mut();
+    let again = http::parse_head(input, &ctx.limits, &mut index);
+    debug_assert!(matches!(again, Ok(Parsed::Complete(n)) if n == head_len));
+    slot.swap_index(&mut index);
+    slot
+}
+
 /// Serve one accepted connection of a uwsgi listener (`--socket`): one request, then close
 /// (the plain uwsgi protocol has no keep-alive; nginx opens a connection per request).
 ///
-/// The same discipline as HTTP: no slot while waiting for the first byte, `--socket-timeout`
-/// on every read, the same app pipeline. Unlike uWSGI, a refused packet gets an HTTP error
-/// response and a log line naming the option that raises the limit; uWSGI closes silently and
-/// nginx turns that into a 502.
+/// The same discipline as HTTP: the packet (header and vars) must arrive within
+/// `--header-timeout` of the accept and is read without a slot; the slot is taken once it is
+/// complete; a body is read within `--socket-timeout` between reads. Unlike uWSGI, a refused
+/// packet gets an HTTP error response and a log line naming the option that raises the limit;
+/// uWSGI closes silently and nginx turns that into a 502.
 pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     let raw = fd.as_raw_fd();
-    let (r, input) =
-        uring::recv::recv(raw, Vec::with_capacity(HEAD_READ), Some(ctx.socket_timeout)).await;
-    let next = match r {
-        Ok(n) if n > 0 => {
+    let deadline = Instant::now() + ctx.header_timeout;
+    let mut input = Vec::with_capacity(HEAD_READ);
+    let next = match read_packet(&ctx, raw, &mut input, deadline).await {
+        Head::Complete(_) => {
             let slot = ctx.slots.acquire().await;
             uwsgi_request(&ctx, raw, &peer, slot, input).await
         }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            tracing::info!("{peer}: no uwsgi packet within --socket-timeout: 408");
-            let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            let _ = uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
+        Head::Closed if input.is_empty() => Next::Close,
+        Head::Closed => {
+            tracing::info!("{peer}: connection closed inside a uwsgi packet");
             Next::Close
         }
-        _ => Next::Close,
+        Head::TimedOut(got) => {
+            tracing::info!(
+                "{peer}: no complete uwsgi packet within --header-timeout ({got} bytes): 408"
+            );
+            error_response(&ctx, raw, 408).await;
+            if got == 0 { Next::Close } else { Next::Linger }
+        }
+        Head::Refused(e) => refuse_uwsgi(&ctx, raw, &peer, &input, e, None).await,
     };
     match next {
         Next::Linger => linger(&fd).await,
@@ -231,60 +345,53 @@ pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     uring::close::close(fd);
 }
 
-/// Read, check and convert one uwsgi packet while holding `slot`, then serve it like an HTTP
-/// request (ping: answer [`uwsgi::PONG`]).
+/// Read until `input` starts with a complete uwsgi packet (header and vars), or `deadline`
+/// passes. Refusals are decided as early as the bytes allow (a too large or unknown packet from
+/// its 4-byte header).
+async fn read_packet(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Head {
+    loop {
+        if !input.is_empty() {
+            match uwsgi::parse_packet(input, &ctx.uwsgi) {
+                Ok(Parsed::Complete(p)) => return Head::Complete(p.len()),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Head::Refused(e),
+            }
+            // The header says how much is coming: make room for all of it at once.
+            let want = match input.get(1..3) {
+                Some(&[lo, hi]) => uwsgi::HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi])),
+                _ => uwsgi::HEADER_LEN,
+            };
+            input.reserve(want.saturating_sub(input.len()).max(512));
+        }
+        let got = input.len();
+        match read_before(fd, input, deadline).await {
+            Ok(true) => {}
+            Ok(false) => return Head::Closed,
+            Err(()) => return Head::TimedOut(got),
+        }
+    }
+}
+
+/// Convert the complete uwsgi packet at the start of `input` while holding `slot`, then serve
+/// it like an HTTP request (ping: answer [`uwsgi::PONG`]).
 async fn uwsgi_request(
     ctx: &ConnCtx,
     fd: i32,
     peer: &Peer,
     mut slot: SlotGuard,
-    mut input: Vec<u8>,
+    input: Vec<u8>,
 ) -> Next {
     let started = Instant::now();
     let slot_id = slot.id();
     let mut bufs = slot.take_bufs();
-    // 1. The header and the vars block.
-    let parsed = loop {
-        match uwsgi::parse_packet(&input, &ctx.uwsgi) {
-            Ok(Parsed::Complete(p)) => break Ok(p),
-            Ok(Parsed::Partial) => {
-                // The header says how much is coming: make room for all of it at once.
-                let want = match input.get(1..3) {
-                    Some(&[lo, hi]) => {
-                        uwsgi::HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi]))
-                    }
-                    _ => uwsgi::HEADER_LEN,
-                };
-                input.reserve(want.saturating_sub(input.len()).max(512));
-                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
-                input = buf;
-                match r {
-                    Ok(0) => {
-                        tracing::info!("{peer}: connection closed inside a uwsgi packet");
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        tracing::info!(
-                            "{peer}: uwsgi packet incomplete after --socket-timeout: 408"
-                        );
-                        error_response(ctx, fd, &mut bufs, 408).await;
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                    Err(_) => {
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                }
-            }
-            Err(e) => break Err(e),
-        }
+    let parsed = match uwsgi::parse_packet(&input, &ctx.uwsgi) {
+        Ok(Parsed::Complete(p)) => Ok(p),
+        Ok(Parsed::Partial) => Err(ParseError::Malformed("uwsgi packet incomplete")),
+        Err(e) => Err(e),
     };
     // The packet's length, to find the body after it if the request is refused.
     let packet_len = parsed.as_ref().ok().map(|p| p.len());
-    // 2. Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
+    // Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
     let converted = parsed.and_then(|p| {
         if p.modifier1 == uwsgi::MODIFIER_PING {
             return Ok((p, None));
@@ -329,48 +436,62 @@ async fn uwsgi_request(
             Next::Close
         }
         Err(e) => {
-            let limit = match e {
-                ParseError::UwsgiTooLarge => {
-                    let size = u16::from_le_bytes([input[1], input[2]]);
-                    format!(
-                        ": {size} bytes of vars, limit {}: raise --buffer-size",
-                        ctx.uwsgi.buffer_size
-                    )
-                }
-                ParseError::TooManyVars => {
-                    format!(": limit {} vars: raise --max-vars", ctx.uwsgi.max_vars)
-                }
-                ParseError::UnsupportedModifier(m) => format!(": modifier1 {m}"),
-                ParseError::BodyTooLarge => ": raise --limit-post".to_owned(),
-                ParseError::HeadTooLarge => {
-                    format!(": more than {} HTTP_ vars", http::MAX_HEADERS)
-                }
-                _ => String::new(),
-            };
-            tracing::warn!(
-                "{peer}: bad uwsgi request ({}{limit}): {} (worker {} slot {slot_id})",
-                e.describe(),
-                e.status(),
-                ctx.worker
-            );
-            error_response(ctx, fd, &mut bufs, e.status()).await;
             slot.put_bufs(bufs);
-            // A body refused from its length is still on its way: take it all (see
-            // `Next::Discard`). Other refusals linger as on the HTTP listener.
-            match (e, packet_len) {
-                (ParseError::BodyTooLarge, Some(len)) => {
-                    let declared = uwsgi::vars(&input[uwsgi::HEADER_LEN..len])
-                        .filter(|(k, _)| *k == b"CONTENT_LENGTH")
-                        .last()
-                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-                    match declared {
-                        Some(n) => Next::Discard(n.saturating_sub((input.len() - len) as u64)),
-                        None => Next::Linger,
-                    }
-                }
-                _ => Next::Linger,
+            drop(slot);
+            refuse_uwsgi(ctx, fd, peer, &input, e, packet_len).await
+        }
+    }
+}
+
+/// Answer a refused uwsgi request (`e`; `packet_len` when the packet itself was complete and
+/// well framed) and log why, naming the option that raises the limit. Holds no slot.
+async fn refuse_uwsgi(
+    ctx: &ConnCtx,
+    fd: i32,
+    peer: &Peer,
+    input: &[u8],
+    e: ParseError,
+    packet_len: Option<usize>,
+) -> Next {
+    let limit = match e {
+        ParseError::UwsgiTooLarge => {
+            let size = u16::from_le_bytes([input[1], input[2]]);
+            format!(
+                ": {size} bytes of vars, limit {}: raise --buffer-size",
+                ctx.uwsgi.buffer_size
+            )
+        }
+        ParseError::TooManyVars => {
+            format!(": limit {} vars: raise --max-vars", ctx.uwsgi.max_vars)
+        }
+        ParseError::UnsupportedModifier(m) => format!(": modifier1 {m}"),
+        ParseError::BodyTooLarge => ": raise --limit-post".to_owned(),
+        ParseError::HeadTooLarge => {
+            format!(": more than {} HTTP_ vars", http::MAX_HEADERS)
+        }
+        _ => String::new(),
+    };
+    tracing::warn!(
+        "{peer}: bad uwsgi request ({}{limit}): {} (worker {})",
+        e.describe(),
+        e.status(),
+        ctx.worker
+    );
+    error_response(ctx, fd, e.status()).await;
+    // A body refused from its length is still on its way: take it all (see
+    // `Next::Discard`). Other refusals linger as on the HTTP listener.
+    match (e, packet_len) {
+        (ParseError::BodyTooLarge, Some(len)) => {
+            let declared = uwsgi::vars(&input[uwsgi::HEADER_LEN..len])
+                .filter(|(k, _)| *k == b"CONTENT_LENGTH")
+                .last()
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            match declared {
+                Some(n) => Next::Discard(n.saturating_sub((input.len() - len) as u64)),
+                None => Next::Linger,
             }
         }
+        _ => Next::Linger,
     }
 }
 
@@ -459,64 +580,20 @@ fn log_request(
     }
 }
 
-/// Read, parse and answer one request while holding `slot`. Returns what to do next and
-/// the connection's input buffer with the consumed bytes removed.
+/// Answer one request whose complete head (`head_len` bytes at the start of `input`) is
+/// indexed in `slot`'s index. Returns what to do next and the connection's input buffer with
+/// the consumed bytes removed.
 async fn request(
     ctx: &ConnCtx,
     fd: i32,
     peer: &Peer,
     mut slot: SlotGuard,
-    mut input: Vec<u8>,
+    input: Vec<u8>,
+    head_len: usize,
 ) -> (Next, Vec<u8>) {
     let started = Instant::now();
-    let slot_id = slot.id();
     let mut bufs = slot.take_bufs();
-    // 1. The head.
-    let head_len = loop {
-        match http::parse_head(&input, &ctx.limits, &mut bufs.index) {
-            Ok(Parsed::Complete(n)) => break n,
-            Ok(Parsed::Partial) => {
-                if input.capacity() - input.len() < 512 {
-                    let want = (input.len() + HEAD_READ).min(ctx.limits.max_head + 1);
-                    input.reserve(want.saturating_sub(input.len()).max(512));
-                }
-                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
-                input = buf;
-                match r {
-                    Ok(0) => {
-                        tracing::info!("{peer}: connection closed inside a request head");
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        tracing::info!(
-                            "{peer}: request head incomplete after --socket-timeout: 408"
-                        );
-                        error_response(ctx, fd, &mut bufs, 408).await;
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                    Err(_) => {
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "{peer}: bad request ({}): {} (worker {} slot {slot_id})",
-                    e.describe(),
-                    e.status(),
-                    ctx.worker
-                );
-                error_response(ctx, fd, &mut bufs, e.status()).await;
-                slot.put_bufs(bufs);
-                return (Next::Linger, input);
-            }
-        }
-    };
-    // 2. Move the head into the slot, the body stream over the connection buffer.
+    // Move the head into the slot, the body stream over the connection buffer.
     bufs.head.clear();
     bufs.head.extend_from_slice(&input[..head_len]);
     respond(ctx, fd, peer, slot, bufs, input, head_len, None, started).await
@@ -812,12 +889,12 @@ impl Drop for SlotStat {
     }
 }
 
-/// Answer a request the server refused (bad head, timeout) with `status` and close.
-async fn error_response(ctx: &ConnCtx, fd: i32, bufs: &mut SlotBufs, status: u16) {
-    let out = std::mem::take(&mut bufs.out);
+/// Answer a request the server refused (bad head, timeout) with `status`; the caller closes.
+/// Needs no slot: the response is built in a small buffer of its own (refusals are rare).
+async fn error_response(ctx: &ConnCtx, fd: i32, status: u16) {
     let mut resp = Response::new(
         fd,
-        out,
+        Vec::with_capacity(256),
         Vec::new(),
         http::Version::Http11,
         false,
@@ -825,5 +902,4 @@ async fn error_response(ctx: &ConnCtx, fd: i32, bufs: &mut SlotBufs, status: u16
         ctx.socket_timeout,
     );
     let _ = resp.send_error(status).await;
-    bufs.out = std::mem::take(&mut resp.out);
 }

@@ -124,6 +124,8 @@ fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
         "100",
         "--socket-timeout",
         "0.5",
+        "--header-timeout",
+        "0.5",
         "--mount",
         "/echo=echo",
     ]);
@@ -156,7 +158,7 @@ fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
             b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
             400,
         ),
-        ("head not finished within --socket-timeout", b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec(), 408),
+        ("head not finished within --header-timeout", b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec(), 408),
     ];
     for (what, bytes, status) in cases {
         let mut c = Conn::open(srv.addr);

@@ -87,6 +87,8 @@ pub(crate) fn run(
         },
         socket_timeout: config.socket_timeout,
         keepalive_timeout: config.keepalive_timeout,
+        header_timeout: config.header_timeout,
+        scratch: Default::default(),
         log: !config.disable_logging,
         requests: Cell::new(0),
         stopping: Cell::new(false),
