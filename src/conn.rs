@@ -44,6 +44,8 @@ pub(crate) struct ConnCtx {
     /// are parsed synchronously (never across an await), so one per worker serves every
     /// connection; a complete head's index is swapped into its slot.
     pub(crate) scratch: std::cell::RefCell<http::HeadIndex>,
+    /// Idle keep-alive connections parked without a task or a buffer.
+    pub(crate) parked: std::cell::RefCell<ParkedConns>,
     /// Request log on.
     pub(crate) log: bool,
     /// Requests served by this worker.
@@ -154,10 +156,16 @@ enum Next {
 /// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
 /// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
 pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
+    serve_from(fd, peer, ctx, false).await
+}
+
+/// The connection loop: from a fresh connection, or (`woken`) from a parked one whose next
+/// request has started to arrive (see [`Parked`]).
+async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, mut woken: bool) {
     let raw = fd.as_raw_fd();
     let accepted = Instant::now();
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
-    let mut fresh = true;
+    let mut fresh = !woken;
     loop {
         // When the head's clock starts: the accept for a new connection, the first byte for a
         // kept-alive one, the end of the previous request for a pipelined one.
@@ -165,15 +173,45 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
             accepted
         } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
-            if ctx.stopping.get() {
-                break;
-            }
-            // Only a connection that has served a request may be closed while idle when the
-            // worker drains (its client retries); a fresh one waits for its first request.
-            ctx.idle.borrow_mut().insert(raw);
-            let (r, buf) = uring::recv::recv_idle(raw, input, Some(ctx.keepalive_timeout)).await;
-            ctx.idle.borrow_mut().remove(&raw);
-            input = buf;
+            let r = if woken {
+                // Parked, and readable now: the bytes (or the end of file) are there.
+                woken = false;
+                let (r, buf) = uring::recv::recv(raw, input, Some(ctx.socket_timeout)).await;
+                input = buf;
+                r
+            } else {
+                if ctx.stopping.get() {
+                    break;
+                }
+                // Only a connection that has served a request may be closed while idle when
+                // the worker drains (its client retries); a fresh one waits for its first
+                // request.
+                ctx.idle.borrow_mut().insert(raw);
+                let idle_since = Instant::now();
+                if input.capacity() > IDLE_KEEP {
+                    input = Vec::with_capacity(HEAD_READ);
+                }
+                let window = HOT_IDLE.min(ctx.keepalive_timeout);
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window).await;
+                input = buf;
+                match r {
+                    Some(r) => {
+                        ctx.idle.borrow_mut().remove(&raw);
+                        r
+                    }
+                    None if ctx.keepalive_timeout > window => {
+                        // Quiet for the hot window: park it (no task, no buffer) until its
+                        // next request or --keepalive-timeout.
+                        drop(input);
+                        park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout);
+                        return;
+                    }
+                    None => {
+                        ctx.idle.borrow_mut().remove(&raw);
+                        break;
+                    }
+                }
+            };
             match r {
                 Ok(n) if n > 0 => Instant::now(),
                 // Closed, failed, or idle past --keepalive-timeout: close without a word.
@@ -231,6 +269,167 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
         }
     }
     uring::close::close(fd);
+}
+
+/// How long a kept-alive connection waits for its next request as a task with a receive armed
+/// (its input buffer pinned) before it is parked ([`Parked`]). Back-to-back requests never
+/// reach it, so the hot path is one `recv` per request as before; a connection that is quiet
+/// for longer costs a parked entry instead of its task and buffer (~5 KB).
+const HOT_IDLE: Duration = Duration::from_millis(100);
+
+/// An input buffer larger than this (grown by a body or a long head) is replaced by a fresh
+/// [`HEAD_READ`] one before an idle wait, so that a hot idle connection pins little.
+const IDLE_KEEP: usize = 4 * HEAD_READ;
+
+/// An idle keep-alive connection parked without a task, a future or a buffer: its descriptor,
+/// its peer and a readiness watch on our ring (`uring::watch`: a `POLL_ADD` consumes no bytes,
+/// so it can be cancelled safely). When it turns readable, [`parked_loop`] spawns a new
+/// connection task for it; past `--keepalive-timeout` it is closed silently.
+struct Parked {
+    fd: OwnedFd,
+    peer: Peer,
+    /// The watch's `user_data`, to cancel it.
+    watch: u64,
+}
+
+/// The worker's parked connections: a slab (the key is the generation and the index) and the
+/// order they expire in. Every connection is parked with the same timeout, so that order is
+/// the order they were parked in: a FIFO, and one timer for all of them.
+#[derive(Default)]
+pub(crate) struct ParkedConns {
+    slots: Vec<(u32, Option<Parked>)>,
+    free: Vec<u32>,
+    expiry: std::collections::VecDeque<(Instant, u64)>,
+    /// The waker of [`parked_loop`] while it waits with no deadline (nothing parked).
+    waker: Option<std::task::Waker>,
+    running: bool,
+}
+
+impl ParkedConns {
+    fn insert(&mut self, p: Parked) -> u64 {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push((0, None));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.1 = Some(p);
+        (u64::from(slot.0) << 32) | u64::from(idx)
+    }
+
+    fn take(&mut self, key: u64) -> Option<Parked> {
+        let idx = (key & 0xffff_ffff) as u32;
+        let slot = self.slots.get_mut(idx as usize)?;
+        if u64::from(slot.0) != key >> 32 || slot.1.is_none() {
+            return None;
+        }
+        slot.0 = slot.0.wrapping_add(1);
+        self.free.push(idx);
+        slot.1.take()
+    }
+}
+
+/// Park an idle keep-alive connection until `deadline` (see [`Parked`]). It stays in
+/// `ctx.idle`, so that a drain shuts it for reading (which wakes it, and it closes).
+fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
+    // The parked table owns the connection now: it counts it (the task that parked it ends).
+    ctx.boards[ctx.worker_board()]
+        .conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let driver = uring::Driver::current();
+    let raw = fd.as_raw_fd();
+    let mut parked = ctx.parked.borrow_mut();
+    let key = parked.insert(Parked { fd, peer, watch: 0 });
+    let watch = driver.watch(raw, libc::POLLIN as u32, key);
+    let idx = (key & 0xffff_ffff) as usize;
+    if let Some(p) = parked.slots[idx].1.as_mut() {
+        p.watch = watch;
+    }
+    parked.expiry.push_back((deadline, key));
+    let waker = parked.waker.take();
+    let start = !std::mem::replace(&mut parked.running, true);
+    // glommio runs a spawned task at once: no borrow may be held across the spawn.
+    drop(parked);
+    if let Some(w) = waker {
+        w.wake();
+    }
+    if start {
+        glommio::spawn_local(parked_loop(ctx.clone())).detach();
+    }
+}
+
+/// Close a parked connection (idle past `--keepalive-timeout`).
+fn close_parked(ctx: &ConnCtx, p: Parked) {
+    ctx.idle.borrow_mut().remove(&p.fd.as_raw_fd());
+    uring::close::close(p.fd);
+    ctx.boards[ctx.worker_board()]
+        .conns
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The one task that serves every parked connection of the worker: a readable one gets a new
+/// connection task (which reads its request), an expired one is closed.
+async fn parked_loop(ctx: Rc<ConnCtx>) {
+    let driver = uring::Driver::current();
+    loop {
+        let now = Instant::now();
+        loop {
+            let mut parked = ctx.parked.borrow_mut();
+            match parked.expiry.front() {
+                Some(&(at, key)) if at <= now => {
+                    parked.expiry.pop_front();
+                    if let Some(p) = parked.take(key) {
+                        drop(parked);
+                        driver.unwatch(p.watch);
+                        close_parked(&ctx, p);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let next = ctx.parked.borrow().expiry.front().map(|&(at, _)| at);
+        let ready = futures_lite::future::or(
+            std::future::poll_fn(|cx| match driver.next_watch(cx.waker()) {
+                Some(r) => std::task::Poll::Ready(Some(r)),
+                None => {
+                    if next.is_none() {
+                        ctx.parked.borrow_mut().waker = Some(cx.waker().clone());
+                        if !ctx.parked.borrow().expiry.is_empty() {
+                            return std::task::Poll::Ready(None);
+                        }
+                    }
+                    std::task::Poll::Pending
+                }
+            }),
+            async {
+                match next {
+                    Some(at) => glommio::timer::sleep(at.saturating_duration_since(now)).await,
+                    None => std::future::pending::<()>().await,
+                }
+                None
+            },
+        )
+        .await;
+        let Some((key, _events)) = ready else {
+            continue;
+        };
+        let taken = ctx.parked.borrow_mut().take(key);
+        if let Some(p) = taken {
+            // Readable (a request, an end of file or an error: the receive tells which). The
+            // table's count of the connection passes to the new task.
+            ctx.idle.borrow_mut().remove(&p.fd.as_raw_fd());
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                serve_from(p.fd, p.peer, ctx.clone(), true).await;
+                ctx.boards[ctx.worker_board()]
+                    .conns
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .detach();
+        }
+    }
 }
 
 /// How reading a request head (or a uwsgi packet) ended. No slot is held while reading.

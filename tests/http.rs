@@ -115,7 +115,7 @@ fn expect_100_continue() {
 
 #[test]
 fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
-    let srv = Server::start(&[
+    let mut srv = Server::start(&[
         "--cores",
         "1",
         "--buffer-size",
@@ -163,9 +163,10 @@ fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
     for (what, bytes, status) in cases {
         let mut c = Conn::open(srv.addr);
         c.send(&bytes);
-        let r = c
-            .read(false)
-            .unwrap_or_else(|| panic!("{what}: no response"));
+        let r = c.read(false).unwrap_or_else(|| {
+            srv.drain();
+            panic!("{what}: no response; log:\n{}", srv.log_text())
+        });
         assert_eq!(r.status, status, "{what}: {}", r.head);
         assert_eq!(r.header("connection"), Some("close"), "{what}");
         assert!(c.closed(), "{what}: connection left open");

@@ -89,6 +89,7 @@ pub(crate) fn run(
         keepalive_timeout: config.keepalive_timeout,
         header_timeout: config.header_timeout,
         scratch: Default::default(),
+        parked: Default::default(),
         log: !config.disable_logging,
         requests: Cell::new(0),
         stopping: Cell::new(false),

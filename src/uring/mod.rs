@@ -35,6 +35,7 @@ pub(crate) mod send;
 pub(crate) mod splice;
 #[cfg(test)]
 pub(crate) mod tests;
+pub(crate) mod watch;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -104,6 +105,12 @@ pub(crate) enum OpKind {
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
+    /// A readiness watch with no future ([`watch`]): its one result goes to the driver's
+    /// watch queue under `key`, and the slot is freed at once.
+    Watch {
+        /// The watcher's own name for the watched descriptor.
+        key: u64,
+    },
     /// Anything else.
     Other,
 }
@@ -137,6 +144,8 @@ struct Inner {
     strays: VecDeque<(RawFd, OwnedFd)>,
     /// Wakers collected while reaping, woken after the borrow is released.
     to_wake: Vec<Waker>,
+    /// Results of readiness watches ([`watch`]), for their one consumer.
+    watches: watch::Watches,
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
@@ -184,6 +193,7 @@ impl Driver {
                 backlog: VecDeque::new(),
                 strays: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
+                watches: watch::Watches::default(),
                 eventfd,
                 stats: DriverStats::default(),
             }),
@@ -458,12 +468,13 @@ impl Driver {
                 ops,
                 free,
                 strays,
+                watches,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, strays, &cqe, &mut to_wake);
+                complete(ops, free, strays, watches, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -592,6 +603,7 @@ fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     strays: &mut VecDeque<(RawFd, OwnedFd)>,
+    watches: &mut watch::Watches,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
 ) {
@@ -615,6 +627,16 @@ fn complete(
     let more = cqueue::more(flags);
     if !more {
         slot.pending = slot.pending.saturating_sub(1);
+    }
+    if let OpKind::Watch { key } = slot.kind {
+        // Single-shot, no linked timeout: this is its final CQE.
+        slot.state = Lifecycle::Free;
+        free.push(idx);
+        watches.ready.push_back((key, res));
+        if let Some(w) = watches.waker.take() {
+            to_wake.push(w);
+        }
+        return;
     }
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
@@ -648,7 +670,7 @@ fn complete(
             match slot.kind {
                 OpKind::Accept { listener } => keep_stray(strays, listener, res),
                 OpKind::Open => close_orphan_fd(res),
-                OpKind::Other => {}
+                OpKind::Other | OpKind::Watch { .. } => {}
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;
