@@ -128,6 +128,17 @@ pub(crate) fn shared_zeroed<T: Shareable>(n: usize) -> io::Result<&'static [T]> 
 }
 
 /// Milliseconds on `CLOCK_MONOTONIC`: one clock that the master and every worker agree on.
+/// Give the heap's free pages back to the kernel (`malloc_trim(0)`): glibc returns freed memory
+/// only from the top of the heap on its own, so memory freed in the middle (connection tasks
+/// and buffers of connections that were then parked) would otherwise stay resident.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a size and only walks and releases glibc's own free chunks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub(crate) fn monotonic_ms() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC is always available");

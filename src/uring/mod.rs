@@ -109,7 +109,7 @@ pub(crate) enum OpKind {
     /// watch queue under `key`, and the slot is freed at once.
     Watch {
         /// The watcher's own name for the watched descriptor.
-        key: u64,
+        key: u32,
     },
     /// Anything else.
     Other,
@@ -632,7 +632,7 @@ fn complete(
         // Single-shot, no linked timeout: this is its final CQE.
         slot.state = Lifecycle::Free;
         free.push(idx);
-        watches.ready.push_back((key, res));
+        watches.ready.push_back((key, ud, res));
         if let Some(w) = watches.waker.take() {
             to_wake.push(w);
         }

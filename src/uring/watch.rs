@@ -18,9 +18,10 @@ use super::{Driver, OpKind, user_data};
 /// The driver's queue of watch results and the waker of their consumer.
 #[derive(Default)]
 pub(crate) struct Watches {
-    /// `(key, result)` of watches that completed, oldest first. A result is the `POLL_ADD`'s:
-    /// the ready events, or `-errno`.
-    pub(super) ready: VecDeque<(u64, i32)>,
+    /// `(key, user_data, result)` of watches that completed, oldest first. A result is the
+    /// `POLL_ADD`'s: the ready events, or `-errno`. The `user_data` tells a watch from an
+    /// earlier one under the same key.
+    pub(super) ready: VecDeque<(u32, u64, i32)>,
     /// The consumer's waker, woken when a result is queued.
     pub(super) waker: Option<Waker>,
 }
@@ -28,7 +29,7 @@ pub(crate) struct Watches {
 impl Driver {
     /// Watch `fd` for `events` (one-shot): the result is queued under `key`. Returns the
     /// watch's `user_data`, for [`Driver::unwatch`].
-    pub(crate) fn watch(&self, fd: RawFd, events: u32, key: u64) -> u64 {
+    pub(crate) fn watch(&self, fd: RawFd, events: u32, key: u32) -> u64 {
         let (idx, generation) = self.alloc(OpKind::Watch { key }, 1, false);
         let ud = user_data(idx, generation);
         self.push(&[opcode::PollAdd::new(types::Fd(fd), events)
@@ -38,13 +39,13 @@ impl Driver {
     }
 
     /// Cancel a watch (its result, `-ECANCELED` or the readiness if it came first, is still
-    /// queued: the consumer ignores keys it no longer holds).
+    /// queued: the consumer ignores results whose `user_data` it no longer holds).
     pub(crate) fn unwatch(&self, ud: u64) {
         self.cancel(ud);
     }
 
     /// The oldest queued watch result; with none, `waker` is stored and woken on the next.
-    pub(crate) fn next_watch(&self, waker: &Waker) -> Option<(u64, i32)> {
+    pub(crate) fn next_watch(&self, waker: &Waker) -> Option<(u32, u64, i32)> {
         let mut inner = self.inner.borrow_mut();
         let w = &mut inner.watches;
         match w.ready.pop_front() {
