@@ -293,10 +293,14 @@ struct Parked {
     watch: u64,
 }
 
-/// After this many connections were parked, the heap is trimmed (at most once a second): the
+/// After this many connections were parked, the heap is trimmed (see [`TRIM_QUIET`]): the
 /// tasks and buffers they had are freed in the middle of the heap, where glibc keeps them
 /// resident (measured: ~800 B per parked connection left behind without it, ~270 B with it).
 const TRIM_AFTER: u32 = 256;
+/// The trim waits for this long without parking (the end of a burst)...
+const TRIM_QUIET: Duration = Duration::from_secs(1);
+/// ... but no longer than this after the burst began.
+const TRIM_MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// The worker's parked connections: a slab (index = the watch's key, with a generation per
 /// entry) and the order they expire in. Every connection is parked with the same timeout, so
@@ -307,12 +311,16 @@ pub(crate) struct ParkedConns {
     /// `(deadline in ms since base, index, generation)`, oldest first.
     expiry: std::collections::VecDeque<(u64, u32, u32)>,
     base: Instant,
-    /// The waker of [`parked_loop`], for a new first deadline or a trim to schedule.
+    /// The waker of [`parked_loop`], for a new first deadline or a trim to schedule, and
+    /// the flag that tells it to compute its wait again.
     waker: Option<std::task::Waker>,
+    rearm: bool,
     running: bool,
     /// Connections parked since the heap was last trimmed, and when the next trim is due.
     since_trim: u32,
     trim_at: Option<Instant>,
+    /// When the parking that the next trim is for passed [`TRIM_AFTER`].
+    trim_first: Option<Instant>,
 }
 
 impl Default for ParkedConns {
@@ -323,9 +331,11 @@ impl Default for ParkedConns {
             expiry: Default::default(),
             base: Instant::now(),
             waker: None,
+            rearm: false,
             running: false,
             since_trim: 0,
             trim_at: None,
+            trim_first: None,
         }
     }
 }
@@ -382,11 +392,21 @@ fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
     let mut wake = parked.expiry.is_empty();
     parked.expiry.push_back((at, idx, generation));
     parked.since_trim += 1;
-    if parked.since_trim >= TRIM_AFTER && parked.trim_at.is_none() {
-        parked.trim_at = Some(Instant::now() + Duration::from_secs(1));
-        wake = true;
+    if parked.since_trim >= TRIM_AFTER {
+        // One trim when the burst is over (1 s without parking), and at least one every 5 s
+        // while parking goes on.
+        let now = Instant::now();
+        let first = *parked.trim_first.get_or_insert(now);
+        let at = (now + TRIM_QUIET).min(first + TRIM_MAX_WAIT);
+        wake |= parked.trim_at.is_none();
+        parked.trim_at = Some(at);
     }
-    let waker = if wake { parked.waker.take() } else { None };
+    let waker = if wake {
+        parked.rearm = true;
+        parked.waker.take()
+    } else {
+        None
+    };
     let start = !std::mem::replace(&mut parked.running, true);
     // glommio runs a spawned task at once: no borrow may be held across the spawn.
     drop(parked);
@@ -436,6 +456,7 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
             match parked.trim_at {
                 Some(t) if t <= now => {
                     parked.trim_at = None;
+                    parked.trim_first = None;
                     parked.since_trim = 0;
                     true
                 }
@@ -461,7 +482,12 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
             std::future::poll_fn(|cx| match driver.next_watch(cx.waker()) {
                 Some(r) => std::task::Poll::Ready(Some(r)),
                 None => {
-                    ctx.parked.borrow_mut().waker = Some(cx.waker().clone());
+                    let mut parked = ctx.parked.borrow_mut();
+                    if std::mem::take(&mut parked.rearm) {
+                        // A new first deadline or a trim: compute the wait again.
+                        return std::task::Poll::Ready(None);
+                    }
+                    parked.waker = Some(cx.waker().clone());
                     std::task::Poll::Pending
                 }
             }),
