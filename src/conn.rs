@@ -288,9 +288,12 @@ const IDLE_KEEP: usize = 4 * HEAD_READ;
 struct Parked {
     fd: OwnedFd,
     peer: Peer,
-    /// The watch's `user_data`: to cancel it, and to tell its result from an earlier watch's
-    /// under the same slab index.
-    watch: u64,
+}
+
+/// The key of the watch of the parked connection at slab index `idx`, generation `generation`
+/// (which tells its result from an earlier watch's under the same index).
+fn parked_key(idx: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(idx)
 }
 
 /// After this many connections were parked, the heap is trimmed (see [`TRIM_QUIET`]): the
@@ -355,14 +358,14 @@ impl ParkedConns {
         (idx, slot.0)
     }
 
-    /// Take the entry at `idx` if it is still the one that `check` accepts.
-    fn take_if(&mut self, idx: u32, check: impl FnOnce(u32, &Parked) -> bool) -> Option<Parked> {
+    /// Take the entry at `idx` if it is still of `generation`.
+    fn take(&mut self, idx: u32, generation: u32) -> Option<Parked> {
         let slot = self.slots.get_mut(idx as usize)?;
-        match &slot.1 {
-            Some(p) if check(slot.0, p) => {}
-            _ => return None,
+        if slot.0 != generation || slot.1.is_none() {
+            return None;
         }
-        slot.0 = slot.0.wrapping_add(1);
+        // 30 bits: a key must fit below the ring's watch tag (`uring::watch::MAX_KEY`).
+        slot.0 = slot.0.wrapping_add(1) & 0x3fff_ffff;
         self.free.push(idx);
         slot.1.take()
     }
@@ -382,11 +385,8 @@ fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
     let driver = uring::Driver::current();
     let raw = fd.as_raw_fd();
     let mut parked = ctx.parked.borrow_mut();
-    let (idx, generation) = parked.insert(Parked { fd, peer, watch: 0 });
-    let watch = driver.watch(raw, libc::POLLIN as u32, idx);
-    if let Some(p) = parked.slots[idx as usize].1.as_mut() {
-        p.watch = watch;
-    }
+    let (idx, generation) = parked.insert(Parked { fd, peer });
+    driver.watch(raw, libc::POLLIN as u32, parked_key(idx, generation));
     let at = parked.ms(deadline);
     // The loop must learn of a new deadline only when it had none (later ones come after).
     let mut wake = parked.expiry.is_empty();
@@ -441,9 +441,9 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
             match parked.expiry.front() {
                 Some(&(at, idx, generation)) if at <= now_ms => {
                     parked.expiry.pop_front();
-                    if let Some(p) = parked.take_if(idx, |g, _| g == generation) {
+                    if let Some(p) = parked.take(idx, generation) {
                         drop(parked);
-                        driver.unwatch(p.watch);
+                        driver.unwatch(parked_key(idx, generation));
                         close_parked(&ctx, p);
                     }
                 }
@@ -500,10 +500,13 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
             },
         )
         .await;
-        let Some((idx, ud, _events)) = ready else {
+        let Some((key, _events)) = ready else {
             continue;
         };
-        let taken = ctx.parked.borrow_mut().take_if(idx, |_, p| p.watch == ud);
+        let taken = ctx
+            .parked
+            .borrow_mut()
+            .take((key & 0xffff_ffff) as u32, (key >> 32) as u32);
         if let Some(p) = taken {
             // Readable (a request, an end of file or an error: the receive tells which). The
             // table's count of the connection passes to the new task.

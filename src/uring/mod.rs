@@ -51,6 +51,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 const DETACHED: u64 = u64::MAX;
 /// Marks the second CQE of a linked pair (the `LINK_TIMEOUT` after a `POLL_ADD` or `RECV`).
 const SECONDARY: u64 = 1 << 63;
+/// Marks the `user_data` of a readiness watch ([`watch`]): no operation slot, the rest of the
+/// `user_data` is the watcher's key. Operation generations stay below this bit (30 bits).
+const WATCH: u64 = 1 << 62;
 
 /// Counters of the ring and of the bridge, read by tests and by stats.
 #[derive(Debug, Default, Clone, Copy)]
@@ -105,12 +108,6 @@ pub(crate) enum OpKind {
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
-    /// A readiness watch with no future ([`watch`]): its one result goes to the driver's
-    /// watch queue under `key`, and the slot is freed at once.
-    Watch {
-        /// The watcher's own name for the watched descriptor.
-        key: u32,
-    },
     /// Anything else.
     Other,
 }
@@ -247,7 +244,7 @@ impl Driver {
         };
         if let Some(idx) = inner.free.pop() {
             let slot = &mut inner.ops[idx as usize];
-            slot.generation = slot.generation.wrapping_add(1) & 0x7fff_ffff;
+            slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
             slot.state = state;
             slot.kind = kind;
             slot.pending = pending;
@@ -611,6 +608,14 @@ fn complete(
     if ud == DETACHED {
         return;
     }
+    if ud & (WATCH | SECONDARY) == WATCH {
+        // A readiness watch (single-shot, no operation slot): queue its result.
+        watches.ready.push_back((ud & !WATCH, cqe.result()));
+        if let Some(w) = watches.waker.take() {
+            to_wake.push(w);
+        }
+        return;
+    }
     let secondary = ud & SECONDARY != 0;
     let idx = (ud & 0xffff_ffff) as u32;
     let generation = ((ud & !SECONDARY) >> 32) as u32;
@@ -627,16 +632,6 @@ fn complete(
     let more = cqueue::more(flags);
     if !more {
         slot.pending = slot.pending.saturating_sub(1);
-    }
-    if let OpKind::Watch { key } = slot.kind {
-        // Single-shot, no linked timeout: this is its final CQE.
-        slot.state = Lifecycle::Free;
-        free.push(idx);
-        watches.ready.push_back((key, ud, res));
-        if let Some(w) = watches.waker.take() {
-            to_wake.push(w);
-        }
-        return;
     }
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
@@ -670,7 +665,7 @@ fn complete(
             match slot.kind {
                 OpKind::Accept { listener } => keep_stray(strays, listener, res),
                 OpKind::Open => close_orphan_fd(res),
-                OpKind::Other | OpKind::Watch { .. } => {}
+                OpKind::Other => {}
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;

@@ -1,11 +1,12 @@
-//! Readiness watches without a future: a `POLL_ADD` whose one result is queued in the driver
-//! under a key of the caller's choosing, for a single consumer task that serves many watches.
+//! Readiness watches without a future or an operation slot: a `POLL_ADD` whose `user_data` is
+//! a key of the caller's choosing (tagged with [`WATCH`](super::WATCH)); its one result is
+//! queued in the driver for a single consumer task that serves many watches.
 //!
-//! This is how an idle keep-alive connection waits for its next request at the cost of an
-//! operation slot and a table entry: no task, no future, no buffer (see `conn::Parked`).
-//! A `POLL_ADD` consumes no data, so a watch can be cancelled at any time without losing
-//! bytes; its cancelled result (`-ECANCELED`) is queued like any other and the consumer drops
-//! results whose key it no longer knows.
+//! This is how an idle keep-alive connection waits for its next request at the cost of a
+//! table entry: no task, no future, no buffer, no driver slot (see `conn::Parked`). A
+//! `POLL_ADD` consumes no data, so a watch can be cancelled at any time without losing bytes;
+//! its cancelled result (`-ECANCELED`) is queued like any other, and the consumer drops results
+//! whose key it no longer holds (its keys carry a generation).
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -13,39 +14,41 @@ use std::task::Waker;
 
 use io_uring::{opcode, types};
 
-use super::{Driver, OpKind, user_data};
+use super::{Driver, SECONDARY, WATCH};
 
 /// The driver's queue of watch results and the waker of their consumer.
 #[derive(Default)]
 pub(crate) struct Watches {
-    /// `(key, user_data, result)` of watches that completed, oldest first. A result is the
-    /// `POLL_ADD`'s: the ready events, or `-errno`. The `user_data` tells a watch from an
-    /// earlier one under the same key.
-    pub(super) ready: VecDeque<(u32, u64, i32)>,
+    /// `(key, result)` of watches that completed, oldest first. A result is the `POLL_ADD`'s:
+    /// the ready events, or `-errno`.
+    pub(super) ready: VecDeque<(u64, i32)>,
     /// The consumer's waker, woken when a result is queued.
     pub(super) waker: Option<Waker>,
 }
 
+/// The largest key a watch can carry (the bits below [`WATCH`]).
+pub(crate) const MAX_KEY: u64 = WATCH - 1;
+
 impl Driver {
-    /// Watch `fd` for `events` (one-shot): the result is queued under `key`. Returns the
-    /// watch's `user_data`, for [`Driver::unwatch`].
-    pub(crate) fn watch(&self, fd: RawFd, events: u32, key: u32) -> u64 {
-        let (idx, generation) = self.alloc(OpKind::Watch { key }, 1, false);
-        let ud = user_data(idx, generation);
+    /// Watch `fd` for `events` (one-shot): the result is queued under `key` (at most
+    /// [`MAX_KEY`]; a live watch's key must be unique, for [`Driver::unwatch`]).
+    pub(crate) fn watch(&self, fd: RawFd, events: u32, key: u64) {
+        debug_assert!(key <= MAX_KEY);
+        let ud = WATCH | (key & MAX_KEY);
+        debug_assert_eq!(ud & SECONDARY, 0);
         self.push(&[opcode::PollAdd::new(types::Fd(fd), events)
             .build()
             .user_data(ud)]);
-        ud
     }
 
-    /// Cancel a watch (its result, `-ECANCELED` or the readiness if it came first, is still
-    /// queued: the consumer ignores results whose `user_data` it no longer holds).
-    pub(crate) fn unwatch(&self, ud: u64) {
-        self.cancel(ud);
+    /// Cancel the watch with `key` (its result, `-ECANCELED` or the readiness if it came
+    /// first, is still queued).
+    pub(crate) fn unwatch(&self, key: u64) {
+        self.cancel(WATCH | (key & MAX_KEY));
     }
 
     /// The oldest queued watch result; with none, `waker` is stored and woken on the next.
-    pub(crate) fn next_watch(&self, waker: &Waker) -> Option<(u32, u64, i32)> {
+    pub(crate) fn next_watch(&self, waker: &Waker) -> Option<(u64, i32)> {
         let mut inner = self.inner.borrow_mut();
         let w = &mut inner.watches;
         match w.ready.pop_front() {
