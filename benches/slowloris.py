@@ -12,6 +12,10 @@ Each server gets 2 workers (ringsgi: `--cores 2` at its default `--async 100`; n
    (408 after its header timeout) is opened again, so the pressure stays at {slow};
 3. once all of them are connected and have sent their first line, the same wrk run again.
 
+`--attack uploads` instead sends, on each attacking connection, a `POST` announcing a 1 GB
+body and then the body as fast as the server takes it, never reading the answer: one
+client's unread upload and slow reading must not starve the others.
+
 The issue's bar: under attack, 0 failed requests and a p99 within 3x of the unloaded p99.
 
     python3 benches/slowloris.py                      # ringsgi and nginx, 2,000 slow heads
@@ -68,7 +72,8 @@ http {{
 # first line, then "stats opened=... closed_by_server=..." every 5 s.
 ATTACKER = r"""
 import asyncio, sys, time
-host, port, n, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+host, port, n, every, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+CHUNK = b"x" * 65536
 opened = closed = 0
 ready = set()
 
@@ -82,6 +87,14 @@ async def one(i):
             continue
         opened += 1
         try:
+            if mode == "uploads":
+                # A large upload the app never reads, the answer never read either.
+                w.write(f"POST /up/{i} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000000\r\n\r\n".encode())
+                await w.drain()
+                ready.add(i)
+                while True:
+                    w.write(CHUNK)
+                    await w.drain()
             w.write(f"GET /slow/{i} HTTP/1.1\r\nHost: {host}\r\n".encode())
             await w.drain()
             ready.add(i)
@@ -171,7 +184,7 @@ def one_server(procs, name, args, tmp):
         import subprocess
 
         attacker = subprocess.Popen(
-            [sys.executable, "-c", ATTACKER, "127.0.0.1", str(port), str(args.slow), "1.0"],
+            [sys.executable, "-c", ATTACKER, "127.0.0.1", str(port), str(args.slow), "1.0", args.attack],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.procs.append(attacker)
@@ -198,7 +211,10 @@ def one_server(procs, name, args, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--slow", type=int, default=2000, help="never-ending heads (default 2000)")
+    ap.add_argument("--slow", type=int, default=2000, help="attacking connections (default 2000)")
+    ap.add_argument("--attack", choices=("heads", "uploads"), default="heads",
+                    help="heads: never-ending heads (default); uploads: 1 GB uploads that nobody "
+                         "reads, sent as fast as the server takes them, answers never read")
     ap.add_argument("--clients", type=int, default=10, help="wrk connections (default 10)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     ap.add_argument("--servers", default="ringsgi,nginx")
@@ -220,8 +236,9 @@ def main():
     bl.on_signal_raise()
 
     print(f"# slowloris: {bl.machine()}; ringsgi {bl.describe_binary(args.ringsgi) if 'ringsgi' in names else '-'}")
+    what = "never-ending heads (one header line per second)" if args.attack == "heads" else "unread 1 GB uploads, answers unread"
     print(
-        f"# {args.slow} never-ending heads (one header line per second); normal clients: "
+        f"# {args.slow} {what}; normal clients: "
         f"wrk -t1 -c{args.clients} -d{args.duration}s --latency -H 'Connection: close'"
     )
     results = []
@@ -234,7 +251,7 @@ def main():
                 u, lo = res["unloaded"], res["loaded"]
                 print(
                     f"{name:8} unloaded {u['rps']:8.0f} req/s p99 {u['p99_ms']:7.2f} ms errors {u['errors']}  |  "
-                    f"{args.slow} slow heads (connected in {res['connect_s']:.1f} s, server RSS "
+                    f"{args.slow} {args.attack} (connected in {res['connect_s']:.1f} s, server RSS "
                     f"{res['rss_kb_under_attack'] / 1024:.1f} MiB): {lo['rps']:8.0f} req/s p99 "
                     f"{lo['p99_ms']:7.2f} ms errors {lo['errors']} ({lo['socket_errors']}, non-2xx {lo['non2xx']})"
                     + ("" if res["alive"] else "  SERVER DIED"),
