@@ -63,3 +63,63 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use crate::uring::recv::recv_idle_for;
+    use crate::uring::tests::{in_worker, settle};
+
+    /// The hot idle wait: a window that passes gives the buffer back with its bytes and loses
+    /// nothing; bytes that come later are read into the same buffer.
+    #[test]
+    fn an_idle_recv_that_times_out_keeps_its_buffer_and_loses_nothing() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        in_worker(move |driver| async move {
+            let fd = ours.as_raw_fd();
+            let mut buf = Vec::with_capacity(64);
+            buf.extend_from_slice(b"ab");
+            let (res, buf) = recv_idle_for(fd, buf, Duration::from_millis(30)).await;
+            assert!(res.is_none(), "{res:?}");
+            assert_eq!(buf, b"ab");
+            settle(&driver).await;
+            theirs.write_all(b"cd").unwrap();
+            let (res, buf) = recv_idle_for(fd, buf, Duration::from_secs(5)).await;
+            assert_eq!(res.unwrap().unwrap(), 2);
+            assert_eq!(buf, b"abcd");
+            settle(&driver).await;
+        });
+    }
+
+    /// A watch reports readiness under its key, takes no operation slot, and a cancelled one
+    /// reports `-ECANCELED` under its own.
+    #[test]
+    fn watches_report_under_their_keys_and_cancel_cleanly() {
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, _b_peer) = UnixStream::pair().unwrap();
+        in_worker(move |driver| async move {
+            let next = || {
+                std::future::poll_fn(|cx| match driver.next_watch(cx.waker()) {
+                    Some(r) => std::task::Poll::Ready(r),
+                    None => std::task::Poll::Pending,
+                })
+            };
+            let before = driver.stats().ops_in_flight;
+            driver.watch(a.as_raw_fd(), libc::POLLIN as u32, 7);
+            driver.watch(b.as_raw_fd(), libc::POLLIN as u32, (3 << 32) | 9);
+            assert_eq!(driver.stats().ops_in_flight, before, "a watch took a slot");
+            a_peer.write_all(b"x").unwrap();
+            let (key, res) = next().await;
+            assert_eq!(key, 7);
+            assert!(res > 0 && res as i16 & libc::POLLIN != 0, "{res}");
+            driver.unwatch((3 << 32) | 9);
+            let (key, res) = next().await;
+            assert_eq!((key, res), ((3 << 32) | 9, -libc::ECANCELED));
+            settle(&driver).await;
+        });
+    }
+}
