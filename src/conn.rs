@@ -302,8 +302,11 @@ fn parked_key(idx: u32, generation: u32) -> u64 {
 const TRIM_AFTER: u32 = 256;
 /// The trim waits for this long without parking (the end of a burst)...
 const TRIM_QUIET: Duration = Duration::from_secs(1);
-/// ... but no longer than this after the burst began.
-const TRIM_MAX_WAIT: Duration = Duration::from_secs(5);
+/// ... but no longer than this after the burst began ...
+const TRIM_MAX_WAIT: Duration = Duration::from_secs(30);
+/// ... and comes at least this long after the previous one: `malloc_trim` walks the heap's
+/// free chunks, so a worker with a large heap (an embedded interpreter) pays for each call.
+const TRIM_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The worker's parked connections: a slab (index = the watch's key, with a generation per
 /// entry) and the order they expire in. Every connection is parked with the same timeout, so
@@ -324,6 +327,7 @@ pub(crate) struct ParkedConns {
     trim_at: Option<Instant>,
     /// When the parking that the next trim is for passed [`TRIM_AFTER`].
     trim_first: Option<Instant>,
+    last_trim: Option<Instant>,
 }
 
 impl Default for ParkedConns {
@@ -339,6 +343,7 @@ impl Default for ParkedConns {
             since_trim: 0,
             trim_at: None,
             trim_first: None,
+            last_trim: None,
         }
     }
 }
@@ -393,11 +398,14 @@ fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
     parked.expiry.push_back((at, idx, generation));
     parked.since_trim += 1;
     if parked.since_trim >= TRIM_AFTER {
-        // One trim when the burst is over (1 s without parking), and at least one every 5 s
-        // while parking goes on.
+        // One trim when the burst is over (1 s without parking), one every 30 s while parking
+        // goes on, never two within 10 s.
         let now = Instant::now();
         let first = *parked.trim_first.get_or_insert(now);
-        let at = (now + TRIM_QUIET).min(first + TRIM_MAX_WAIT);
+        let mut at = (now + TRIM_QUIET).min(first + TRIM_MAX_WAIT);
+        if let Some(last) = parked.last_trim {
+            at = at.max(last + TRIM_MIN_INTERVAL);
+        }
         wake |= parked.trim_at.is_none();
         parked.trim_at = Some(at);
     }
@@ -457,6 +465,7 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
                 Some(t) if t <= now => {
                     parked.trim_at = None;
                     parked.trim_first = None;
+                    parked.last_trim = Some(now);
                     parked.since_trim = 0;
                     true
                 }
@@ -465,6 +474,11 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
         };
         if trim_due {
             crate::sys::trim_heap();
+            tracing::debug!(
+                "worker {}: heap trimmed after parking in {} us",
+                ctx.worker,
+                now.elapsed().as_micros()
+            );
         }
         // 3. Wait for a watch result, the next deadline, or (with none) a new parked one.
         let next = {
