@@ -156,21 +156,55 @@ enum Next {
 /// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
 /// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
 pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
-    serve_from(fd, peer, ctx, false).await
+    serve_from(fd, peer, ctx, Start::Accepted).await
 }
 
-/// The connection loop: from a fresh connection, or (`woken`) from a parked one whose next
-/// request has started to arrive (see [`Parked`]).
-async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, mut woken: bool) {
+/// Where a connection task starts.
+enum Start {
+    /// A connection just accepted.
+    Accepted,
+    /// A parked connection that turned readable (see [`Parked`]): a kept-alive one (`None`),
+    /// or a new one still without its first request (`Some`: its head's deadline, from the
+    /// accept).
+    Woken(Option<Instant>),
+}
+
+/// The connection loop, from a new connection or a parked one that turned readable.
+async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
     let raw = fd.as_raw_fd();
-    let accepted = Instant::now();
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
-    let mut fresh = !woken;
+    let (mut fresh, mut woken, first_deadline) = match start {
+        Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
+        Start::Woken(None) => (false, true, Instant::now()),
+        Start::Woken(Some(deadline)) => (true, true, deadline),
+    };
     loop {
-        // When the head's clock starts: the accept for a new connection, the first byte for a
-        // kept-alive one, the end of the previous request for a pipelined one.
-        let head_start = if fresh {
-            accepted
+        // The head's deadline: --header-timeout from the accept for a new connection, from
+        // the first byte for a kept-alive one, from the end of the previous request for a
+        // pipelined one.
+        let head_deadline = if fresh {
+            if input.is_empty() && !woken {
+                // The first request usually comes with the connection: try at once, wait for
+                // the hot window, then park the connection until its first byte.
+                let left = first_deadline.saturating_duration_since(Instant::now());
+                let window = HOT_IDLE.min(left);
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, false).await;
+                input = buf;
+                match r {
+                    Some(Ok(n)) if n > 0 => {}
+                    // Closed or failed before sending anything: close without a word.
+                    Some(_) => break,
+                    None if left > window => {
+                        drop(input);
+                        park(&ctx, fd, peer, first_deadline, true);
+                        return;
+                    }
+                    // The header timeout itself: read_head answers 408.
+                    None => {}
+                }
+            }
+            woken = false;
+            first_deadline
         } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
             let r = if woken {
@@ -192,7 +226,7 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, mut woken: bool) 
                     input = Vec::with_capacity(HEAD_READ);
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                let (r, buf) = uring::recv::recv_idle_for(raw, input, window).await;
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
                 input = buf;
                 match r {
                     Some(r) => {
@@ -203,7 +237,7 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, mut woken: bool) 
                         // Quiet for the hot window: park it (no task, no buffer) until its
                         // next request or --keepalive-timeout.
                         drop(input);
-                        park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout);
+                        park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout, false);
                         return;
                     }
                     None => {
@@ -213,14 +247,14 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, mut woken: bool) 
                 }
             };
             match r {
-                Ok(n) if n > 0 => Instant::now(),
+                Ok(n) if n > 0 => Instant::now() + ctx.header_timeout,
                 // Closed, failed, or idle past --keepalive-timeout: close without a word.
                 _ => break,
             }
         } else {
-            Instant::now()
+            Instant::now() + ctx.header_timeout
         };
-        let head = read_head(&ctx, raw, &mut input, head_start + ctx.header_timeout).await;
+        let head = read_head(&ctx, raw, &mut input, head_deadline).await;
         let head_len = match head {
             Head::Complete(n) => n,
             Head::Closed if fresh && input.is_empty() => break,
@@ -288,6 +322,9 @@ const IDLE_KEEP: usize = 4 * HEAD_READ;
 struct Parked {
     fd: OwnedFd,
     peer: Peer,
+    /// A new connection without its first request: its head's deadline (ms since
+    /// [`ParkedConns::base`]); `None` for a kept-alive one.
+    head_deadline: Option<u64>,
 }
 
 /// The key of the watch of the parked connection at slab index `idx`, generation `generation`
@@ -314,8 +351,11 @@ const TRIM_MIN_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct ParkedConns {
     slots: Vec<(u32, Option<Parked>)>,
     free: Vec<u32>,
-    /// `(deadline in ms since base, index, generation)`, oldest first.
+    /// `(deadline in ms since base, index, generation)` of kept-alive connections
+    /// (`--keepalive-timeout`), oldest first ...
     expiry: std::collections::VecDeque<(u64, u32, u32)>,
+    /// ... and of new ones without their first request (`--header-timeout` from the accept).
+    expiry_fresh: std::collections::VecDeque<(u64, u32, u32)>,
     base: Instant,
     /// The waker of [`parked_loop`], for a new first deadline or a trim to schedule, and
     /// the flag that tells it to compute its wait again.
@@ -336,6 +376,7 @@ impl Default for ParkedConns {
             slots: Vec::new(),
             free: Vec::new(),
             expiry: Default::default(),
+            expiry_fresh: Default::default(),
             base: Instant::now(),
             waker: None,
             rearm: false,
@@ -380,9 +421,10 @@ impl ParkedConns {
     }
 }
 
-/// Park an idle keep-alive connection until `deadline` (see [`Parked`]). It stays in
-/// `ctx.idle`, so that a drain shuts it for reading (which wakes it, and it closes).
-fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
+/// Park an idle connection until `deadline` (see [`Parked`]): a kept-alive one, or (`fresh`) a
+/// new one that has not sent its first request (its deadline is its head's). A kept-alive one
+/// stays in `ctx.idle`, so that a drain shuts it for reading (which wakes it, and it closes).
+fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant, fresh: bool) {
     // The parked table owns the connection now: it counts it (the task that parked it ends).
     ctx.boards[ctx.worker_board()]
         .conns
@@ -390,12 +432,22 @@ fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant) {
     let driver = uring::Driver::current();
     let raw = fd.as_raw_fd();
     let mut parked = ctx.parked.borrow_mut();
-    let (idx, generation) = parked.insert(Parked { fd, peer });
-    driver.watch(raw, libc::POLLIN as u32, parked_key(idx, generation));
     let at = parked.ms(deadline);
-    // The loop must learn of a new deadline only when it had none (later ones come after).
-    let mut wake = parked.expiry.is_empty();
-    parked.expiry.push_back((at, idx, generation));
+    let (idx, generation) = parked.insert(Parked {
+        fd,
+        peer,
+        head_deadline: fresh.then_some(at),
+    });
+    driver.watch(raw, libc::POLLIN as u32, parked_key(idx, generation));
+    // Each FIFO has one timeout, so its deadlines only grow: the loop must learn of a new one
+    // only when its FIFO was empty.
+    let fifo = if fresh {
+        &mut parked.expiry_fresh
+    } else {
+        &mut parked.expiry
+    };
+    let mut wake = fifo.is_empty();
+    fifo.push_back((at, idx, generation));
     parked.since_trim += 1;
     if parked.since_trim >= TRIM_AFTER {
         // One trim when the burst is over (1 s without parking), one every 30 s while parking
@@ -435,6 +487,18 @@ fn close_parked(ctx: &ConnCtx, p: Parked) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Answer `408` to a new connection parked without its first request past `--header-timeout`,
+/// and close it (in a task of its own: the answer is a send).
+fn timed_out_parked(ctx: &Rc<ConnCtx>, p: Parked) {
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        tracing::info!("{}: no request within --header-timeout: 408", p.peer);
+        error_response(&ctx, p.fd.as_raw_fd(), 408).await;
+        close_parked(&ctx, p);
+    })
+    .detach();
+}
+
 /// The one task that serves every parked connection of the worker: a readable one gets a new
 /// connection task (which reads its request), an expired one is closed; the heap is trimmed
 /// after bursts of parking.
@@ -442,20 +506,31 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
     let driver = uring::Driver::current();
     loop {
         let now = Instant::now();
-        // 1. Close the expired connections.
-        loop {
-            let mut parked = ctx.parked.borrow_mut();
-            let now_ms = parked.ms(now);
-            match parked.expiry.front() {
-                Some(&(at, idx, generation)) if at <= now_ms => {
-                    parked.expiry.pop_front();
-                    if let Some(p) = parked.take(idx, generation) {
-                        drop(parked);
-                        driver.unwatch(parked_key(idx, generation));
-                        close_parked(&ctx, p);
+        // 1. Close the expired connections: kept-alive ones silently, new ones with 408.
+        for fresh in [false, true] {
+            loop {
+                let mut parked = ctx.parked.borrow_mut();
+                let now_ms = parked.ms(now);
+                let fifo = if fresh {
+                    &mut parked.expiry_fresh
+                } else {
+                    &mut parked.expiry
+                };
+                match fifo.front() {
+                    Some(&(at, idx, generation)) if at <= now_ms => {
+                        fifo.pop_front();
+                        if let Some(p) = parked.take(idx, generation) {
+                            drop(parked);
+                            driver.unwatch(parked_key(idx, generation));
+                            if fresh {
+                                timed_out_parked(&ctx, p);
+                            } else {
+                                close_parked(&ctx, p);
+                            }
+                        }
                     }
+                    _ => break,
                 }
-                _ => break,
             }
         }
         // 2. Trim the heap once a burst of parked connections has freed its tasks.
@@ -483,14 +558,14 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
         // 3. Wait for a watch result, the next deadline, or (with none) a new parked one.
         let next = {
             let parked = ctx.parked.borrow();
-            let expiry = parked
-                .expiry
-                .front()
-                .map(|&(at, _, _)| parked.base + Duration::from_millis(at));
-            match (expiry, parked.trim_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let at = |f: &std::collections::VecDeque<(u64, u32, u32)>| {
+                f.front()
+                    .map(|&(at, _, _)| parked.base + Duration::from_millis(at))
+            };
+            [at(&parked.expiry), at(&parked.expiry_fresh), parked.trim_at]
+                .into_iter()
+                .flatten()
+                .min()
         };
         let ready = futures_lite::future::or(
             std::future::poll_fn(|cx| match driver.next_watch(cx.waker()) {
@@ -526,8 +601,12 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
             // table's count of the connection passes to the new task.
             ctx.idle.borrow_mut().remove(&p.fd.as_raw_fd());
             let ctx = ctx.clone();
+            let start = Start::Woken(
+                p.head_deadline
+                    .map(|ms| ctx.parked.borrow().base + Duration::from_millis(ms)),
+            );
             glommio::spawn_local(async move {
-                serve_from(p.fd, p.peer, ctx.clone(), true).await;
+                serve_from(p.fd, p.peer, ctx.clone(), start).await;
                 ctx.boards[ctx.worker_board()]
                     .conns
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -81,3 +81,36 @@ fn a_graceful_stop_closes_parked_connections() {
         }
     }
 }
+
+#[test]
+fn a_new_connection_parked_before_its_first_request_is_served() {
+    let srv = Server::start(&["--cores", "1", "--header-timeout", "10"]);
+    let mut conns: Vec<Conn> = (0..100).map(|_| Conn::open(srv.addr)).collect();
+    // Parked without a byte received ...
+    std::thread::sleep(PARKED);
+    // ... woken by the first request, then kept alive as usual.
+    for round in 0..2 {
+        for c in &mut conns {
+            c.send(GET);
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let r = c.read(false);
+            assert_eq!(
+                r.map(|r| (r.status, r.body)),
+                Some((200, b"Hello World!".to_vec())),
+                "round {round} connection {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_connection_parked_then_trickling_gets_408() {
+    let mut srv = Server::start(&["--cores", "1", "--header-timeout", "1"]);
+    let mut c = Conn::open(srv.addr);
+    std::thread::sleep(PARKED);
+    c.send(b"GET / HTTP/1.1\r\n");
+    let r = c.read(false).expect("a 408 response");
+    assert_eq!(r.status, 408);
+    srv.wait_for("request head incomplete after --header-timeout (16 bytes): 408");
+}

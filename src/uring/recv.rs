@@ -28,9 +28,10 @@ pub(crate) async fn recv(
 /// `IORING_RECVSEND_POLL_FIRST`: arm the poll at once instead of trying the receive first.
 const POLL_FIRST: u16 = 1;
 
-/// Receive on a connection whose next bytes are not expected yet (a kept-alive connection
-/// that has just been answered), for at most `window`. `IORING_RECVSEND_POLL_FIRST`: the kernel
-/// arms its poll at once instead of first trying a receive that would find nothing.
+/// Receive on an idle connection for at most `window`. With `poll_first`
+/// (`IORING_RECVSEND_POLL_FIRST`, for a kept-alive connection that has just been answered, whose
+/// next bytes are not expected yet) the kernel arms its poll at once instead of first trying a
+/// receive that would find nothing.
 ///
 /// Returns `None` if nothing arrived within `window`, with `buf` given back intact (the receive was cancelled and its final result awaited, so no byte is lost and
 /// the connection stays usable); otherwise the receive's result as from [`recv`].
@@ -38,6 +39,7 @@ pub(crate) async fn recv_idle_for(
     fd: RawFd,
     mut buf: Vec<u8>,
     window: Duration,
+    poll_first: bool,
 ) -> (Option<io::Result<usize>>, Vec<u8>) {
     if buf.capacity() == buf.len() {
         buf.reserve(4096);
@@ -45,7 +47,7 @@ pub(crate) async fn recv_idle_for(
     let spare = buf.capacity() - buf.len();
     let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
     let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32)
-        .ioprio(POLL_FIRST)
+        .ioprio(if poll_first { POLL_FIRST } else { 0 })
         .build();
     let mut op = Op::submit(entry, RecvData { buf });
     let first = futures_lite::future::or(async { Some((&mut op).await) }, async {

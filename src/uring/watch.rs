@@ -83,12 +83,12 @@ mod tests {
             let fd = ours.as_raw_fd();
             let mut buf = Vec::with_capacity(64);
             buf.extend_from_slice(b"ab");
-            let (res, buf) = recv_idle_for(fd, buf, Duration::from_millis(30)).await;
+            let (res, buf) = recv_idle_for(fd, buf, Duration::from_millis(30), true).await;
             assert!(res.is_none(), "{res:?}");
             assert_eq!(buf, b"ab");
             settle(&driver).await;
             theirs.write_all(b"cd").unwrap();
-            let (res, buf) = recv_idle_for(fd, buf, Duration::from_secs(5)).await;
+            let (res, buf) = recv_idle_for(fd, buf, Duration::from_secs(5), false).await;
             assert_eq!(res.unwrap().unwrap(), 2);
             assert_eq!(buf, b"abcd");
             settle(&driver).await;
