@@ -12,6 +12,7 @@ sample of them). RSS counts user-space pages only: socket buffers are kernel mem
 
     python3 benches/idle_conns.py                     # 8,000 connections, ringsgi and nginx
     python3 benches/idle_conns.py --conns 16000 --servers ringsgi
+    python3 benches/idle_conns.py --no-request        # new connections that send nothing
 
 Needs: target/release/ringsgi, nginx (unless --servers ringsgi).
 """
@@ -109,10 +110,10 @@ def one_server(procs, name, args, tmp):
         for i in range(args.conns):
             socks.append(socket.create_connection(("127.0.0.1", port)))
             # Batches, so that the backlog never overflows.
-            if len(socks) % 500 == 0:
+            if len(socks) % 500 == 0 and not args.no_request:
                 exchange_all(socks[-500:])
         rest = len(socks) % 500
-        if rest:
+        if rest and not args.no_request:
             exchange_all(socks[-rest:])
         time.sleep(args.idle)
         after = bl.group_rss_kb(server.pid)
@@ -136,6 +137,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conns", type=int, default=8000, help="idle keep-alive connections (default 8000)")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before measuring (default 3)")
+    ap.add_argument("--no-request", action="store_true",
+                    help="new connections that send nothing (yet) instead of kept-alive ones")
     ap.add_argument("--servers", default="ringsgi,nginx")
     ap.add_argument("--ringsgi", help="server binary (default target/release/ringsgi)")
     ap.add_argument("--nginx", default="nginx")
@@ -151,7 +154,10 @@ def main():
         bl.die(f"RLIMIT_NOFILE {nofile} is too low for {args.conns} connections")
     bl.on_signal_raise()
     print(f"# idle_conns: {bl.machine()}; ringsgi {bl.describe_binary(args.ringsgi) if 'ringsgi' in names else '-'}")
-    print(f"# {args.conns} keep-alive connections, one request each, then {args.idle} s idle")
+    if args.no_request:
+        print(f"# {args.conns} new connections that send nothing, then {args.idle} s idle")
+    else:
+        print(f"# {args.conns} keep-alive connections, one request each, then {args.idle} s idle")
     results = []
     procs = bl.Procs()
     with tempfile.TemporaryDirectory(prefix="ringsgi-bench-") as tmp:
