@@ -37,6 +37,15 @@ pub(crate) struct ConnCtx {
     pub(crate) socket_timeout: Duration,
     /// How long an idle keep-alive connection is kept (zero: no keep-alive).
     pub(crate) keepalive_timeout: Duration,
+    /// Total time a request head or uwsgi packet may take, from its first byte (from the
+    /// accept on a new connection): `--header-timeout`.
+    pub(crate) header_timeout: Duration,
+    /// The index that heads are parsed into while they arrive, before they have a slot. Heads
+    /// are parsed synchronously (never across an await), so one per worker serves every
+    /// connection; a complete head's index is swapped into its slot.
+    pub(crate) scratch: std::cell::RefCell<http::HeadIndex>,
+    /// Idle keep-alive connections parked without a task or a buffer.
+    pub(crate) parked: std::cell::RefCell<ParkedConns>,
     /// Request log on.
     pub(crate) log: bool,
     /// The request log's format (`--logformat`).
@@ -144,51 +153,148 @@ enum Next {
 }
 
 /// Serve one accepted connection until it closes.
+///
+/// A connection holds a slot only while one of its requests is in progress: from a complete
+/// head to the last byte of its response. Waiting for a request and reading its head cost the
+/// connection its input buffer and its task, nothing more, so a client that sends its head
+/// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
+/// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
 pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
+    serve_from(fd, peer, ctx, Start::Accepted).await
+}
+
+/// Where a connection task starts.
+enum Start {
+    /// A connection just accepted.
+    Accepted,
+    /// A parked connection that turned readable (see [`Parked`]): a kept-alive one (`None`),
+    /// or a new one still without its first request (`Some`: its head's deadline, from the
+    /// accept).
+    Woken(Option<Instant>),
+}
+
+/// The connection loop, from a new connection or a parked one that turned readable.
+async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
     let raw = fd.as_raw_fd();
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
-    let mut fresh = true;
+    let (mut fresh, mut woken, first_deadline) = match start {
+        Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
+        Start::Woken(None) => (false, true, Instant::now()),
+        Start::Woken(Some(deadline)) => (true, true, deadline),
+    };
     loop {
-        if input.is_empty() {
+        // The head's deadline: --header-timeout from the accept for a new connection, from
+        // the first byte for a kept-alive one, from the end of the previous request for a
+        // pipelined one.
+        let head_deadline = if fresh {
+            if input.is_empty() && !woken {
+                // The first request usually comes with the connection: try at once, wait for
+                // the hot window, then park the connection until its first byte.
+                let left = first_deadline.saturating_duration_since(Instant::now());
+                let window = HOT_IDLE.min(left);
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, false).await;
+                input = buf;
+                match r {
+                    Some(Ok(n)) if n > 0 => {}
+                    // Closed or failed before sending anything: close without a word.
+                    Some(_) => break,
+                    None if left > window => {
+                        drop(input);
+                        park(&ctx, fd, peer, first_deadline, true);
+                        return;
+                    }
+                    // The header timeout itself: read_head answers 408.
+                    None => {}
+                }
+            }
+            woken = false;
+            first_deadline
+        } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
-            let wait = if fresh {
-                ctx.socket_timeout
+            let r = if woken {
+                // Parked, and readable now: the bytes (or the end of file) are there.
+                woken = false;
+                let (r, buf) = uring::recv::recv(raw, input, Some(ctx.socket_timeout)).await;
+                input = buf;
+                r
             } else {
-                ctx.keepalive_timeout
-            };
-            if ctx.stopping.get() && !fresh {
-                break;
-            }
-            // Only a connection that has served a request may be closed while idle when the
-            // worker drains (its client retries); a fresh one waits for its first request.
-            if !fresh {
-                ctx.idle.borrow_mut().insert(raw);
-            }
-            let (r, buf) = if fresh {
-                // A new client usually sends its request with the connection: try at once.
-                uring::recv::recv(raw, input, Some(wait)).await
-            } else {
-                uring::recv::recv_idle(raw, input, Some(wait)).await
-            };
-            if !fresh {
-                ctx.idle.borrow_mut().remove(&raw);
-            }
-            input = buf;
-            match r {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::TimedOut && fresh => {
-                    tracing::info!("{peer}: no request within --socket-timeout: 408");
-                    let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-                    let _ =
-                        uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
+                if ctx.stopping.get() {
                     break;
                 }
-                Err(_) => break,
+                // Only a connection that has served a request may be closed while idle when
+                // the worker drains (its client retries); a fresh one waits for its first
+                // request.
+                ctx.idle.borrow_mut().insert(raw);
+                let idle_since = Instant::now();
+                if input.capacity() > IDLE_KEEP {
+                    input = Vec::with_capacity(HEAD_READ);
+                }
+                let window = HOT_IDLE.min(ctx.keepalive_timeout);
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
+                input = buf;
+                match r {
+                    Some(r) => {
+                        ctx.idle.borrow_mut().remove(&raw);
+                        r
+                    }
+                    None if ctx.keepalive_timeout > window => {
+                        // Quiet for the hot window: park it (no task, no buffer) until its
+                        // next request or --keepalive-timeout.
+                        drop(input);
+                        park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout, false);
+                        return;
+                    }
+                    None => {
+                        ctx.idle.borrow_mut().remove(&raw);
+                        break;
+                    }
+                }
+            };
+            match r {
+                Ok(n) if n > 0 => Instant::now() + ctx.header_timeout,
+                // Closed, failed, or idle past --keepalive-timeout: close without a word.
+                _ => break,
             }
-        }
-        let slot = ctx.slots.acquire().await;
-        let (next, rest) = request(&ctx, raw, &peer, slot, input).await;
+        } else {
+            Instant::now() + ctx.header_timeout
+        };
+        let head = read_head(&ctx, raw, &mut input, head_deadline).await;
+        let head_len = match head {
+            Head::Complete(n) => n,
+            Head::Closed if fresh && input.is_empty() => break,
+            Head::Closed => {
+                tracing::info!("{peer}: connection closed inside a request head");
+                break;
+            }
+            Head::TimedOut(got) => {
+                if got == 0 {
+                    tracing::info!("{peer}: no request within --header-timeout: 408");
+                } else {
+                    tracing::info!(
+                        "{peer}: request head incomplete after --header-timeout ({got} bytes): 408"
+                    );
+                }
+                error_response(&ctx, raw, 408).await;
+                if got > 0 {
+                    // The client may still be sending its head: do not reset the answer.
+                    linger(&fd).await;
+                }
+                break;
+            }
+            Head::Refused(e) => {
+                tracing::warn!(
+                    "{peer}: bad request ({}): {} (worker {})",
+                    e.describe(),
+                    e.status(),
+                    ctx.worker
+                );
+                error_response(&ctx, raw, e.status()).await;
+                linger(&fd).await;
+                break;
+            }
+        };
+        let slot = take_slot(&ctx, &input, head_len).await;
+        let (next, rest) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
         fresh = false;
         match next {
@@ -203,29 +309,420 @@ pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     uring::close::close(fd);
 }
 
+/// How long a kept-alive connection waits for its next request as a task with a receive armed
+/// (its input buffer pinned) before it is parked ([`Parked`]). Back-to-back requests never
+/// reach it, so the hot path is one `recv` per request as before; a connection that is quiet
+/// for longer costs a parked entry instead of its task and buffer (~5 KB).
+const HOT_IDLE: Duration = Duration::from_millis(100);
+
+/// An input buffer larger than this (grown by a body or a long head) is replaced by a fresh
+/// [`HEAD_READ`] one before an idle wait, so that a hot idle connection pins little.
+const IDLE_KEEP: usize = 4 * HEAD_READ;
+
+/// An idle keep-alive connection parked without a task, a future or a buffer: its descriptor,
+/// its peer and a readiness watch on our ring (`uring::watch`: a `POLL_ADD` consumes no bytes,
+/// so it can be cancelled safely). When it turns readable, [`parked_loop`] spawns a new
+/// connection task for it; past `--keepalive-timeout` it is closed silently.
+struct Parked {
+    fd: OwnedFd,
+    peer: Peer,
+    /// A new connection without its first request: its head's deadline (ms since
+    /// [`ParkedConns::base`]); `None` for a kept-alive one.
+    head_deadline: Option<u64>,
+}
+
+/// The key of the watch of the parked connection at slab index `idx`, generation `generation`
+/// (which tells its result from an earlier watch's under the same index).
+fn parked_key(idx: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(idx)
+}
+
+/// After this many connections were parked, the heap is trimmed (see [`TRIM_QUIET`]): the
+/// tasks and buffers they had are freed in the middle of the heap, where glibc keeps them
+/// resident (measured: ~800 B per parked connection left behind without it, ~270 B with it).
+const TRIM_AFTER: u32 = 256;
+/// The trim waits for this long without parking (the end of a burst)...
+const TRIM_QUIET: Duration = Duration::from_secs(1);
+/// ... but no longer than this after the burst began ...
+const TRIM_MAX_WAIT: Duration = Duration::from_secs(30);
+/// ... and comes at least this long after the previous one: `malloc_trim` walks the heap's
+/// free chunks, so a worker with a large heap (an embedded interpreter) pays for each call.
+const TRIM_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The worker's parked connections: a slab (index = the watch's key, with a generation per
+/// entry) and the order they expire in. Every connection is parked with the same timeout, so
+/// that order is the order they were parked in: a FIFO, and one timer for all of them.
+pub(crate) struct ParkedConns {
+    slots: Vec<(u32, Option<Parked>)>,
+    free: Vec<u32>,
+    /// `(deadline in ms since base, index, generation)` of kept-alive connections
+    /// (`--keepalive-timeout`), oldest first ...
+    expiry: std::collections::VecDeque<(u64, u32, u32)>,
+    /// ... and of new ones without their first request (`--header-timeout` from the accept).
+    expiry_fresh: std::collections::VecDeque<(u64, u32, u32)>,
+    base: Instant,
+    /// The waker of [`parked_loop`], for a new first deadline or a trim to schedule, and
+    /// the flag that tells it to compute its wait again.
+    waker: Option<std::task::Waker>,
+    rearm: bool,
+    running: bool,
+    /// Connections parked since the heap was last trimmed, and when the next trim is due.
+    since_trim: u32,
+    trim_at: Option<Instant>,
+    /// When the parking that the next trim is for passed [`TRIM_AFTER`].
+    trim_first: Option<Instant>,
+    last_trim: Option<Instant>,
+}
+
+impl Default for ParkedConns {
+    fn default() -> Self {
+        ParkedConns {
+            slots: Vec::new(),
+            free: Vec::new(),
+            expiry: Default::default(),
+            expiry_fresh: Default::default(),
+            base: Instant::now(),
+            waker: None,
+            rearm: false,
+            running: false,
+            since_trim: 0,
+            trim_at: None,
+            trim_first: None,
+            last_trim: None,
+        }
+    }
+}
+
+impl ParkedConns {
+    /// Store `p`; returns its index and generation.
+    fn insert(&mut self, p: Parked) -> (u32, u32) {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push((0, None));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.1 = Some(p);
+        (idx, slot.0)
+    }
+
+    /// Take the entry at `idx` if it is still of `generation`.
+    fn take(&mut self, idx: u32, generation: u32) -> Option<Parked> {
+        let slot = self.slots.get_mut(idx as usize)?;
+        if slot.0 != generation || slot.1.is_none() {
+            return None;
+        }
+        // 30 bits: a key must fit below the ring's watch tag (`uring::watch::MAX_KEY`).
+        slot.0 = slot.0.wrapping_add(1) & 0x3fff_ffff;
+        self.free.push(idx);
+        slot.1.take()
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_millis() as u64
+    }
+}
+
+/// Park an idle connection until `deadline` (see [`Parked`]): a kept-alive one, or (`fresh`) a
+/// new one that has not sent its first request (its deadline is its head's). A kept-alive one
+/// stays in `ctx.idle`, so that a drain shuts it for reading (which wakes it, and it closes).
+fn park(ctx: &Rc<ConnCtx>, fd: OwnedFd, peer: Peer, deadline: Instant, fresh: bool) {
+    // The parked table owns the connection now: it counts it (the task that parked it ends).
+    ctx.boards[ctx.worker_board()]
+        .conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let driver = uring::Driver::current();
+    let raw = fd.as_raw_fd();
+    let mut parked = ctx.parked.borrow_mut();
+    let at = parked.ms(deadline);
+    let (idx, generation) = parked.insert(Parked {
+        fd,
+        peer,
+        head_deadline: fresh.then_some(at),
+    });
+    driver.watch(raw, libc::POLLIN as u32, parked_key(idx, generation));
+    // Each FIFO has one timeout, so its deadlines only grow: the loop must learn of a new one
+    // only when its FIFO was empty.
+    let fifo = if fresh {
+        &mut parked.expiry_fresh
+    } else {
+        &mut parked.expiry
+    };
+    let mut wake = fifo.is_empty();
+    fifo.push_back((at, idx, generation));
+    parked.since_trim += 1;
+    if parked.since_trim >= TRIM_AFTER {
+        // One trim when the burst is over (1 s without parking), one every 30 s while parking
+        // goes on, never two within 10 s.
+        let now = Instant::now();
+        let first = *parked.trim_first.get_or_insert(now);
+        let mut at = (now + TRIM_QUIET).min(first + TRIM_MAX_WAIT);
+        if let Some(last) = parked.last_trim {
+            at = at.max(last + TRIM_MIN_INTERVAL);
+        }
+        wake |= parked.trim_at.is_none();
+        parked.trim_at = Some(at);
+    }
+    let waker = if wake {
+        parked.rearm = true;
+        parked.waker.take()
+    } else {
+        None
+    };
+    let start = !std::mem::replace(&mut parked.running, true);
+    // glommio runs a spawned task at once: no borrow may be held across the spawn.
+    drop(parked);
+    if let Some(w) = waker {
+        w.wake();
+    }
+    if start {
+        glommio::spawn_local(parked_loop(ctx.clone())).detach();
+    }
+}
+
+/// Close a parked connection (idle past `--keepalive-timeout`).
+fn close_parked(ctx: &ConnCtx, p: Parked) {
+    ctx.idle.borrow_mut().remove(&p.fd.as_raw_fd());
+    uring::close::close(p.fd);
+    ctx.boards[ctx.worker_board()]
+        .conns
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Answer `408` to a new connection parked without its first request past `--header-timeout`,
+/// and close it (in a task of its own: the answer is a send).
+fn timed_out_parked(ctx: &Rc<ConnCtx>, p: Parked) {
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        tracing::info!("{}: no request within --header-timeout: 408", p.peer);
+        error_response(&ctx, p.fd.as_raw_fd(), 408).await;
+        close_parked(&ctx, p);
+    })
+    .detach();
+}
+
+/// The one task that serves every parked connection of the worker: a readable one gets a new
+/// connection task (which reads its request), an expired one is closed; the heap is trimmed
+/// after bursts of parking.
+async fn parked_loop(ctx: Rc<ConnCtx>) {
+    let driver = uring::Driver::current();
+    loop {
+        let now = Instant::now();
+        // 1. Close the expired connections: kept-alive ones silently, new ones with 408.
+        for fresh in [false, true] {
+            loop {
+                let mut parked = ctx.parked.borrow_mut();
+                let now_ms = parked.ms(now);
+                let fifo = if fresh {
+                    &mut parked.expiry_fresh
+                } else {
+                    &mut parked.expiry
+                };
+                match fifo.front() {
+                    Some(&(at, idx, generation)) if at <= now_ms => {
+                        fifo.pop_front();
+                        if let Some(p) = parked.take(idx, generation) {
+                            drop(parked);
+                            driver.unwatch(parked_key(idx, generation));
+                            if fresh {
+                                timed_out_parked(&ctx, p);
+                            } else {
+                                close_parked(&ctx, p);
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // 2. Trim the heap once a burst of parked connections has freed its tasks.
+        let trim_due = {
+            let mut parked = ctx.parked.borrow_mut();
+            match parked.trim_at {
+                Some(t) if t <= now => {
+                    parked.trim_at = None;
+                    parked.trim_first = None;
+                    parked.last_trim = Some(now);
+                    parked.since_trim = 0;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if trim_due {
+            crate::sys::trim_heap();
+            tracing::debug!(
+                "worker {}: heap trimmed after parking in {} us",
+                ctx.worker,
+                now.elapsed().as_micros()
+            );
+        }
+        // 3. Wait for a watch result, the next deadline, or (with none) a new parked one.
+        let next = {
+            let parked = ctx.parked.borrow();
+            let at = |f: &std::collections::VecDeque<(u64, u32, u32)>| {
+                f.front()
+                    .map(|&(at, _, _)| parked.base + Duration::from_millis(at))
+            };
+            [at(&parked.expiry), at(&parked.expiry_fresh), parked.trim_at]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        let ready = futures_lite::future::or(
+            std::future::poll_fn(|cx| match driver.next_watch(cx.waker()) {
+                Some(r) => std::task::Poll::Ready(Some(r)),
+                None => {
+                    let mut parked = ctx.parked.borrow_mut();
+                    if std::mem::take(&mut parked.rearm) {
+                        // A new first deadline or a trim: compute the wait again.
+                        return std::task::Poll::Ready(None);
+                    }
+                    parked.waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }),
+            async {
+                match next {
+                    Some(at) => glommio::timer::sleep(at.saturating_duration_since(now)).await,
+                    None => std::future::pending::<()>().await,
+                }
+                None
+            },
+        )
+        .await;
+        let Some((key, _events)) = ready else {
+            continue;
+        };
+        let taken = ctx
+            .parked
+            .borrow_mut()
+            .take((key & 0xffff_ffff) as u32, (key >> 32) as u32);
+        if let Some(p) = taken {
+            // Readable (a request, an end of file or an error: the receive tells which). The
+            // table's count of the connection passes to the new task.
+            ctx.idle.borrow_mut().remove(&p.fd.as_raw_fd());
+            let ctx = ctx.clone();
+            let start = Start::Woken(
+                p.head_deadline
+                    .map(|ms| ctx.parked.borrow().base + Duration::from_millis(ms)),
+            );
+            glommio::spawn_local(async move {
+                serve_from(p.fd, p.peer, ctx.clone(), start).await;
+                ctx.boards[ctx.worker_board()]
+                    .conns
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .detach();
+        }
+    }
+}
+
+/// How reading a request head (or a uwsgi packet) ended. No slot is held while reading.
+enum Head {
+    /// The head is complete: its first `n` bytes of the input (for HTTP indexed in the
+    /// worker's scratch index, see [`take_slot`]).
+    Complete(usize),
+    /// The client closed the connection, or a read failed.
+    Closed,
+    /// `--header-timeout` passed before the head was complete, with this many bytes of it
+    /// received (the input buffer itself is gone with the cancelled read).
+    TimedOut(usize),
+    /// The head breaks a rule or a limit: answer with its status and close.
+    Refused(ParseError),
+}
+
+/// Read until `input` starts with a complete request head, or `deadline` passes. Parses into
+/// the worker's scratch index (a head can be checked against every limit without a slot);
+/// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
+async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Head {
+    loop {
+        if !input.is_empty() {
+            let parsed = http::parse_head(input, &ctx.limits, &mut ctx.scratch.borrow_mut());
+            match parsed {
+                Ok(Parsed::Complete(n)) => return Head::Complete(n),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Head::Refused(e),
+            }
+            if input.capacity() - input.len() < 512 {
+                let want = (input.len() + HEAD_READ).min(ctx.limits.max_head + 1);
+                input.reserve(want.saturating_sub(input.len()).max(512));
+            }
+        }
+        let got = input.len();
+        match read_before(fd, input, deadline).await {
+            Ok(true) => {}
+            Ok(false) => return Head::Closed,
+            Err(()) => return Head::TimedOut(got),
+        }
+    }
+}
+
+/// One `recv` into `input` that ends at `deadline` at the latest: `Ok(true)` if bytes arrived,
+/// `Ok(false)` at end of file or on an error, `Err(())` once the deadline has passed.
+async fn read_before(fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Result<bool, ()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(());
+    }
+    let (r, buf) = uring::recv::recv(fd, std::mem::take(input), Some(left)).await;
+    *input = buf;
+    match r {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Take a slot for the complete head at the start of `input`, with the head indexed in the
+/// slot's own index: when a slot is free the scratch index [`read_head`] filled is swapped in
+/// (no second parse); when every slot is busy the request waits (FIFO), and the head is indexed
+/// again once it has its slot (the scratch index was reused by others meanwhile).
+async fn take_slot(ctx: &ConnCtx, input: &[u8], head_len: usize) -> SlotGuard {
+    if let Some(mut slot) = ctx.slots.try_acquire() {
+        slot.swap_index(&mut ctx.scratch.borrow_mut());
+        return slot;
+    }
+    let mut slot = ctx.slots.acquire().await;
+    let mut index = ctx.scratch.borrow_mut();
+    let again = http::parse_head(input, &ctx.limits, &mut index);
+    debug_assert!(matches!(again, Ok(Parsed::Complete(n)) if n == head_len));
+    slot.swap_index(&mut index);
+    slot
+}
+
 /// Serve one accepted connection of a uwsgi listener (`--socket`): one request, then close
 /// (the plain uwsgi protocol has no keep-alive; nginx opens a connection per request).
 ///
-/// The same discipline as HTTP: no slot while waiting for the first byte, `--socket-timeout`
-/// on every read, the same app pipeline. Unlike uWSGI, a refused packet gets an HTTP error
-/// response and a log line naming the option that raises the limit; uWSGI closes silently and
-/// nginx turns that into a 502.
+/// The same discipline as HTTP: the packet (header and vars) must arrive within
+/// `--header-timeout` of the accept and is read without a slot; the slot is taken once it is
+/// complete; a body is read within `--socket-timeout` between reads. Unlike uWSGI, a refused
+/// packet gets an HTTP error response and a log line naming the option that raises the limit;
+/// uWSGI closes silently and nginx turns that into a 502.
 pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     let raw = fd.as_raw_fd();
-    let (r, input) =
-        uring::recv::recv(raw, Vec::with_capacity(HEAD_READ), Some(ctx.socket_timeout)).await;
-    let next = match r {
-        Ok(n) if n > 0 => {
+    let deadline = Instant::now() + ctx.header_timeout;
+    let mut input = Vec::with_capacity(HEAD_READ);
+    let next = match read_packet(&ctx, raw, &mut input, deadline).await {
+        Head::Complete(_) => {
             let slot = ctx.slots.acquire().await;
             uwsgi_request(&ctx, raw, &peer, slot, input).await
         }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            tracing::info!("{peer}: no uwsgi packet within --socket-timeout: 408");
-            let msg = b"HTTP/1.1 408 Request Timeout\r\nServer: ringsgi\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            let _ = uring::send::send_all(raw, msg.to_vec(), 0, Some(ctx.socket_timeout)).await;
+        Head::Closed if input.is_empty() => Next::Close,
+        Head::Closed => {
+            tracing::info!("{peer}: connection closed inside a uwsgi packet");
             Next::Close
         }
-        _ => Next::Close,
+        Head::TimedOut(got) => {
+            tracing::info!(
+                "{peer}: no complete uwsgi packet within --header-timeout ({got} bytes): 408"
+            );
+            error_response(&ctx, raw, 408).await;
+            if got == 0 { Next::Close } else { Next::Linger }
+        }
+        Head::Refused(e) => refuse_uwsgi(&ctx, raw, &peer, &input, e, None).await,
     };
     match next {
         Next::Linger => linger(&fd).await,
@@ -235,60 +732,53 @@ pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     uring::close::close(fd);
 }
 
-/// Read, check and convert one uwsgi packet while holding `slot`, then serve it like an HTTP
-/// request (ping: answer [`uwsgi::PONG`]).
+/// Read until `input` starts with a complete uwsgi packet (header and vars), or `deadline`
+/// passes. Refusals are decided as early as the bytes allow (a too large or unknown packet from
+/// its 4-byte header).
+async fn read_packet(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Head {
+    loop {
+        if !input.is_empty() {
+            match uwsgi::parse_packet(input, &ctx.uwsgi) {
+                Ok(Parsed::Complete(p)) => return Head::Complete(p.len()),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Head::Refused(e),
+            }
+            // The header says how much is coming: make room for all of it at once.
+            let want = match input.get(1..3) {
+                Some(&[lo, hi]) => uwsgi::HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi])),
+                _ => uwsgi::HEADER_LEN,
+            };
+            input.reserve(want.saturating_sub(input.len()).max(512));
+        }
+        let got = input.len();
+        match read_before(fd, input, deadline).await {
+            Ok(true) => {}
+            Ok(false) => return Head::Closed,
+            Err(()) => return Head::TimedOut(got),
+        }
+    }
+}
+
+/// Convert the complete uwsgi packet at the start of `input` while holding `slot`, then serve
+/// it like an HTTP request (ping: answer [`uwsgi::PONG`]).
 async fn uwsgi_request(
     ctx: &ConnCtx,
     fd: i32,
     peer: &Peer,
     mut slot: SlotGuard,
-    mut input: Vec<u8>,
+    input: Vec<u8>,
 ) -> Next {
     let started = Instant::now();
     let slot_id = slot.id();
     let mut bufs = slot.take_bufs();
-    // 1. The header and the vars block.
-    let parsed = loop {
-        match uwsgi::parse_packet(&input, &ctx.uwsgi) {
-            Ok(Parsed::Complete(p)) => break Ok(p),
-            Ok(Parsed::Partial) => {
-                // The header says how much is coming: make room for all of it at once.
-                let want = match input.get(1..3) {
-                    Some(&[lo, hi]) => {
-                        uwsgi::HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi]))
-                    }
-                    _ => uwsgi::HEADER_LEN,
-                };
-                input.reserve(want.saturating_sub(input.len()).max(512));
-                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
-                input = buf;
-                match r {
-                    Ok(0) => {
-                        tracing::info!("{peer}: connection closed inside a uwsgi packet");
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        tracing::info!(
-                            "{peer}: uwsgi packet incomplete after --socket-timeout: 408"
-                        );
-                        error_response(ctx, fd, &mut bufs, 408).await;
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                    Err(_) => {
-                        slot.put_bufs(bufs);
-                        return Next::Close;
-                    }
-                }
-            }
-            Err(e) => break Err(e),
-        }
+    let parsed = match uwsgi::parse_packet(&input, &ctx.uwsgi) {
+        Ok(Parsed::Complete(p)) => Ok(p),
+        Ok(Parsed::Partial) => Err(ParseError::Malformed("uwsgi packet incomplete")),
+        Err(e) => Err(e),
     };
     // The packet's length, to find the body after it if the request is refused.
     let packet_len = parsed.as_ref().ok().map(|p| p.len());
-    // 2. Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
+    // Ping, or the vars rewritten as an HTTP head and indexed by the HTTP parser.
     let converted = parsed.and_then(|p| {
         if p.modifier1 == uwsgi::MODIFIER_PING {
             return Ok((p, None));
@@ -333,48 +823,62 @@ async fn uwsgi_request(
             Next::Close
         }
         Err(e) => {
-            let limit = match e {
-                ParseError::UwsgiTooLarge => {
-                    let size = u16::from_le_bytes([input[1], input[2]]);
-                    format!(
-                        ": {size} bytes of vars, limit {}: raise --buffer-size",
-                        ctx.uwsgi.buffer_size
-                    )
-                }
-                ParseError::TooManyVars => {
-                    format!(": limit {} vars: raise --max-vars", ctx.uwsgi.max_vars)
-                }
-                ParseError::UnsupportedModifier(m) => format!(": modifier1 {m}"),
-                ParseError::BodyTooLarge => ": raise --limit-post".to_owned(),
-                ParseError::HeadTooLarge => {
-                    format!(": more than {} HTTP_ vars", http::MAX_HEADERS)
-                }
-                _ => String::new(),
-            };
-            tracing::warn!(
-                "{peer}: bad uwsgi request ({}{limit}): {} (worker {} slot {slot_id})",
-                e.describe(),
-                e.status(),
-                ctx.worker
-            );
-            error_response(ctx, fd, &mut bufs, e.status()).await;
             slot.put_bufs(bufs);
-            // A body refused from its length is still on its way: take it all (see
-            // `Next::Discard`). Other refusals linger as on the HTTP listener.
-            match (e, packet_len) {
-                (ParseError::BodyTooLarge, Some(len)) => {
-                    let declared = uwsgi::vars(&input[uwsgi::HEADER_LEN..len])
-                        .filter(|(k, _)| *k == b"CONTENT_LENGTH")
-                        .last()
-                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-                    match declared {
-                        Some(n) => Next::Discard(n.saturating_sub((input.len() - len) as u64)),
-                        None => Next::Linger,
-                    }
-                }
-                _ => Next::Linger,
+            drop(slot);
+            refuse_uwsgi(ctx, fd, peer, &input, e, packet_len).await
+        }
+    }
+}
+
+/// Answer a refused uwsgi request (`e`; `packet_len` when the packet itself was complete and
+/// well framed) and log why, naming the option that raises the limit. Holds no slot.
+async fn refuse_uwsgi(
+    ctx: &ConnCtx,
+    fd: i32,
+    peer: &Peer,
+    input: &[u8],
+    e: ParseError,
+    packet_len: Option<usize>,
+) -> Next {
+    let limit = match e {
+        ParseError::UwsgiTooLarge => {
+            let size = u16::from_le_bytes([input[1], input[2]]);
+            format!(
+                ": {size} bytes of vars, limit {}: raise --buffer-size",
+                ctx.uwsgi.buffer_size
+            )
+        }
+        ParseError::TooManyVars => {
+            format!(": limit {} vars: raise --max-vars", ctx.uwsgi.max_vars)
+        }
+        ParseError::UnsupportedModifier(m) => format!(": modifier1 {m}"),
+        ParseError::BodyTooLarge => ": raise --limit-post".to_owned(),
+        ParseError::HeadTooLarge => {
+            format!(": more than {} HTTP_ vars", http::MAX_HEADERS)
+        }
+        _ => String::new(),
+    };
+    tracing::warn!(
+        "{peer}: bad uwsgi request ({}{limit}): {} (worker {})",
+        e.describe(),
+        e.status(),
+        ctx.worker
+    );
+    error_response(ctx, fd, e.status()).await;
+    // A body refused from its length is still on its way: take it all (see
+    // `Next::Discard`). Other refusals linger as on the HTTP listener.
+    match (e, packet_len) {
+        (ParseError::BodyTooLarge, Some(len)) => {
+            let declared = uwsgi::vars(&input[uwsgi::HEADER_LEN..len])
+                .filter(|(k, _)| *k == b"CONTENT_LENGTH")
+                .last()
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            match declared {
+                Some(n) => Next::Discard(n.saturating_sub((input.len() - len) as u64)),
+                None => Next::Linger,
             }
         }
+        _ => Next::Linger,
     }
 }
 
@@ -491,64 +995,20 @@ fn log_request(
     }
 }
 
-/// Read, parse and answer one request while holding `slot`. Returns what to do next and
-/// the connection's input buffer with the consumed bytes removed.
+/// Answer one request whose complete head (`head_len` bytes at the start of `input`) is
+/// indexed in `slot`'s index. Returns what to do next and the connection's input buffer with
+/// the consumed bytes removed.
 async fn request(
     ctx: &ConnCtx,
     fd: i32,
     peer: &Peer,
     mut slot: SlotGuard,
-    mut input: Vec<u8>,
+    input: Vec<u8>,
+    head_len: usize,
 ) -> (Next, Vec<u8>) {
     let started = Instant::now();
-    let slot_id = slot.id();
     let mut bufs = slot.take_bufs();
-    // 1. The head.
-    let head_len = loop {
-        match http::parse_head(&input, &ctx.limits, &mut bufs.index) {
-            Ok(Parsed::Complete(n)) => break n,
-            Ok(Parsed::Partial) => {
-                if input.capacity() - input.len() < 512 {
-                    let want = (input.len() + HEAD_READ).min(ctx.limits.max_head + 1);
-                    input.reserve(want.saturating_sub(input.len()).max(512));
-                }
-                let (r, buf) = uring::recv::recv(fd, input, Some(ctx.socket_timeout)).await;
-                input = buf;
-                match r {
-                    Ok(0) => {
-                        tracing::info!("{peer}: connection closed inside a request head");
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        tracing::info!(
-                            "{peer}: request head incomplete after --socket-timeout: 408"
-                        );
-                        error_response(ctx, fd, &mut bufs, 408).await;
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                    Err(_) => {
-                        slot.put_bufs(bufs);
-                        return (Next::Close, input);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "{peer}: bad request ({}): {} (worker {} slot {slot_id})",
-                    e.describe(),
-                    e.status(),
-                    ctx.worker
-                );
-                error_response(ctx, fd, &mut bufs, e.status()).await;
-                slot.put_bufs(bufs);
-                return (Next::Linger, input);
-            }
-        }
-    };
-    // 2. Move the head into the slot, the body stream over the connection buffer.
+    // Move the head into the slot, the body stream over the connection buffer.
     bufs.head.clear();
     bufs.head.extend_from_slice(&input[..head_len]);
     respond(ctx, fd, peer, slot, bufs, input, head_len, None, started).await
@@ -840,12 +1300,12 @@ impl Drop for SlotStat {
     }
 }
 
-/// Answer a request the server refused (bad head, timeout) with `status` and close.
-async fn error_response(ctx: &ConnCtx, fd: i32, bufs: &mut SlotBufs, status: u16) {
-    let out = std::mem::take(&mut bufs.out);
+/// Answer a request the server refused (bad head, timeout) with `status`; the caller closes.
+/// Needs no slot: the response is built in a small buffer of its own (refusals are rare).
+async fn error_response(ctx: &ConnCtx, fd: i32, status: u16) {
     let mut resp = Response::new(
         fd,
-        out,
+        Vec::with_capacity(256),
         Vec::new(),
         http::Version::Http11,
         false,
@@ -853,5 +1313,4 @@ async fn error_response(ctx: &ConnCtx, fd: i32, bufs: &mut SlotBufs, status: u16
         ctx.socket_timeout,
     );
     let _ = resp.send_error(status).await;
-    bufs.out = std::mem::take(&mut resp.out);
 }

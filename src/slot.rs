@@ -6,7 +6,8 @@
 //! on the slot's first request and keep it afterwards (the free list is LIFO, so the same hot
 //! slots are reused): the steady state allocates nothing, and an idle `--async 10000` worker
 //! costs ~4 MB instead of the ~55 MB that preallocating 5 KB per slot measured. A request holds a slot from
-//! its first byte to its last response byte; an idle keep-alive connection holds none.
+//! its complete head to its last response byte; a connection that is idle or still sending a
+//! head holds none.
 //!
 //! When every slot is busy, new requests wait here in FIFO order (a freed slot is handed to
 //! the oldest waiter) and the worker stops accepting (`server::worker` disarms its accept),
@@ -129,19 +130,24 @@ impl SlotPool {
         self.free.borrow().len()
     }
 
+    /// Take a free slot now, if there is one.
+    pub(crate) fn try_acquire(self: &Rc<Self>) -> Option<SlotGuard> {
+        let (id, bufs) = self.free.borrow_mut().pop()?;
+        if self.free_count() == 0 {
+            self.notify_watchers();
+        }
+        self.publish();
+        Some(SlotGuard {
+            pool: self.clone(),
+            id,
+            bufs: Some(bufs),
+        })
+    }
+
     /// Take a slot, waiting (FIFO) while every slot is busy.
     pub(crate) async fn acquire(self: &Rc<Self>) -> SlotGuard {
-        let popped = self.free.borrow_mut().pop();
-        if let Some((id, bufs)) = popped {
-            if self.free_count() == 0 {
-                self.notify_watchers();
-            }
-            self.publish();
-            return SlotGuard {
-                pool: self.clone(),
-                id,
-                bufs: Some(bufs),
-            };
+        if let Some(slot) = self.try_acquire() {
+            return slot;
         }
         self.note_full();
         let handoff = Rc::new(Cell::new(None));
@@ -291,6 +297,13 @@ impl SlotGuard {
     /// Move the buffers out (into a `Request`/`Response`) for the duration of a call.
     pub(crate) fn take_bufs(&mut self) -> SlotBufs {
         self.bufs.take().expect("slot buffers present")
+    }
+
+    /// Exchange the slot's header index with `index` (a head indexed before the slot was
+    /// taken moves in; the slot's old, cleared index, with its capacity, moves out).
+    pub(crate) fn swap_index(&mut self, index: &mut HeadIndex) {
+        let bufs = self.bufs.as_mut().expect("slot buffers present");
+        std::mem::swap(&mut bufs.index, index);
     }
 
     /// Put buffers back (possibly fresh ones if the originals were lost to a cancel).

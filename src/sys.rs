@@ -127,6 +127,17 @@ pub(crate) fn shared_zeroed<T: Shareable>(n: usize) -> io::Result<&'static [T]> 
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<T>(), n) })
 }
 
+/// Give the heap's free pages back to the kernel (`malloc_trim(0)`): glibc returns freed memory
+/// only from the top of the heap on its own, so memory freed in the middle (connection tasks
+/// and buffers of connections that were then parked) would otherwise stay resident.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a size and only walks and releases glibc's own free chunks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Milliseconds on the coarse monotonic clock: one clock that the master and every worker
 /// agree on (scoreboard heartbeats and harakiri deadlines, compared at 100 ms granularity).
 pub(crate) fn monotonic_ms() -> u64 {

@@ -115,7 +115,7 @@ fn expect_100_continue() {
 
 #[test]
 fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
-    let srv = Server::start(&[
+    let mut srv = Server::start(&[
         "--cores",
         "1",
         "--buffer-size",
@@ -123,6 +123,8 @@ fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
         "--limit-post",
         "100",
         "--socket-timeout",
+        "0.5",
+        "--header-timeout",
         "0.5",
         "--mount",
         "/echo=echo",
@@ -156,14 +158,15 @@ fn bad_input_gets_its_status_and_a_close_and_harms_no_one() {
             b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
             400,
         ),
-        ("head not finished within --socket-timeout", b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec(), 408),
+        ("head not finished within --header-timeout", b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec(), 408),
     ];
     for (what, bytes, status) in cases {
         let mut c = Conn::open(srv.addr);
         c.send(&bytes);
-        let r = c
-            .read(false)
-            .unwrap_or_else(|| panic!("{what}: no response"));
+        let r = c.read(false).unwrap_or_else(|| {
+            srv.drain();
+            panic!("{what}: no response; log:\n{}", srv.log_text())
+        });
         assert_eq!(r.status, status, "{what}: {}", r.head);
         assert_eq!(r.header("connection"), Some("close"), "{what}");
         assert!(c.closed(), "{what}: connection left open");

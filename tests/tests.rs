@@ -9,6 +9,12 @@ mod harakiri;
 // HTTP/1.1: keep-alive, pipelining, chunked, 100-continue, bad input, slots, workers, panics.
 mod http;
 
+// Slowloris: heads in progress hold no slot, --header-timeout answers 408 (issue #8).
+mod slowloris;
+
+// Idle keep-alive connections: parked without a task or buffer, woken, expired, drained.
+mod idle;
+
 // The uwsgi listener (--socket): packets over TCP and unix sockets, ping, refused packets.
 mod uwsgi;
 // Static files (--static-map, --static-index): bytes, validators, ranges, path safety.

@@ -32,6 +32,7 @@ const DEFAULT_LISTEN: u32 = 1024;
 const DEFAULT_APP: &str = "hello";
 const DEFAULT_SOCKET_TIMEOUT: f64 = 30.0;
 const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 15.0;
+const DEFAULT_HEADER_TIMEOUT: f64 = 20.0;
 const DEFAULT_BUFFER_SIZE: usize = 8192;
 const DEFAULT_MAX_VARS: usize = 128;
 const DEFAULT_RELOAD_MERCY: f64 = 60.0;
@@ -53,6 +54,7 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("mount", "none"),
         ("socket-timeout", "30"),
         ("keepalive-timeout", "15"),
+        ("header-timeout", "20"),
         ("buffer-size", "8192"),
         ("limit-post", "unlimited"),
         ("max-vars", "128"),
@@ -163,6 +165,10 @@ pub struct Config {
     /// Keep-alive idle wait (`--keepalive-timeout`); zero disables keep-alive (the
     /// connection is closed after each response).
     pub keepalive_timeout: Duration,
+    /// Total time a request head (or uwsgi packet) may take to arrive, from its first byte
+    /// (from the accept on a new connection): `--header-timeout`, > 0. nginx's
+    /// `client_header_timeout`.
+    pub header_timeout: Duration,
     /// Request head size limit in bytes (`--buffer-size`), 512..=1_048_576.
     pub buffer_size: usize,
     /// Request body size limit in bytes (`--limit-post`); `None` = unlimited.
@@ -620,6 +626,7 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         mounts,
         socket_timeout: secs(raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT)),
         keepalive_timeout: secs(raw.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT)),
+        header_timeout: secs(raw.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT)),
         buffer_size: raw.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
         limit_post: raw.limit_post.filter(|&n| n != 0),
         max_vars: raw.max_vars.unwrap_or(DEFAULT_MAX_VARS),
@@ -1171,7 +1178,8 @@ mod tests {
             "stats-http" | "refuse-root" => "true",
             "max-worker-lifetime" => "1.5",
             "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
-            "socket-timeout" | "keepalive-timeout" | "harakiri" | "reload-mercy" => "1.5",
+            "socket-timeout" | "keepalive-timeout" | "header-timeout" | "harakiri"
+            | "reload-mercy" => "1.5",
             "buffer-size" => "4096",
             "static-map" => "[\"/s=/tmp\"]",
             "static-index" => "\"index.html\"",
@@ -1235,6 +1243,7 @@ mod tests {
                 "mount" => (if c.mounts.len() == 1 { "none" } else { "?" }).to_owned(),
                 "socket-timeout" => secs(c.socket_timeout),
                 "keepalive-timeout" => secs(c.keepalive_timeout),
+                "header-timeout" => secs(c.header_timeout),
                 "buffer-size" => c.buffer_size.to_string(),
                 "limit-post" => c
                     .limit_post

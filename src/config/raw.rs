@@ -84,6 +84,12 @@ pub struct RawConfig {
           allow_negative_numbers = true)]
     pub keepalive_timeout: Option<f64>,
 
+    /// Total time a request head may take to arrive, from its first byte (from the accept
+    /// on a new connection), in seconds, > 0; then 408 and close [default: 20]
+    #[arg(long, value_name = "SECS", value_parser = parse_header_timeout,
+          allow_negative_numbers = true)]
+    pub header_timeout: Option<f64>,
+
     /// Request head size limit in bytes, 512..=1048576 [default: 8192]
     #[arg(long, short = 'b', value_name = "BYTES", value_parser = parse_buffer_size,
           allow_negative_numbers = true)]
@@ -246,6 +252,7 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
     }
     merged!(
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
+        header_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
         pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index,
@@ -336,6 +343,9 @@ impl RawConfig {
         })?;
         check("keepalive-timeout", &self.keepalive_timeout, |v| {
             NONNEG_SECS.check(*v)
+        })?;
+        check("header-timeout", &self.header_timeout, |v| {
+            POSITIVE_SECS.check(*v)
         })?;
         check("buffer-size", &self.buffer_size, int(BUFFER_SIZE))?;
         check("max-vars", &self.max_vars, int(MAX_VARS))?;
@@ -516,6 +526,9 @@ fn parse_socket_timeout(s: &str) -> Result<f64, String> {
 }
 fn parse_keepalive_timeout(s: &str) -> Result<f64, String> {
     NONNEG_SECS.parse(s)
+}
+fn parse_header_timeout(s: &str) -> Result<f64, String> {
+    POSITIVE_SECS.parse(s)
 }
 fn parse_harakiri(s: &str) -> Result<f64, String> {
     POSITIVE_SECS.parse(s)
@@ -924,6 +937,10 @@ mod tests {
             },
             RawConfig {
                 keepalive_timeout: Some(-1.0),
+                ..Default::default()
+            },
+            RawConfig {
+                header_timeout: Some(0.0),
                 ..Default::default()
             },
             RawConfig {

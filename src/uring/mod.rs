@@ -35,6 +35,7 @@ pub(crate) mod send;
 pub(crate) mod splice;
 #[cfg(test)]
 pub(crate) mod tests;
+pub(crate) mod watch;
 pub(crate) mod wheel;
 
 use std::any::Any;
@@ -51,6 +52,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 const DETACHED: u64 = u64::MAX;
 /// Marks the second CQE of a linked pair (the `LINK_TIMEOUT` after a `POLL_ADD` or `RECV`).
 const SECONDARY: u64 = 1 << 63;
+/// Marks the `user_data` of a readiness watch ([`watch`]): no operation slot, the rest of the
+/// `user_data` is the watcher's key. Operation generations stay below this bit (30 bits).
+const WATCH: u64 = 1 << 62;
 
 /// Counters of the ring and of the bridge, read by tests and by stats.
 #[derive(Debug, Default, Clone, Copy)]
@@ -138,6 +142,8 @@ struct Inner {
     strays: VecDeque<(RawFd, OwnedFd)>,
     /// Wakers collected while reaping, woken after the borrow is released.
     to_wake: Vec<Waker>,
+    /// Results of readiness watches ([`watch`]), for their one consumer.
+    watches: watch::Watches,
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
@@ -185,6 +191,7 @@ impl Driver {
                 backlog: VecDeque::new(),
                 strays: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
+                watches: watch::Watches::default(),
                 eventfd,
                 stats: DriverStats::default(),
             }),
@@ -238,7 +245,7 @@ impl Driver {
         };
         if let Some(idx) = inner.free.pop() {
             let slot = &mut inner.ops[idx as usize];
-            slot.generation = slot.generation.wrapping_add(1) & 0x7fff_ffff;
+            slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
             slot.state = state;
             slot.kind = kind;
             slot.pending = pending;
@@ -459,12 +466,13 @@ impl Driver {
                 ops,
                 free,
                 strays,
+                watches,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, strays, &cqe, &mut to_wake);
+                complete(ops, free, strays, watches, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -593,11 +601,20 @@ fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     strays: &mut VecDeque<(RawFd, OwnedFd)>,
+    watches: &mut watch::Watches,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
 ) {
     let ud = cqe.user_data();
     if ud == DETACHED {
+        return;
+    }
+    if ud & (WATCH | SECONDARY) == WATCH {
+        // A readiness watch (single-shot, no operation slot): queue its result.
+        watches.ready.push_back((ud & !WATCH, cqe.result()));
+        if let Some(w) = watches.waker.take() {
+            to_wake.push(w);
+        }
         return;
     }
     let secondary = ud & SECONDARY != 0;

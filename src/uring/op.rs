@@ -61,6 +61,16 @@ impl<T: 'static> Op<T> {
     }
 }
 
+impl<T: 'static> Op<T> {
+    /// Ask the kernel to cancel the operation, keeping the future: awaiting it afterwards
+    /// yields its final result, `-ECANCELED` if the cancel won, or what it did if it completed
+    /// first. Unlike a drop, nothing the kernel did is lost (a receive's bytes stay in the
+    /// buffer that comes back).
+    pub(crate) fn cancel(&self) {
+        self.driver.cancel(user_data(self.idx, self.generation));
+    }
+}
+
 impl<T: 'static + Unpin> Future for Op<T> {
     type Output = (i32, T);
 

@@ -28,15 +28,50 @@ pub(crate) async fn recv(
 /// `IORING_RECVSEND_POLL_FIRST`: arm the poll at once instead of trying the receive first.
 const POLL_FIRST: u16 = 1;
 
-/// [`recv`] on a connection whose next bytes are not expected yet (a kept-alive connection
-/// that has just been answered): the kernel arms its poll at once instead of first trying a
+/// Receive on an idle connection for at most `window`. With `poll_first`
+/// (`IORING_RECVSEND_POLL_FIRST`, for a kept-alive connection that has just been answered, whose
+/// next bytes are not expected yet) the kernel arms its poll at once instead of first trying a
 /// receive that would find nothing.
-pub(crate) async fn recv_idle(
+///
+/// Returns `None` if nothing arrived within `window`, with `buf` given back intact (the receive was cancelled and its final result awaited, so no byte is lost and
+/// the connection stays usable); otherwise the receive's result as from [`recv`].
+pub(crate) async fn recv_idle_for(
     fd: RawFd,
-    buf: Vec<u8>,
-    timeout: Option<Duration>,
-) -> (io::Result<usize>, Vec<u8>) {
-    recv_with(fd, buf, timeout, POLL_FIRST).await
+    mut buf: Vec<u8>,
+    window: Duration,
+    poll_first: bool,
+) -> (Option<io::Result<usize>>, Vec<u8>) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let spare = buf.capacity() - buf.len();
+    let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
+    let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32)
+        .ioprio(if poll_first { POLL_FIRST } else { 0 })
+        .build();
+    let mut op = Op::submit(entry, RecvData { buf });
+    let first = futures_lite::future::or(async { Some((&mut op).await) }, async {
+        glommio::timer::sleep(window).await;
+        None
+    })
+    .await;
+    let (res, data) = match first {
+        Some(done) => done,
+        None => {
+            op.cancel();
+            op.await
+        }
+    };
+    let mut buf = data.buf;
+    match res {
+        n if n >= 0 => {
+            // SAFETY: the kernel wrote `n` bytes into the spare capacity starting at `len`.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            (Some(Ok(n as usize)), buf)
+        }
+        e if e == -libc::ECANCELED || e == -libc::EINTR => (None, buf),
+        e => (Some(Err(io::Error::from_raw_os_error(-e))), buf),
+    }
 }
 
 async fn recv_with(

@@ -52,7 +52,7 @@ where
 }
 
 /// Wait (bounded) until the driver has no operation left in its table.
-async fn settle(driver: &Driver) {
+pub(crate) async fn settle(driver: &Driver) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while driver.stats().ops_in_flight > 0 {
         assert!(
