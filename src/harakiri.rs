@@ -191,7 +191,13 @@ pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {
     if let Some(b) = board {
         let now = crate::sys::monotonic_ms();
         if ctx.deadline.get().is_some() {
-            b.enter(ctx.slot.0, now, ctx.deadline_ms(), ctx.started_ms, &ctx.info);
+            b.enter(
+                ctx.slot.0,
+                now,
+                ctx.deadline_ms(),
+                ctx.started_ms,
+                &ctx.info,
+            );
         } else {
             b.enter_plain(now);
         }

@@ -34,9 +34,7 @@ fn main() -> ExitCode {
             .iter()
             .any(|m| ringsgi::config::raw::python_app(&m.app).is_some())
     {
-        eprintln!(
-            "ringsgi: this binary was built without Python: build with --features python"
-        );
+        eprintln!("ringsgi: this binary was built without Python: build with --features python");
         return ExitCode::from(2);
     }
     match ringsgi::server::run(&config, &apps) {

@@ -18,3 +18,7 @@ mod static_files;
 mod lifecycle;
 // nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
 mod nginx;
+
+// Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
+#[cfg(feature = "python")]
+mod python;

@@ -529,7 +529,8 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         .iter()
         .map(|s| resolve_addr("socket", s, true))
         .collect::<Result<Vec<_>, _>>()?;
-    if http_sockets.is_empty() && uwsgi_sockets.is_empty() {
+    // --pyrun runs a script, not a server: it needs no listener.
+    if http_sockets.is_empty() && uwsgi_sockets.is_empty() && raw.pyrun.is_none() {
         return Err(invalid(
             "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
         ));

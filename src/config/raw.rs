@@ -339,7 +339,9 @@ impl RawConfig {
         })?;
         each("socket", &self.socket, |s| parse_addr(s, true).map(drop))?;
         check("cores", &self.cores, int(CORES))?;
-        check("wsgi-file", &self.wsgi_file, |s| parse_wsgi_file(s).map(drop))?;
+        check("wsgi-file", &self.wsgi_file, |s| {
+            parse_wsgi_file(s).map(drop)
+        })?;
         check("module", &self.module, |s| parse_module(s).map(drop))?;
         check("callable", &self.callable, |s| parse_callable(s).map(drop))?;
         check("async", &self.async_slots, int(ASYNC))?;
@@ -658,9 +660,14 @@ pub fn python_app(name: &str) -> Option<PythonApp> {
     };
     if main.ends_with(".py")
         && main.len() > 3
-        && !main.bytes().any(|b| b.is_ascii_whitespace() || b == b'=' || b == b':')
+        && !main
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'=' || b == b':')
     {
-        return Some(PythonApp::File(main.to_owned(), callable.map(str::to_owned)));
+        return Some(PythonApp::File(
+            main.to_owned(),
+            callable.map(str::to_owned),
+        ));
     }
     let callable = callable?;
     if main.split('.').all(is_ident) {

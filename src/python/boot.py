@@ -164,13 +164,13 @@ def load(wsgi_file, module, callable_name):
     return app
 
 
-def describe(e):
+def describe(e, tb=None):
     """One line: the exception and where it was raised."""
     where = ""
     if isinstance(e, SyntaxError) and e.filename:
         where = " (%s, line %s)" % (e.filename, e.lineno)
     else:
-        tb = traceback.extract_tb(e.__traceback__)
+        tb = traceback.extract_tb(tb or e.__traceback__)
         own = [f for f in tb if not f.filename.startswith("<")]
         frame = (own or tb)[-1] if tb else None
         if frame is not None:

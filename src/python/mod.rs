@@ -71,8 +71,8 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
         sys.setattr("argv", PyList::new(py, ["ringsgi"]).map_err(describe)?)
             .map_err(describe)?;
         let code = CString::new(BOOT).expect("boot.py has no NUL");
-        let boot = PyModule::from_code(py, &code, c"<ringsgi boot.py>", c"_ringsgi")
-            .map_err(describe)?;
+        let boot =
+            PyModule::from_code(py, &code, c"<ringsgi boot.py>", c"_ringsgi").map_err(describe)?;
         sys.getattr("modules")
             .and_then(|m| m.set_item("_ringsgi", &boot))
             .map_err(describe)?;
@@ -104,14 +104,32 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
         let set = |k: &str, v: Bound<'_, PyAny>| base.set_item(k, v);
         (|| -> PyResult<()> {
             set("wsgi.version", PyTuple::new(py, [1, 0])?.into_any())?;
-            set("wsgi.multithread", false.into_pyobject(py)?.to_owned().into_any())?;
-            set("wsgi.multiprocess", true.into_pyobject(py)?.to_owned().into_any())?;
-            set("wsgi.run_once", false.into_pyobject(py)?.to_owned().into_any())?;
-            set("wsgi.input_terminated", true.into_pyobject(py)?.to_owned().into_any())?;
-            set("wsgi.errors", Py::new(py, wsgi::Errors)?.into_bound(py).into_any())?;
+            set(
+                "wsgi.multithread",
+                false.into_pyobject(py)?.to_owned().into_any(),
+            )?;
+            set(
+                "wsgi.multiprocess",
+                true.into_pyobject(py)?.to_owned().into_any(),
+            )?;
+            set(
+                "wsgi.run_once",
+                false.into_pyobject(py)?.to_owned().into_any(),
+            )?;
+            set(
+                "wsgi.input_terminated",
+                true.into_pyobject(py)?.to_owned().into_any(),
+            )?;
+            set(
+                "wsgi.errors",
+                Py::new(py, wsgi::Errors)?.into_bound(py).into_any(),
+            )?;
             set("wsgi.file_wrapper", boot.getattr("FileWrapper")?)?;
             set("x-wsgiorg.fdevent.readable", uwsgi.getattr("wait_fd_read")?)?;
-            set("x-wsgiorg.fdevent.writable", uwsgi.getattr("wait_fd_write")?)?;
+            set(
+                "x-wsgiorg.fdevent.writable",
+                uwsgi.getattr("wait_fd_write")?,
+            )?;
             set("uwsgi.version", uwsgi.getattr("version")?)?;
             Ok(())
         })()
@@ -134,7 +152,7 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
 /// An exception as one line: its type, message and where it was raised.
 fn one_line(py: Python<'_>, boot: &Bound<'_, PyModule>, e: PyErr) -> String {
     boot.getattr("describe")
-        .and_then(|d| d.call1((e.value(py),)))
+        .and_then(|d| d.call1((e.value(py), e.traceback(py))))
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| e.to_string())
 }
@@ -199,7 +217,11 @@ impl PyApp {
                 environ.set_item(pyo3::intern!(py, "wsgi.input"), input)?;
                 let args = PyTuple::new(
                     py,
-                    [self.app.bind(py).as_any(), environ.as_any(), r.bind(py).as_any()],
+                    [
+                        self.app.bind(py).as_any(),
+                        environ.as_any(),
+                        r.bind(py).as_any(),
+                    ],
                 )?;
                 Ok(PyParts {
                     greenlet: None,
@@ -403,7 +425,11 @@ pub fn pyrun(config: &Config) -> i32 {
 
 async fn run_script(path: PathBuf, args: Vec<String>) -> i32 {
     let greenlet = engine(|e| e.greenlet);
-    let ex = Rc::new(Exchange::new(greenlet, format!("--pyrun {}", path.display()), -1));
+    let ex = Rc::new(Exchange::new(
+        greenlet,
+        format!("--pyrun {}", path.display()),
+        -1,
+    ));
     let parts = engine(|e| {
         Python::attach(|py| -> PyResult<PyParts> {
             let r = Py::new(py, Req { ex: ex.clone() })?;

@@ -420,12 +420,14 @@ impl Req {
                     "each WSGI response header must be a (name, value) tuple",
                 ));
             }
-            let name: String = tuple.get_item(0)?.extract().map_err(|_| {
-                PyTypeError::new_err("a WSGI response header name must be a str")
-            })?;
-            let value: String = tuple.get_item(1)?.extract().map_err(|_| {
-                PyTypeError::new_err("a WSGI response header value must be a str")
-            })?;
+            let name: String = tuple
+                .get_item(0)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header name must be a str"))?;
+            let value: String = tuple
+                .get_item(1)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header value must be a str"))?;
             if !valid_name(&name) {
                 return Err(PyValueError::new_err(format!(
                     "invalid response header name {name:?}"
