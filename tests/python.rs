@@ -30,7 +30,7 @@ fn start(greenlet: bool, extra: &[&str]) -> Server {
     if greenlet {
         args.extend(["--async".into(), "8".into(), "--greenlet".into()]);
     }
-    if !extra.iter().any(|a| *a == "--mount") {
+    if !extra.contains(&"--mount") {
         args.extend(["--wsgi-file".into(), basic]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));

@@ -1300,6 +1300,30 @@ mod tests {
                 })
                 .to_owned(),
                 "static-index" => c.static_index.clone().unwrap_or_else(|| "none".to_owned()),
+                "wsgi-file" | "module" => {
+                    let python = c.mounts.iter().any(|m| raw::python_app(&m.app).is_some());
+                    (if python { "?" } else { "none" }).to_owned()
+                }
+                "callable" => c.python.callable.clone(),
+                "pythonpath" => (if c.python.pythonpath.is_empty() {
+                    "none"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "virtualenv" => (if c.python.virtualenv.is_some() {
+                    "?"
+                } else {
+                    "none"
+                })
+                .to_owned(),
+                "greenlet" => c.python.greenlet.to_string(),
+                "pyrun" => (if c.python.pyrun.is_some() {
+                    "?"
+                } else {
+                    "none"
+                })
+                .to_owned(),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

@@ -15,26 +15,23 @@ use std::ptr;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+type Obj = *mut ffi::PyObject;
+/// `PyGreenlet *PyGreenlet_New(PyObject *run, PyGreenlet *parent)`.
+type NewFn = unsafe extern "C" fn(Obj, Obj) -> Obj;
+/// `PyGreenlet *PyGreenlet_GetCurrent(void)`.
+type CurrentFn = unsafe extern "C" fn() -> Obj;
+/// `PyObject *PyGreenlet_Throw(PyGreenlet *g, PyObject *typ, PyObject *val, PyObject *tb)`.
+type ThrowFn = unsafe extern "C" fn(Obj, Obj, Obj, Obj) -> Obj;
+/// `PyObject *PyGreenlet_Switch(PyGreenlet *g, PyObject *args, PyObject *kwargs)`.
+type SwitchFn = unsafe extern "C" fn(Obj, Obj, Obj) -> Obj;
+
 /// greenlet's exported function table (`greenlet.h`, `PyGreenlet_API_pointers`).
 #[derive(Clone, Copy)]
 struct Api {
-    /// `PyGreenlet *PyGreenlet_New(PyObject *run, PyGreenlet *parent)`.
-    new: unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject,
-    /// `PyGreenlet *PyGreenlet_GetCurrent(void)`.
-    current: unsafe extern "C" fn() -> *mut ffi::PyObject,
-    /// `PyObject *PyGreenlet_Throw(PyGreenlet *g, PyObject *typ, PyObject *val, PyObject *tb)`.
-    throw: unsafe extern "C" fn(
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject,
-    /// `PyObject *PyGreenlet_Switch(PyGreenlet *g, PyObject *args, PyObject *kwargs)`.
-    switch: unsafe extern "C" fn(
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject,
+    new: NewFn,
+    current: CurrentFn,
+    throw: ThrowFn,
+    switch: SwitchFn,
 }
 
 thread_local! {
@@ -72,10 +69,10 @@ pub(crate) fn load_greenlet(py: Python<'_>) -> PyResult<()> {
     // object pointers with these indices and signatures; greenlet 2 and 3 keep them.
     let api = unsafe {
         Api {
-            new: std::mem::transmute::<*mut c_void, _>(*table.add(3)),
-            current: std::mem::transmute::<*mut c_void, _>(*table.add(4)),
-            throw: std::mem::transmute::<*mut c_void, _>(*table.add(5)),
-            switch: std::mem::transmute::<*mut c_void, _>(*table.add(6)),
+            new: std::mem::transmute::<*mut c_void, NewFn>(*table.add(3)),
+            current: std::mem::transmute::<*mut c_void, CurrentFn>(*table.add(4)),
+            throw: std::mem::transmute::<*mut c_void, ThrowFn>(*table.add(5)),
+            switch: std::mem::transmute::<*mut c_void, SwitchFn>(*table.add(6)),
         }
     };
     API.with(|a| a.set(Some(api)));

@@ -151,12 +151,11 @@ impl Exchange {
         if let Some(h) = self.user_harakiri.take() {
             crate::harakiri::set_user_harakiri(h);
         }
-        if self.file.borrow().is_some() || !self.out.borrow().is_empty() {
-            if let Err(e) = self.flush(resp, false).await {
-                *self.error.borrow_mut() = Some(format!("client gone: {e}"));
-                self.out.borrow_mut().clear();
-                return;
-            }
+        let pending = self.file.borrow().is_some() || !self.out.borrow().is_empty();
+        if pending && let Err(e) = self.flush(resp, false).await {
+            *self.error.borrow_mut() = Some(format!("client gone: {e}"));
+            self.out.borrow_mut().clear();
+            return;
         }
         match self.wait.take() {
             Wait::None => futures_lite::future::yield_now().await,
