@@ -163,6 +163,16 @@ fn greenlet_requests_wait_without_blocking_the_core() {
     assert_eq!(get(addr, "/release"), Some((200, "ok".into())));
     assert_eq!(waiter.join().unwrap(), Some((200, "released".into())));
     assert_eq!(get(addr, "/worker"), Some((200, "worker 1 core 0".into())));
+    // wait_fd_read: a timeout, then two descriptors registered in succession.
+    assert_eq!(
+        get(addr, "/fdwait"),
+        Some((200, "(True, -1) (False, True)".into()))
+    );
+    let port = addr.port().to_string();
+    assert_eq!(
+        get(addr, &format!("/connect?{port}")),
+        Some((200, "connected True".into()))
+    );
 }
 
 #[test]

@@ -27,12 +27,9 @@ pub(crate) enum Wait {
     Body(usize),
     /// `uwsgi.async_sleep`.
     Sleep(Duration),
-    /// `uwsgi.wait_fd_read` / `wait_fd_write`.
-    Fd {
-        fd: i32,
-        write: bool,
-        timeout: Option<Duration>,
-    },
+    /// `uwsgi.wait_fd_read` / `wait_fd_write`, called once or more in succession (the
+    /// descriptors are in the exchange); the first ready one ends the wait.
+    Fds(Option<Duration>),
 }
 
 /// The Python objects of an exchange, dropped by the runner (with the GIL) when it ends.
@@ -74,6 +71,8 @@ pub(crate) struct Exchange {
     /// `run` has returned.
     pub(crate) finished: Cell<bool>,
     pub(crate) ready_fd: Cell<i32>,
+    /// The descriptors of a [`Wait::Fds`], with their poll events.
+    fds: RefCell<Vec<(i32, u32)>>,
     pub(crate) timed_out: Cell<Option<bool>>,
     /// `uwsgi.set_user_harakiri` from inside Python, applied by the request's future.
     pub(crate) user_harakiri: Cell<Option<Option<Duration>>>,
@@ -119,6 +118,7 @@ impl Exchange {
             cancelled: Cell::new(false),
             finished: Cell::new(false),
             ready_fd: Cell::new(-1),
+            fds: RefCell::new(Vec::new()),
             timed_out: Cell::new(None),
             user_harakiri: Cell::new(None),
             exit: Cell::new(None),
@@ -148,7 +148,27 @@ impl Exchange {
 
     /// Register a wait (from the `uwsgi` API).
     pub(crate) fn register(&self, wait: Wait) {
+        if !matches!(self.wait.get(), Wait::Fds(_)) {
+            self.fds.borrow_mut().clear();
+        }
         self.wait.set(wait);
+    }
+
+    /// Register a wait on `fd` (one more, if some are registered already).
+    pub(crate) fn register_fd(&self, fd: i32, write: bool, timeout: Option<Duration>) {
+        let timeout = match self.wait.get() {
+            Wait::Fds(prev) => match (prev, timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => {
+                self.fds.borrow_mut().clear();
+                timeout
+            }
+        };
+        let events = if write { libc::POLLOUT } else { libc::POLLIN } as u32;
+        self.fds.borrow_mut().push((fd, events));
+        self.wait.set(Wait::Fds(timeout));
     }
 
     /// Read the whole body into the exchange (no greenlet: the app cannot wait).
@@ -176,7 +196,7 @@ impl Exchange {
             Wait::None => futures_lite::future::yield_now().await,
             Wait::Body(n) => self.fill_body(req, n).await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
-            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+            Wait::Fds(timeout) => self.wait_fds(timeout).await,
         }
     }
 
@@ -188,16 +208,20 @@ impl Exchange {
         match self.wait.take() {
             Wait::None | Wait::Body(_) => futures_lite::future::yield_now().await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
-            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+            Wait::Fds(timeout) => self.wait_fds(timeout).await,
         }
     }
 
-    async fn wait_fd(&self, fd: i32, write: bool, timeout: Option<Duration>) {
-        let borrowed = crate::sys::borrow_fd(fd);
-        let r = if write {
-            crate::primitives::wait_fd_write(borrowed, timeout).await
-        } else {
-            crate::primitives::wait_fd_read(borrowed, timeout).await
+    async fn wait_fds(&self, timeout: Option<Duration>) {
+        let fds = std::mem::take(&mut *self.fds.borrow_mut());
+        let borrowed: Vec<_> = fds
+            .iter()
+            .map(|&(fd, ev)| (crate::sys::borrow_fd(fd), ev))
+            .collect();
+        let r = crate::primitives::wait_fds(&borrowed, timeout).await;
+        let fd = match &r {
+            Ok(ready) => fds[ready.index].0,
+            Err(_) => -1,
         };
         match r {
             Ok(_) => {
@@ -211,7 +235,7 @@ impl Exchange {
             Err(e) => {
                 self.ready_fd.set(-1);
                 self.timed_out.set(Some(false));
-                *self.error.borrow_mut() = Some(format!("waiting on fd {fd}: {e}"));
+                *self.error.borrow_mut() = Some(format!("waiting on fds {fds:?}: {e}"));
             }
         }
     }

@@ -1,4 +1,5 @@
 # Test apps of tests/python.rs: one WSGI callable per path.
+import os
 import sys
 
 import uwsgi
@@ -113,6 +114,34 @@ def application(environ, start_response):
     if path == "/spin":
         while True:
             pass
+    if path == "/fdwait":
+        def fdwait():
+            r, w = os.pipe()
+            r2, w2 = os.pipe()
+            try:
+                start_response("200 OK", [])
+                yield uwsgi.wait_fd_read(r, 0.05)
+                first = (environ["x-wsgiorg.fdevent.timeout"], uwsgi.ready_fd())
+                os.write(w, b"x")
+                # Two in succession: the first ready one ends the wait.
+                uwsgi.wait_fd_read(r2, 5)
+                yield uwsgi.wait_fd_read(r, 5)
+                second = (environ["x-wsgiorg.fdevent.timeout"], uwsgi.ready_fd() == r)
+                yield ("%s %s" % (first, second)).encode()
+            finally:
+                for fd in (r, w, r2, w2):
+                    os.close(fd)
+        return fdwait()
+    if path == "/connect":
+        def connect():
+            fd = uwsgi.async_connect("127.0.0.1:" + environ["QUERY_STRING"])
+            try:
+                start_response("200 OK", [])
+                yield uwsgi.wait_fd_write(fd, 5)
+                yield b"connected %s" % str(uwsgi.is_connected(fd)).encode()
+            finally:
+                os.close(fd)
+        return connect()
     if path == "/signal":
         uwsgi.signal(17)
         start_response("200 OK", [])
