@@ -87,6 +87,22 @@ fn an_app_that_fails_to_import_stops_the_start_with_one_line() {
         "nope",
     ]);
     assert!(missing.contains("has no callable 'nope'"), "{missing}");
+    // --greenlet without greenlet importable: one line saying what to install.
+    let shadow = app("nogreenlet");
+    let err = start_fails(&[
+        "--http",
+        "127.0.0.1:0",
+        "--wsgi-file",
+        &app("basic.py"),
+        "--greenlet",
+        "--pythonpath",
+        &shadow,
+    ]);
+    let line = err.lines().find(|l| l.contains("greenlet")).unwrap_or("");
+    assert!(
+        line.contains("--greenlet: cannot load greenlet") && line.contains("pip install greenlet"),
+        "{err}"
+    );
 }
 
 #[test]
