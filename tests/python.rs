@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Conn, Server, TempDir, get, start_fails};
+use crate::support::{Conn, Server, TempDir, get, start_fails, uwsgi_packet};
 
 fn app(name: &str) -> String {
     format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -305,4 +305,66 @@ fn client_gone_mid_stream_closes_the_iterable_without_greenlet() {
 #[test]
 fn client_gone_mid_stream_closes_the_iterable_with_greenlet() {
     client_gone_mid_stream(true);
+}
+
+#[test]
+fn the_uwsgi_listener_feeds_the_environ_and_streams_close_delimited() {
+    let mut srv = start(true, &["--socket", "127.0.0.1:0"]);
+    let addr = srv.uwsgi.clone().expect("a uwsgi listener");
+    srv.drain();
+    let ask = |vars: &[(&str, &str)], body: &[u8]| {
+        let mut c = TcpStream::connect(addr.as_str()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&uwsgi_packet(0, vars)).unwrap();
+        c.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/env?q=1"),
+            ("PATH_INFO", "/env"),
+            ("QUERY_STRING", "q=1"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("HTTP_X_TEST", "front"),
+            ("SERVER_NAME", "example.org"),
+            ("SERVER_PORT", "443"),
+            ("HTTPS", "on"),
+        ],
+        b"",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", srv.log_text());
+    assert!(
+        r.ends_with("SCRIPT_NAME=|PATH_INFO=/env|QUERY_STRING=q=1|REQUEST_METHOD=GET|SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=front"),
+        "{r}"
+    );
+    // A stream on the uwsgi listener is delimited by the close (nginx does not de-chunk).
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/stream"),
+            ("PATH_INFO", "/stream"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("SERVER_NAME", "example.org"),
+        ],
+        b"",
+    );
+    assert!(r.ends_with("\r\n\r\nchunk 0;chunk 1;chunk 2;"), "{r}");
+    assert!(!r.to_ascii_lowercase().contains("transfer-encoding"), "{r}");
+    // A body announced by CONTENT_LENGTH, read in small pieces.
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/read"),
+            ("PATH_INFO", "/read"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("CONTENT_LENGTH", "10"),
+            ("SERVER_NAME", "example.org"),
+        ],
+        b"0123456789",
+    );
+    assert!(r.ends_with("3 reads: 0123456789"), "{r}");
+    srv.wait_for("POST /read => 200");
 }
