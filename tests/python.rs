@@ -204,6 +204,16 @@ fn greenlet_harakiri_closes_the_iterable_and_answers_504() {
 }
 
 #[test]
+fn set_user_harakiri_from_python_gives_a_request_its_own_deadline() {
+    // No --harakiri: only the deadline the request sets for itself.
+    let mut srv = start(true, &[]);
+    assert_eq!(get(srv.addr, "/userharakiri").map(|r| r.0), Some(504));
+    let line = srv.wait_for("HARAKIRI ON WORKER 0");
+    assert!(line.contains("/userharakiri"), "{line}");
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
 fn a_python_loop_that_never_yields_gets_the_worker_replaced() {
     let mut srv = start(true, &["--harakiri", "1"]);
     let addr = srv.addr;

@@ -19,6 +19,8 @@ def loop(job):
     while True:
         func, args = job
         func(*args)
+        # Parked, the greenlet must not keep the last request (environ, body) alive.
+        func = args = job = None
         job = park()
 
 

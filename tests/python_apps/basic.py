@@ -111,6 +111,11 @@ def application(environ, start_response):
                 environ["wsgi.errors"].write("endless body closed\n")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Endless()
+    if path == "/userharakiri":
+        uwsgi.set_user_harakiri(0.3)
+        while True:
+            uwsgi.async_sleep(0.05)
+            uwsgi.suspend()
     if path == "/spin":
         while True:
             pass
