@@ -729,6 +729,50 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
+/// Bytes as a Python native string: ASCII (the usual case) without an intermediate copy.
+fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(b) {
+        Ok(s) if b.is_ascii() => PyString::new(py, s),
+        _ => PyString::new(py, &latin1(b)),
+    }
+}
+
+thread_local! {
+    /// The environ key of each header name seen (`HTTP_X_FOO`), interned once per worker.
+    static HEADER_KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most header names whose environ key is cached (a client inventing names cannot grow it).
+const HEADER_KEYS_MAX: usize = 512;
+
+/// The environ key of header `name`: `CONTENT_TYPE`, `CONTENT_LENGTH` or `HTTP_*`.
+fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    if name.eq_ignore_ascii_case("content-type") {
+        return intern!(py, "CONTENT_TYPE").clone();
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        return intern!(py, "CONTENT_LENGTH").clone();
+    }
+    HEADER_KEYS.with(|keys| {
+        if let Some(k) = keys.borrow().get(name) {
+            return k.bind(py).clone();
+        }
+        let mut key = String::with_capacity(name.len() + 5);
+        key.push_str("HTTP_");
+        key.extend(name.chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        let k = PyString::intern(py, &key);
+        let mut keys = keys.borrow_mut();
+        if keys.len() < HEADER_KEYS_MAX {
+            keys.insert(name.to_owned(), k.clone().unbind());
+        }
+        k
+    })
+}
+
 /// The environ of `req` mounted at `script_name`: a copy of the worker's base environ (the
 /// constant keys) plus the request's CGI variables (uWSGI's set).
 pub(crate) fn environ<'py>(
@@ -769,29 +813,21 @@ pub(crate) fn environ<'py>(
         env.set_item(intern!(py, "HTTPS"), "on")?;
     }
     env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
-    let mut key = String::with_capacity(40);
+    let mut names: Vec<&str> = Vec::with_capacity(16);
     for (name, value) in req.headers() {
-        let k: &Bound<'py, PyString> = if name.eq_ignore_ascii_case("content-type") {
-            intern!(py, "CONTENT_TYPE")
-        } else if name.eq_ignore_ascii_case("content-length") {
-            intern!(py, "CONTENT_LENGTH")
+        let k = header_key(py, name);
+        let v = latin1_str(py, value);
+        // A repeated header (rare): joined, as CGI does.
+        let repeated = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        names.push(name);
+        if repeated
+            && k.to_str()?.starts_with("HTTP_")
+            && let Some(prev) = env.get_item(&k)?
+        {
+            let joined = format!("{}, {}", prev.extract::<String>()?, v.to_str()?);
+            env.set_item(k, joined)?;
         } else {
-            key.clear();
-            key.push_str("HTTP_");
-            key.extend(name.chars().map(|c| match c {
-                '-' => '_',
-                c => c.to_ascii_uppercase(),
-            }));
-            &PyString::new(py, &key)
-        };
-        let v = latin1(value);
-        match env.get_item(k)? {
-            // A repeated header: joined, as CGI does.
-            Some(prev) if k.to_str()?.starts_with("HTTP_") => {
-                let joined = format!("{}, {v}", prev.extract::<String>()?);
-                env.set_item(k, joined)?;
-            }
-            _ => env.set_item(k, v)?,
+            env.set_item(k, v)?;
         }
     }
     Ok(env)
