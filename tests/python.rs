@@ -57,12 +57,12 @@ fn hello_list_body_without_greenlet() {
     assert_eq!(r.body, b"Hello World!");
     assert_eq!(r.header("content-length"), Some("12"));
     // Kept alive: a second request on the same connection.
-    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\n\r\n");
+    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\nx-test: too\r\n\r\n");
     let r = c.read(false).expect("a second response");
     assert_eq!(
         String::from_utf8_lossy(&r.body),
         "SCRIPT_NAME=|PATH_INFO=/env|QUERY_STRING=a=1|REQUEST_METHOD=GET|\
-         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes"
+         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes, too"
     );
     let line = srv.wait_for("GET /env?a=1 => 200");
     assert!(line.contains("(worker 0 slot"), "{line}");
