@@ -161,6 +161,20 @@ fn pep3333(mut srv: Server) {
         assert_eq!(get(addr, path).map(|r| r.0), Some(500), "{path}");
         srv.wait_for(needle);
     }
+    assert_eq!(
+        get(addr, "/excinfo-before"),
+        Some((503, "error page".into()))
+    );
+    let cut = request(
+        addr,
+        "GET /excinfo-after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut}");
+    assert!(cut.contains("partial;"), "{cut}");
+    assert!(!cut.contains("never"), "{cut}");
+    // Cut: no last chunk (streamed) or a short body (sized).
+    assert!(!cut.ends_with("0\r\n\r\n"), "{cut}");
+    srv.wait_for("KeyError: 'late'");
     assert_eq!(get(addr, "/errors").map(|r| r.0), Some(204));
     srv.wait_for("wsgi.errors: a line for the log");
     assert_eq!(get(addr, "/"), Some((200, "Hello World!".into())));
