@@ -220,6 +220,12 @@ def setup_paths(pythonpath, virtualenv):
         sys.path.insert(0, os.path.abspath(p))
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
+    # stdout and stderr go to the server's log pipe: a line at a time, not a block.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
 
 
 def run_script(path, argv, r):
