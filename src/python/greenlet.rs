@@ -183,7 +183,7 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
                 // `run` catches everything; this is an exception in the engine's own code
                 // or a greenlet error. The greenlet is dead: not pooled.
                 tracing::error!("python request greenlet: {e}");
-                ex.fail_engine(format!("{e}"));
+                ex.failed.set(true);
                 ex.finished.set(true);
                 p.greenlet = None;
             }
