@@ -232,8 +232,12 @@ def run_script(path, argv, r):
     """--pyrun: run `path` as __main__; returns the exit status."""
     import runpy
 
+    import os
+
     status = 0
     sys.argv = [path] + list(argv)
+    # As `python FILE` does: the script's directory first on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:
