@@ -141,6 +141,20 @@ fn pep3333(mut srv: Server) {
         "POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     );
     assert!(r.ends_with("3 reads: 0123456789"), "{r}");
+    // Expect: 100-continue: the interim answer comes when the app reads the body.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    c.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"abcd").unwrap();
+    let mut rest = String::new();
+    let _ = c.read_to_string(&mut rest);
+    assert!(rest.ends_with("1 reads: abcd"), "{rest}");
     // HEAD: the head alone.
     let r = request(
         addr,
