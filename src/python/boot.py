@@ -124,8 +124,10 @@ def run(app, environ, r):
         result = app(environ, call.start_response)
         kind = type(result)
         if kind is list or kind is tuple:
-            # Sent at the end in one piece: no switch.
+            # Sent at the end in one piece: no switch, and nothing to close (a getattr that
+            # misses costs an AttributeError).
             r.push_all(result)
+            result = None
         elif kind is FileWrapper and r.sendfile(result.filelike):
             suspend()
             r.check()

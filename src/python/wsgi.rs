@@ -768,14 +768,27 @@ pub(crate) fn environ<'py>(
     script_name: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = base.copy()?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
+    let method = match req.method() {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        m => PyString::new(py, m),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     env.set_item(intern!(py, "REQUEST_URI"), req.target())?;
     let path = req.path().as_bytes();
     let rest = path.get(script_name.len()..).unwrap_or(b"");
     env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
     env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(rest)))?;
-    env.set_item(intern!(py, "QUERY_STRING"), req.query().unwrap_or(""))?;
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), req.version())?;
+    match req.query() {
+        Some(q) if !q.is_empty() => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        _ => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
+    }
+    let version = match req.version() {
+        "HTTP/1.1" => intern!(py, "HTTP/1.1"),
+        _ => intern!(py, "HTTP/1.0"),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), version)?;
     let name = req.server_name();
     env.set_item(
         intern!(py, "SERVER_NAME"),
@@ -793,8 +806,13 @@ pub(crate) fn environ<'py>(
         }
     }
     let scheme = req.scheme();
-    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
-    env.set_item(intern!(py, "REQUEST_SCHEME"), scheme)?;
+    let scheme_str = if scheme == "https" {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme_str)?;
+    env.set_item(intern!(py, "REQUEST_SCHEME"), scheme_str)?;
     if scheme == "https" {
         env.set_item(intern!(py, "HTTPS"), "on")?;
     }
