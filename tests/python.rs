@@ -206,7 +206,10 @@ fn greenlet_requests_wait_without_blocking_the_core() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(get(addr, "/release"), Some((200, "ok".into())));
     assert_eq!(waiter.join().unwrap(), Some((200, "released".into())));
-    assert_eq!(get(addr, "/worker"), Some((200, "worker 1 core 0".into())));
+    assert_eq!(
+        get(addr, "/worker"),
+        Some((200, "worker 1 core 0 numproc 1 master True opt True".into()))
+    );
     // wait_fd_read: a timeout, then two descriptors registered in succession.
     assert_eq!(
         get(addr, "/fdwait"),

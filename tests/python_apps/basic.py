@@ -172,6 +172,8 @@ def application(environ, start_response):
         return [b"raised"]
     if path == "/worker":
         start_response("200 OK", [])
-        return [b"worker %d core %d" % (uwsgi.worker_id(), environ["uwsgi.core"])]
+        facts = (uwsgi.worker_id(), environ["uwsgi.core"], uwsgi.numproc,
+                 uwsgi.masterpid() == os.getppid(), uwsgi.opt.get("greenlet"))
+        return [b"worker %d core %d numproc %d master %r opt %r" % facts]
     start_response("404 Not Found", [])
     return [b"not found"]
