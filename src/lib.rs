@@ -51,6 +51,8 @@ pub mod config;
 pub mod cron;
 pub mod logsink;
 pub mod proto;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod server;
 pub mod stats;
 

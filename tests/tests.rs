@@ -30,3 +30,6 @@ mod systemd;
 
 // Request logs: --logto, --logformat (uWSGI templates, JSON), --touch-logreopen.
 mod logging;
+// Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
+#[cfg(feature = "python")]
+mod python;
