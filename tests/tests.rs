@@ -18,3 +18,8 @@ mod static_files;
 mod lifecycle;
 // nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
 mod nginx;
+
+// Python WSGI apps (--features python): PEP 3333, bad apps, the uwsgi module, harakiri,
+// --pyrun, stats, the examples against uWSGI's answers, Flask over HTTP and behind nginx.
+#[cfg(feature = "python")]
+mod python;
