@@ -22,4 +22,4 @@ mod nginx;
 // Python WSGI apps (--features python): PEP 3333, bad apps, the uwsgi module, harakiri,
 // --pyrun, stats, the examples against uWSGI's answers, Flask over HTTP and behind nginx.
 #[cfg(feature = "python")]
-mod python;
+mod python_wsgi;

@@ -1077,11 +1077,11 @@ fn canon(body: &[u8]) -> String {
     py_dumps(&v)
 }
 
-/// The Flask routes through `send` (one request → response), compared with uWSGI's.
-fn flask_routes(
-    srv: &mut Server,
-    send: &mut dyn FnMut(&str, &str, &[(String, String)], &[u8]) -> Resp,
-) {
+/// Sends one request (method, target, headers, body) and reads its response.
+type Send<'a> = &'a mut dyn FnMut(&str, &str, &[(String, String)], &[u8]) -> Resp;
+
+/// The Flask routes through `send`, compared with uWSGI's answers.
+fn flask_routes(srv: &mut Server, send: Send<'_>) {
     let r = send("GET", "/", &[], b"");
     assert_reference(
         "flask_index",
