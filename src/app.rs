@@ -71,6 +71,7 @@ where
 }
 
 type Factory = Box<dyn Fn() -> Rc<dyn App>>;
+type Check = Box<dyn Fn() -> std::io::Result<()>>;
 
 /// Named applications the configuration can mount (`--app NAME`, `--mount /PREFIX=NAME`).
 ///
@@ -78,6 +79,8 @@ type Factory = Box<dyn Fn() -> Rc<dyn App>>;
 #[derive(Default)]
 pub struct Apps {
     factories: Vec<(String, Factory)>,
+    /// Startup checks by app name (run by the master's preflight, also before a reload).
+    checks: Vec<(String, Check)>,
 }
 
 impl fmt::Debug for Apps {
@@ -99,6 +102,27 @@ impl Apps {
             Box::new(move || Rc::new(factory()) as Rc<dyn App>),
         ));
         self
+    }
+
+    /// Register `name` with a startup check: `check` runs in the master before any worker
+    /// starts (and before a reload is accepted); an `Err` stops the start with its message.
+    /// Python apps use it to import the app in a forked child.
+    pub fn register_checked<A: App>(
+        &mut self,
+        name: &str,
+        check: impl Fn() -> std::io::Result<()> + 'static,
+        factory: impl Fn() -> A + 'static,
+    ) -> &mut Self {
+        self.checks.push((name.to_owned(), Box::new(check)));
+        self.register(name, factory)
+    }
+
+    /// Run the startup check of `name`, if it has one.
+    pub(crate) fn check(&self, name: &str) -> std::io::Result<()> {
+        match self.checks.iter().find(|(n, _)| n == name) {
+            Some((_, c)) => c(),
+            None => Ok(()),
+        }
     }
 
     /// Registered names, in registration order.

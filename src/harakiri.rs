@@ -172,27 +172,41 @@ impl<F: Future + Unpin> Future for Guarded<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let board = this.ctx.board;
-        if let Some(b) = board {
-            let now = crate::sys::monotonic_ms();
-            if this.ctx.deadline.get().is_some() {
-                b.enter(
-                    this.ctx.slot.0,
-                    now,
-                    this.ctx.deadline_ms(),
-                    this.ctx.started_ms,
-                    &this.ctx.info,
-                );
-            } else {
-                b.enter_plain(now);
-            }
-        }
-        let prev = CURRENT.with(|c| c.replace(Some(this.ctx.clone())));
-        let out = Pin::new(&mut this.inner).poll(cx);
-        CURRENT.with(|c| *c.borrow_mut() = prev);
-        if let Some(b) = board {
-            b.leave();
-        }
-        out
+        let ctx = this.ctx.clone();
+        run_as(&ctx, || Pin::new(&mut this.inner).poll(cx))
     }
+}
+
+/// The request being run now, if any (for engines that run its code outside its future's
+/// poll, such as the Python greenlet runner).
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) fn current() -> Option<Rc<ReqCtx>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Run `f` as request `ctx`: current for [`worker_id`], [`slot_id`], [`set_user_harakiri`],
+/// and, when it has a deadline, marked busy in the scoreboard for the master's hard harakiri.
+pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {
+    let board = ctx.board;
+    if let Some(b) = board {
+        let now = crate::sys::monotonic_ms();
+        if ctx.deadline.get().is_some() {
+            b.enter(
+                ctx.slot.0,
+                now,
+                ctx.deadline_ms(),
+                ctx.started_ms,
+                &ctx.info,
+            );
+        } else {
+            b.enter_plain(now);
+        }
+    }
+    let prev = CURRENT.with(|c| c.replace(Some(ctx.clone())));
+    let out = f();
+    CURRENT.with(|c| *c.borrow_mut() = prev);
+    if let Some(b) = board {
+        b.leave();
+    }
+    out
 }

@@ -48,6 +48,8 @@
 pub mod config;
 pub mod cron;
 pub mod proto;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod server;
 pub mod stats;
 

@@ -18,7 +18,25 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let apps = apps::builtin(&config);
+    #[allow(unused_mut)]
+    let mut apps = apps::builtin(&config);
+    #[cfg(feature = "python")]
+    {
+        if config.python.pyrun.is_some() {
+            return ExitCode::from(u8::try_from(ringsgi::python::pyrun(&config)).unwrap_or(1));
+        }
+        ringsgi::python::register(&config, &mut apps);
+    }
+    #[cfg(not(feature = "python"))]
+    if config.python.pyrun.is_some()
+        || config
+            .mounts
+            .iter()
+            .any(|m| ringsgi::config::raw::python_app(&m.app).is_some())
+    {
+        eprintln!("ringsgi: this binary was built without Python: build with --features python");
+        return ExitCode::from(2);
+    }
     match ringsgi::server::run(&config, &apps) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

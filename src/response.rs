@@ -132,6 +132,12 @@ impl Response {
         self.state != State::Fresh
     }
 
+    /// Whether the response was started with a length ([`start_sized`](Self::start_sized)).
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn is_sized(&self) -> bool {
+        matches!(self.state, State::Streaming(ResponseFraming::Length(_)))
+    }
+
     /// Whether the response is complete.
     pub fn is_finished(&self) -> bool {
         self.state == State::Finished

@@ -19,6 +19,9 @@ mod lifecycle;
 // nginx in front (a real nginx, generated config): uwsgi_pass over TCP and unix, proxy_pass pool.
 mod nginx;
 
+// Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
+#[cfg(feature = "python")]
+mod python;
 // Python WSGI apps (--features python): PEP 3333, bad apps, the uwsgi module, harakiri,
 // --pyrun, stats, the examples against uWSGI's answers, Flask over HTTP and behind nginx.
 #[cfg(feature = "python")]

@@ -79,6 +79,13 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("chown-socket", "none"),
         ("static-map", "none"),
         ("static-index", "none"),
+        ("wsgi-file", "none"),
+        ("module", "none"),
+        ("callable", "application"),
+        ("pythonpath", "none"),
+        ("virtualenv", "none"),
+        ("greenlet", "false"),
+        ("pyrun", "none"),
     ]
 }
 
@@ -101,6 +108,23 @@ impl fmt::Display for ListenAddr {
             ListenAddr::Abstract(n) => write!(f, "@{n}"),
         }
     }
+}
+
+/// The Python options (used by a binary built with the `python` feature).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PythonOptions {
+    /// The WSGI callable's name where a mount does not name it (`--callable`).
+    pub callable: String,
+    /// Added to `sys.path`, in order (`--pythonpath`).
+    pub pythonpath: Vec<PathBuf>,
+    /// A virtual environment (`--virtualenv`).
+    pub virtualenv: Option<PathBuf>,
+    /// Each request in its own greenlet (`--greenlet`).
+    pub greenlet: bool,
+    /// Run this script instead of serving (`--pyrun`).
+    pub pyrun: Option<PathBuf>,
+    /// Its arguments.
+    pub pyrun_args: Vec<String>,
 }
 
 /// An app mounted at a URL path prefix.
@@ -213,6 +237,8 @@ pub struct Config {
     pub static_maps: Vec<StaticMount>,
     /// File served for a directory under a static mount (`--static-index`).
     pub static_index: Option<String>,
+    /// Python apps: interpreter, engine, `--pyrun` (`python` feature).
+    pub python: PythonOptions,
 }
 
 impl Config {
@@ -503,7 +529,8 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         .iter()
         .map(|s| resolve_addr("socket", s, true))
         .collect::<Result<Vec<_>, _>>()?;
-    if http_sockets.is_empty() && uwsgi_sockets.is_empty() {
+    // --pyrun runs a script, not a server: it needs no listener.
+    if http_sockets.is_empty() && uwsgi_sockets.is_empty() && raw.pyrun.is_none() {
         return Err(invalid(
             "no listener configured: give --http-socket ADDR (or http-socket in the config file)",
         ));
@@ -539,8 +566,30 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         }
         mounts.push(Mount { prefix, app });
     }
+    // --wsgi-file and --module name the app at "/", as --app does.
+    let python_root = match (&raw.wsgi_file, &raw.module) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "--wsgi-file and --module both name the app at \"/\": give one".to_owned(),
+            ));
+        }
+        (Some(f), None) => Some(f.clone()),
+        (None, Some(m)) if m.contains(':') => Some(m.clone()),
+        (None, Some(m)) => Some(format!(
+            "{m}:{}",
+            raw.callable.as_deref().unwrap_or("application")
+        )),
+        (None, None) => None,
+    };
+    if python_root.is_some() && raw.app.is_some() {
+        return Err(invalid(
+            "--app and --wsgi-file/--module both name the app at \"/\": give one".to_owned(),
+        ));
+    }
     if !mounts.iter().any(|m| m.prefix == "/") {
-        let app = raw.app.clone().unwrap_or_else(|| DEFAULT_APP.to_owned());
+        let app = python_root
+            .or_else(|| raw.app.clone())
+            .unwrap_or_else(|| DEFAULT_APP.to_owned());
         mounts.push(Mount {
             prefix: "/".to_owned(),
             app,
@@ -635,6 +684,14 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             .map(|m| raw::parse_mode(m).expect("checked by validate")),
         static_maps,
         static_index: raw.static_index,
+        python: PythonOptions {
+            callable: raw.callable.unwrap_or_else(|| "application".to_owned()),
+            pythonpath: raw.pythonpath.iter().map(PathBuf::from).collect(),
+            virtualenv: raw.virtualenv,
+            greenlet: raw.greenlet.unwrap_or(false),
+            pyrun: raw.pyrun,
+            pyrun_args: raw.pyrun_args,
+        },
     })
 }
 
@@ -1137,6 +1194,12 @@ mod tests {
             "buffer-size" => "4096",
             "static-map" => "[\"/s=/tmp\"]",
             "static-index" => "\"index.html\"",
+            "wsgi-file" => "\"app.py\"",
+            "module" => "\"app:application\"",
+            "callable" => "\"app\"",
+            "pythonpath" => "[\"/tmp\"]",
+            "virtualenv" | "pyrun" => "\"/tmp\"",
+            "greenlet" => "true",
             _ => "2",
         };
         let src: String = defaults()
@@ -1152,6 +1215,7 @@ mod tests {
             "{:?}",
             RawConfig {
                 config: Some("x".into()),
+                pyrun_args: vec!["x".into()],
                 ..raw
             }
         );
@@ -1236,6 +1300,30 @@ mod tests {
                 })
                 .to_owned(),
                 "static-index" => c.static_index.clone().unwrap_or_else(|| "none".to_owned()),
+                "wsgi-file" | "module" => {
+                    let python = c.mounts.iter().any(|m| raw::python_app(&m.app).is_some());
+                    (if python { "?" } else { "none" }).to_owned()
+                }
+                "callable" => c.python.callable.clone(),
+                "pythonpath" => (if c.python.pythonpath.is_empty() {
+                    "none"
+                } else {
+                    "?"
+                })
+                .to_owned(),
+                "virtualenv" => (if c.python.virtualenv.is_some() {
+                    "?"
+                } else {
+                    "none"
+                })
+                .to_owned(),
+                "greenlet" => c.python.greenlet.to_string(),
+                "pyrun" => (if c.python.pyrun.is_some() {
+                    "?"
+                } else {
+                    "none"
+                })
+                .to_owned(),
                 other => panic!("no check for key {other}"),
             };
             assert_eq!(&shown, text, "default of {key}");

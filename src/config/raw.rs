@@ -208,6 +208,45 @@ pub struct RawConfig {
     #[arg(long, value_name = "NAME", value_parser = parse_static_index)]
     pub static_index: Option<String>,
 
+    /// Python: serve the WSGI app in FILE at "/" (its callable: --callable) [default: none]
+    #[arg(long, value_name = "FILE", value_parser = parse_wsgi_file)]
+    pub wsgi_file: Option<String>,
+
+    /// Python: serve the WSGI app of module MOD ("MOD" or "MOD:CALLABLE") at "/"
+    /// [default: none]
+    #[arg(long, short = 'w', value_name = "MOD[:CALLABLE]", value_parser = parse_module)]
+    pub module: Option<String>,
+
+    /// Python: the name of the WSGI callable in --wsgi-file, --module and mounted Python apps
+    /// [default: application]
+    #[arg(long, value_name = "NAME", value_parser = parse_callable)]
+    pub callable: Option<String>,
+
+    /// Python: add DIR to sys.path (repeatable)
+    #[arg(long, value_name = "DIR")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub pythonpath: Vec<String>,
+
+    /// Python: use the virtual environment in DIR (its site-packages) [default: none]
+    #[arg(long, visible_alias = "home", short = 'H', value_name = "DIR")]
+    pub virtualenv: Option<PathBuf>,
+
+    /// Python: run each request in its own greenlet, so that waits (body, slow client, the
+    /// uwsgi API) switch to the other slots (with --async N) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub greenlet: Option<bool>,
+
+    /// Python: run FILE as __main__ in a worker's executor and exit with its status (args
+    /// after "--" become sys.argv[1:]) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub pyrun: Option<PathBuf>,
+
+    /// Arguments of --pyrun (after "--")
+    #[arg(last = true, value_name = "ARGS")]
+    #[serde(skip)]
+    pub pyrun_args: Vec<String>,
+
     /// TOML config file; command-line flags override its values
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -232,8 +271,10 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
-        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index;
-        http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map
+        pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index,
+        wsgi_file, module, callable, virtualenv, greenlet, pyrun;
+        http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map,
+        pythonpath, pyrun_args
     )
 }
 
@@ -298,6 +339,11 @@ impl RawConfig {
         })?;
         each("socket", &self.socket, |s| parse_addr(s, true).map(drop))?;
         check("cores", &self.cores, int(CORES))?;
+        check("wsgi-file", &self.wsgi_file, |s| {
+            parse_wsgi_file(s).map(drop)
+        })?;
+        check("module", &self.module, |s| parse_module(s).map(drop))?;
+        check("callable", &self.callable, |s| parse_callable(s).map(drop))?;
         check("async", &self.async_slots, int(ASYNC))?;
         check("listen", &self.listen, |v| LISTEN.check(u64::from(*v)))?;
         check("app", &self.app, |s| check_app_name(s))?;
@@ -571,6 +617,9 @@ fn parse_static_index(s: &str) -> Result<String, String> {
 
 /// Checks an app name: non-empty, only `[a-z0-9_-]`.
 pub fn check_app_name(name: &str) -> Result<(), String> {
+    if python_app(name).is_some() {
+        return Ok(());
+    }
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -578,7 +627,77 @@ pub fn check_app_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("expected an app name made of [a-z0-9_-]".into())
+        Err(
+            "expected an app name made of [a-z0-9_-], a Python file FILE.py[:CALLABLE] or a \
+             Python module MOD:CALLABLE"
+                .into(),
+        )
+    }
+}
+
+/// A Python WSGI app named in a mount: `FILE.py` or `FILE.py:CALLABLE` (a WSGI file), or
+/// `MOD:CALLABLE` (a module, dotted). Anything else is not a Python app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonApp {
+    /// A WSGI file and the callable named after `:`, if any.
+    File(String, Option<String>),
+    /// A module and its callable.
+    Module(String, String),
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parse a mount's app name as a Python app, if it is one (see [`PythonApp`]).
+pub fn python_app(name: &str) -> Option<PythonApp> {
+    let (main, callable) = match name.rsplit_once(':') {
+        Some((m, c)) if is_ident(c) => (m, Some(c)),
+        Some(_) => return None,
+        None => (name, None),
+    };
+    if main.ends_with(".py")
+        && main.len() > 3
+        && !main
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'=' || b == b':')
+    {
+        return Some(PythonApp::File(
+            main.to_owned(),
+            callable.map(str::to_owned),
+        ));
+    }
+    let callable = callable?;
+    if main.split('.').all(is_ident) {
+        return Some(PythonApp::Module(main.to_owned(), callable.to_owned()));
+    }
+    None
+}
+
+fn parse_wsgi_file(s: &str) -> Result<String, String> {
+    match python_app(s) {
+        Some(PythonApp::File(..)) => Ok(s.to_owned()),
+        _ => Err("expected a Python file FILE.py (optionally FILE.py:CALLABLE)".into()),
+    }
+}
+
+fn parse_module(s: &str) -> Result<String, String> {
+    let main = s.split_once(':').map_or(s, |(m, _)| m);
+    let callable_ok = s.split_once(':').is_none_or(|(_, c)| is_ident(c));
+    if main.split('.').all(is_ident) && callable_ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a module name MOD or MOD:CALLABLE (dotted identifiers)".into())
+    }
+}
+
+fn parse_callable(s: &str) -> Result<String, String> {
+    if is_ident(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a Python identifier".into())
     }
 }
 

@@ -60,6 +60,9 @@ pub(super) fn preflight(config: &Config, apps: &Apps) -> io::Result<()> {
             ));
         }
     }
+    for m in &config.mounts {
+        apps.check(&m.app)?;
+    }
     if let Some(dir) = &config.chdir
         && !dir.is_dir()
     {

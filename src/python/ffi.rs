@@ -1,0 +1,219 @@
+//! The raw CPython and greenlet C interfaces the engine needs beyond PyO3's safe API: the
+//! worker thread's permanent thread state, greenlet's C API (`greenlet._C_API`), and the one
+//! switch out of a request greenlet (`suspend`), a raw `METH_FASTCALL` function.
+//!
+//! Why raw: a PyO3 `#[pyfunction]` that switches greenlets leaves PyO3's per-thread attach
+//! count raised while its frame is suspended, and the next `Python::attach` then runs without
+//! the GIL (python-embedding-notes.md, trap 1). `suspend` touches no PyO3 state at all.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+type Obj = *mut ffi::PyObject;
+/// `PyGreenlet *PyGreenlet_New(PyObject *run, PyGreenlet *parent)`.
+type NewFn = unsafe extern "C" fn(Obj, Obj) -> Obj;
+/// `PyGreenlet *PyGreenlet_GetCurrent(void)`.
+type CurrentFn = unsafe extern "C" fn() -> Obj;
+/// `PyObject *PyGreenlet_Throw(PyGreenlet *g, PyObject *typ, PyObject *val, PyObject *tb)`.
+type ThrowFn = unsafe extern "C" fn(Obj, Obj, Obj, Obj) -> Obj;
+/// `PyObject *PyGreenlet_Switch(PyGreenlet *g, PyObject *args, PyObject *kwargs)`.
+type SwitchFn = unsafe extern "C" fn(Obj, Obj, Obj) -> Obj;
+
+/// greenlet's exported function table (`greenlet.h`, `PyGreenlet_API_pointers`).
+#[derive(Clone, Copy)]
+struct Api {
+    new: NewFn,
+    current: CurrentFn,
+    throw: ThrowFn,
+    switch: SwitchFn,
+}
+
+thread_local! {
+    static API: Cell<Option<Api>> = const { Cell::new(None) };
+    /// The thread's main greenlet (the executor), a strong reference held for the thread's
+    /// life; null until [`load_greenlet`].
+    static MAIN: Cell<*mut ffi::PyObject> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Give the calling thread a permanent Python thread state and release the GIL: every later
+/// `Python::attach` on this thread reuses that state (python-embedding-notes.md, trap 2).
+pub(crate) fn pin_thread_state() {
+    // SAFETY: the interpreter is initialised (Python::initialize ran before); Ensure creates
+    // or reuses this thread's state and takes the GIL, SaveThread releases it again. The
+    // Ensure is never undone, so the thread state outlives every greenlet pointing at it.
+    unsafe {
+        let _ = ffi::PyGILState_Ensure();
+        ffi::PyEval_SaveThread();
+    }
+}
+
+/// Import greenlet's C API and remember this thread's main greenlet. Call with the GIL held,
+/// on the executor's thread, outside any greenlet.
+pub(crate) fn load_greenlet(py: Python<'_>) -> PyResult<()> {
+    // Import the package first: it loads the extension that creates the capsule.
+    py.import("greenlet")?;
+    // SAFETY: the GIL is held (`py`); PyCapsule_Import returns the pointer stored in the
+    // capsule or null with an exception set.
+    let table = unsafe { ffi::PyCapsule_Import(c"greenlet._C_API".as_ptr(), 0) };
+    if table.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    let table = table as *const *mut c_void;
+    // SAFETY: greenlet.h documents a table of PyGreenlet_API_pointers (12) function and
+    // object pointers with these indices and signatures; greenlet 2 and 3 keep them.
+    let api = unsafe {
+        Api {
+            new: std::mem::transmute::<*mut c_void, NewFn>(*table.add(3)),
+            current: std::mem::transmute::<*mut c_void, CurrentFn>(*table.add(4)),
+            throw: std::mem::transmute::<*mut c_void, ThrowFn>(*table.add(5)),
+            switch: std::mem::transmute::<*mut c_void, SwitchFn>(*table.add(6)),
+        }
+    };
+    API.with(|a| a.set(Some(api)));
+    // SAFETY: GIL held; `current` returns a new reference to the running (main) greenlet,
+    // which we keep for the thread's life.
+    let main = unsafe { (api.current)() };
+    if main.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    MAIN.with(|m| m.set(main));
+    Ok(())
+}
+
+fn api() -> Option<Api> {
+    API.with(|a| a.get())
+}
+
+/// A new greenlet running `run`, child of the thread's main greenlet.
+pub(crate) fn new_greenlet(py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let api = api().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no greenlet"))?;
+    let main = MAIN.with(|m| m.get());
+    // SAFETY: GIL held; `run` is a live object; `main` is the strong reference kept in MAIN;
+    // the result is a new reference or null with an exception set.
+    unsafe {
+        let g = (api.new)(run.as_ptr(), main);
+        Bound::from_owned_ptr_or_err(py, g).map(Bound::unbind)
+    }
+}
+
+/// Switch into greenlet `g` (starting it with `args` the first time). Returns what it switched
+/// back with (its result when it ended), or the exception it ended with.
+///
+/// The caller holds a `Python` token and nothing else that points into this stack; the
+/// greenlet runs until it suspends or ends.
+pub(crate) fn switch(
+    py: Python<'_>,
+    g: &Py<PyAny>,
+    args: Option<&Bound<'_, pyo3::types::PyTuple>>,
+) -> PyResult<Py<PyAny>> {
+    let api = api().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no greenlet"))?;
+    let args = args.map_or(ptr::null_mut(), |a| a.as_ptr());
+    // SAFETY: GIL held; `g` is a greenlet created by `new_greenlet`; args is null or a tuple;
+    // the result is a new reference or null with an exception set.
+    unsafe {
+        let r = (api.switch)(g.as_ptr(), args, ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, r).map(Bound::unbind)
+    }
+}
+
+/// Raise `exc` (an exception type) inside the suspended greenlet `g` and run it until it
+/// suspends or ends.
+pub(crate) fn throw(py: Python<'_>, g: &Py<PyAny>, exc: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let api = api().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no greenlet"))?;
+    // SAFETY: GIL held; `g` is a greenlet, `exc` an exception type (the value and traceback
+    // may be null); the result is a new reference or null with an exception set.
+    unsafe {
+        let r = (api.throw)(g.as_ptr(), exc.as_ptr(), ptr::null_mut(), ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, r).map(Bound::unbind)
+    }
+}
+
+/// `uwsgi.suspend()` and the engine's own switch out of a request greenlet: switch to the
+/// executor (the main greenlet), which performs what the request registered and switches
+/// back. A no-op on the main greenlet (no `--greenlet`, or outside a request); raises
+/// `RuntimeError` when the request was cancelled (harakiri) and must not wait any more.
+unsafe extern "C" fn suspend(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    _nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let main = MAIN.with(|m| m.get());
+        let Some(api) = api() else {
+            // SAFETY: called by the interpreter with the GIL held.
+            return unsafe { none() };
+        };
+        // SAFETY: GIL held; `current` returns a new reference, released at once.
+        let on_main = unsafe {
+            let cur = (api.current)();
+            let on_main = cur == main;
+            ffi::Py_XDECREF(cur);
+            on_main
+        };
+        if main.is_null() || on_main {
+            // SAFETY: GIL held.
+            return unsafe { none() };
+        }
+        if super::greenlet::cancelled() {
+            // SAFETY: GIL held; PyErr_SetString copies the message.
+            unsafe {
+                ffi::PyErr_SetString(
+                    ffi::PyExc_RuntimeError,
+                    c"ringsgi: the request was cancelled (harakiri or client gone): it cannot wait"
+                        .as_ptr(),
+                );
+            }
+            return ptr::null_mut();
+        }
+        // SAFETY: GIL held; `main` is the thread's main greenlet (strong reference in MAIN);
+        // this frame holds no PyO3 guard or reference into the executor's stack.
+        unsafe { (api.switch)(main, ptr::null_mut(), ptr::null_mut()) }
+    }));
+    r.unwrap_or_else(|_| {
+        // SAFETY: GIL held (we are a Python-called C function).
+        unsafe {
+            ffi::PyErr_SetString(
+                ffi::PyExc_SystemError,
+                c"ringsgi: panic in suspend()".as_ptr(),
+            );
+        }
+        ptr::null_mut()
+    })
+}
+
+/// A new reference to `None`.
+///
+/// # Safety
+/// The GIL must be held.
+unsafe fn none() -> *mut ffi::PyObject {
+    // SAFETY: GIL held (caller); Py_None is immortal in 3.12+, counted before.
+    unsafe {
+        let n = ffi::Py_None();
+        ffi::Py_IncRef(n);
+        n
+    }
+}
+
+/// The `suspend` function as a Python callable (a builtin function object).
+pub(crate) fn suspend_function(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"suspend".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFast: suspend,
+        },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"suspend()\n--\n\nSwitch to the executor until what this request registered (a wait on an fd, a sleep) is done.".as_ptr(),
+    }));
+    // SAFETY: GIL held; `def` is leaked, so it lives as long as the function object needs;
+    // the result is a new reference or null with an exception set.
+    unsafe {
+        let f = ffi::PyCFunction_NewEx(def, ptr::null_mut(), ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, f).map(Bound::unbind)
+    }
+}

@@ -1,0 +1,746 @@
+//! WSGI (PEP 3333) over a ringsgi request: the environ, the request object the Python half
+//! (`boot.py`) talks to, and the Rust side of each exchange: what the app registered (output,
+//! a wait) is done here with the worker's primitives, between two switches.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::harakiri::ReqCtx;
+use crate::{Request, Response};
+
+/// What a request registered before switching out: the executor does it, then switches back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) enum Wait {
+    /// Nothing: just let the other slots run (`uwsgi.suspend()` alone).
+    #[default]
+    None,
+    /// At least this many more body bytes (or the body's end).
+    Body(usize),
+    /// `uwsgi.async_sleep`.
+    Sleep(Duration),
+    /// `uwsgi.wait_fd_read` / `wait_fd_write`.
+    Fd {
+        fd: i32,
+        write: bool,
+        timeout: Option<Duration>,
+    },
+}
+
+/// The Python objects of an exchange, dropped by the runner (with the GIL) when it ends.
+pub(crate) struct PyParts {
+    pub(crate) greenlet: Option<Py<PyAny>>,
+    pub(crate) func: Py<PyAny>,
+    pub(crate) args: Py<PyTuple>,
+    pub(crate) environ: Option<Py<PyDict>>,
+}
+
+/// One request (or `--pyrun` script, or signal handler) as both halves see it.
+pub(crate) struct Exchange {
+    /// Running in a greenlet (waits suspend) or straight on the executor.
+    pub(crate) greenlet: bool,
+    /// `"METHOD URI"`, for log lines.
+    pub(crate) label: String,
+    /// The client connection (`uwsgi.connection_fd()`), -1 without one.
+    pub(crate) conn_fd: i32,
+    /// The harakiri context of the request, made current around every switch in.
+    pub(crate) hctx: Option<Rc<ReqCtx>>,
+    status: Cell<Option<u16>>,
+    headers: RefCell<Vec<(String, Vec<u8>)>>,
+    content_length: Cell<Option<u64>>,
+    /// The response head has gone to the client (or is on its way).
+    sent: Cell<bool>,
+    out: RefCell<Vec<u8>>,
+    /// A file to send (wsgi.file_wrapper over a real file).
+    file: RefCell<Option<OwnedFd>>,
+    pub(crate) wait: Cell<Wait>,
+    body: RefCell<Vec<u8>>,
+    body_pos: Cell<usize>,
+    body_eof: Cell<bool>,
+    /// Raised as `OSError` at the next `check()` (client gone, body read failed).
+    error: RefCell<Option<String>>,
+    /// The app raised: 500 (or a cut response).
+    pub(crate) failed: Cell<bool>,
+    /// Harakiri or client gone: no more waiting.
+    pub(crate) cancelled: Cell<bool>,
+    /// `run` has returned.
+    pub(crate) finished: Cell<bool>,
+    pub(crate) ready_fd: Cell<i32>,
+    pub(crate) timed_out: Cell<Option<bool>>,
+    /// `uwsgi.set_user_harakiri` from inside Python, applied by the request's future.
+    pub(crate) user_harakiri: Cell<Option<Option<Duration>>>,
+    /// `--pyrun`: the script's exit status.
+    pub(crate) exit: Cell<Option<i32>>,
+    /// The runner has done the queued step.
+    pub(crate) ran: Cell<bool>,
+    pub(crate) waker: RefCell<Option<Waker>>,
+    pub(crate) py: RefCell<Option<PyParts>>,
+}
+
+impl Exchange {
+    pub(crate) fn new(greenlet: bool, label: String, conn_fd: i32) -> Exchange {
+        Exchange {
+            greenlet,
+            label,
+            conn_fd,
+            hctx: crate::harakiri::current(),
+            status: Cell::new(None),
+            headers: RefCell::new(Vec::new()),
+            content_length: Cell::new(None),
+            sent: Cell::new(false),
+            out: RefCell::new(Vec::new()),
+            file: RefCell::new(None),
+            wait: Cell::new(Wait::None),
+            body: RefCell::new(Vec::new()),
+            body_pos: Cell::new(0),
+            body_eof: Cell::new(false),
+            error: RefCell::new(None),
+            failed: Cell::new(false),
+            cancelled: Cell::new(false),
+            finished: Cell::new(false),
+            ready_fd: Cell::new(-1),
+            timed_out: Cell::new(None),
+            user_harakiri: Cell::new(None),
+            exit: Cell::new(None),
+            ran: Cell::new(false),
+            waker: RefCell::new(None),
+            py: RefCell::new(None),
+        }
+    }
+
+    /// An error in the engine itself (not the app's): logged by the caller, 500.
+    pub(crate) fn fail_engine(&self, _why: String) {
+        self.failed.set(true);
+    }
+
+    /// Before switching back in after a wait: `x-wsgiorg.fdevent.timeout` and
+    /// `uwsgi.ready_fd` in the environ.
+    pub(crate) fn set_fdevent_timeout(&self, py: Python<'_>, environ: &Option<Py<PyDict>>) {
+        let (Some(t), Some(env)) = (self.timed_out.take(), environ) else {
+            return;
+        };
+        let env = env.bind(py);
+        let _ = env.set_item(intern!(py, "x-wsgiorg.fdevent.timeout"), t);
+        let _ = env.set_item(intern!(py, "uwsgi.ready_fd"), self.ready_fd.get());
+    }
+
+    /// Register a wait (from the `uwsgi` API).
+    pub(crate) fn register(&self, wait: Wait) {
+        self.wait.set(wait);
+    }
+
+    /// Read the whole body into the exchange (no greenlet: the app cannot wait).
+    pub(crate) async fn read_all_body(&self, req: &mut Request) -> io::Result<()> {
+        while let Some(chunk) = req.read_chunk().await? {
+            self.body.borrow_mut().extend_from_slice(chunk);
+        }
+        self.body_eof.set(true);
+        Ok(())
+    }
+
+    /// Do what the app registered before it switched out: write its output, then its wait.
+    pub(crate) async fn service(&self, req: &mut Request, resp: &mut Response) {
+        if let Some(h) = self.user_harakiri.take() {
+            crate::harakiri::set_user_harakiri(h);
+        }
+        let pending = self.file.borrow().is_some() || !self.out.borrow().is_empty();
+        if pending && let Err(e) = self.flush(resp, false).await {
+            *self.error.borrow_mut() = Some(format!("client gone: {e}"));
+            self.out.borrow_mut().clear();
+            return;
+        }
+        match self.wait.take() {
+            Wait::None => futures_lite::future::yield_now().await,
+            Wait::Body(n) => self.fill_body(req, n).await,
+            Wait::Sleep(d) => crate::primitives::sleep(d).await,
+            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+        }
+    }
+
+    /// A wait outside a request (signal handler, --pyrun): only the `uwsgi` waits.
+    pub(crate) async fn service_bare(&self) {
+        if let Some(h) = self.user_harakiri.take() {
+            crate::harakiri::set_user_harakiri(h);
+        }
+        match self.wait.take() {
+            Wait::None | Wait::Body(_) => futures_lite::future::yield_now().await,
+            Wait::Sleep(d) => crate::primitives::sleep(d).await,
+            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+        }
+    }
+
+    async fn wait_fd(&self, fd: i32, write: bool, timeout: Option<Duration>) {
+        let borrowed = crate::sys::borrow_fd(fd);
+        let r = if write {
+            crate::primitives::wait_fd_write(borrowed, timeout).await
+        } else {
+            crate::primitives::wait_fd_read(borrowed, timeout).await
+        };
+        match r {
+            Ok(_) => {
+                self.ready_fd.set(fd);
+                self.timed_out.set(Some(false));
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.ready_fd.set(-1);
+                self.timed_out.set(Some(true));
+            }
+            Err(e) => {
+                self.ready_fd.set(-1);
+                self.timed_out.set(Some(false));
+                *self.error.borrow_mut() = Some(format!("waiting on fd {fd}: {e}"));
+            }
+        }
+    }
+
+    async fn fill_body(&self, req: &mut Request, want: usize) {
+        let mut got = 0;
+        {
+            // Drop what was read already.
+            let mut b = self.body.borrow_mut();
+            let pos = self.body_pos.get();
+            if pos > 0 {
+                b.drain(..pos);
+                self.body_pos.set(0);
+            }
+        }
+        while got < want {
+            match req.read_chunk().await {
+                Ok(Some(c)) => {
+                    got += c.len();
+                    self.body.borrow_mut().extend_from_slice(c);
+                }
+                Ok(None) => {
+                    self.body_eof.set(true);
+                    break;
+                }
+                Err(e) => {
+                    *self.error.borrow_mut() = Some(format!("reading the request body: {e}"));
+                    self.body_eof.set(true);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Send what the app produced. `last`: the app has returned; complete the response.
+    pub(crate) async fn flush(&self, resp: &mut Response, last: bool) -> io::Result<()> {
+        let data = std::mem::take(&mut *self.out.borrow_mut());
+        let file = self.file.borrow_mut().take();
+        if !self.sent.get() {
+            if data.is_empty() && file.is_none() && !last {
+                // PEP 3333: the head waits for the first non-empty chunk.
+                return Ok(());
+            }
+            let Some(status) = self.status.get() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the app returned without calling start_response",
+                ));
+            };
+            for (name, value) in self.headers.borrow().iter() {
+                resp.header(name, value);
+            }
+            self.sent.set(true);
+            let mut len = self.content_length.get();
+            let mut file_len = None;
+            if let Some(f) = &file {
+                let n = file_remaining(f)?;
+                file_len = Some(n);
+                if len.is_none() {
+                    len = Some(data.len() as u64 + n);
+                }
+            }
+            match len {
+                None if last => return resp.send(status, &data).await,
+                None => resp.start(status)?,
+                Some(n) => resp.start_sized(status, n)?,
+            }
+            let _ = file_len;
+        }
+        if !data.is_empty() {
+            self.write(resp, data).await?;
+        }
+        if let Some(f) = file {
+            self.send_file(resp, f).await?;
+        }
+        if last {
+            resp.finish().await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, resp: &mut Response, data: Vec<u8>) -> io::Result<()> {
+        if resp.head_only {
+            return Ok(());
+        }
+        match self.content_length.get().is_some() || resp_sized(resp) {
+            true => {
+                resp.write_filled(|mut out| async move {
+                    out.extend_from_slice(&data);
+                    (Ok(data.len()), out)
+                })
+                .await?;
+                Ok(())
+            }
+            false => resp.write(&data).await,
+        }
+    }
+
+    async fn send_file(&self, resp: &mut Response, file: OwnedFd) -> io::Result<()> {
+        if resp.head_only {
+            return Ok(());
+        }
+        let offset = current_offset(&file)?;
+        let len = file_remaining(&file)?;
+        let len = match self.content_length.get() {
+            Some(cl) => len.min(cl.saturating_sub(resp.body_bytes)),
+            None => len,
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let pipe = crate::uring::splice::Pipe::take()?;
+        resp.splice_body(&Rc::new(file), offset, len, pipe).await
+    }
+}
+
+/// Whether the response was started with a length (`start_sized`).
+fn resp_sized(resp: &Response) -> bool {
+    resp.is_sized()
+}
+
+fn current_offset(f: &OwnedFd) -> io::Result<u64> {
+    let off = nix::unistd::lseek(f.as_raw_fd(), 0, nix::unistd::Whence::SeekCur)
+        .map_err(io::Error::from)?;
+    Ok(off.max(0) as u64)
+}
+
+fn file_remaining(f: &OwnedFd) -> io::Result<u64> {
+    let st = nix::sys::stat::fstat(f.as_raw_fd()).map_err(io::Error::from)?;
+    Ok((st.st_size as u64).saturating_sub(current_offset(f)?))
+}
+
+/// The request object of `boot.py` (`r`): every call is short and never switches.
+#[pyclass(unsendable, module = "_ringsgi")]
+pub(crate) struct Req {
+    pub(crate) ex: Rc<Exchange>,
+}
+
+/// Bytes of a body chunk: `bytes`, or `str` encoded as UTF-8 (uWSGI accepts both; `yield ""`
+/// after registering a wait is the seed's idiom).
+fn chunk_bytes<'a>(data: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, [u8]>> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(std::borrow::Cow::Owned(b.as_bytes().to_vec()));
+    }
+    if let Ok(s) = data.cast::<PyString>() {
+        return Ok(std::borrow::Cow::Owned(s.to_str()?.as_bytes().to_vec()));
+    }
+    if let Ok(b) = data.extract::<Vec<u8>>() {
+        return Ok(std::borrow::Cow::Owned(b));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a WSGI body chunk must be bytes, not {}",
+        data.get_type().name()?
+    )))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Headers the server writes itself: an app's value is ignored (Content-Length is used).
+const SERVER_HEADERS: [&str; 5] = [
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "date",
+    "server",
+];
+
+#[pymethods]
+impl Req {
+    /// start_response's work (PEP 3333, with exc_info).
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn start(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ex = &self.ex;
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        if let Some(info) = exc_info {
+            if ex.sent.get() {
+                // Too late to change the response: re-raise the app's exception.
+                let value = info.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+        } else if ex.status.get().is_some() {
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                "start_response() called twice without exc_info",
+            ));
+        }
+        let status: &Bound<'_, PyString> = status
+            .cast()
+            .map_err(|_| PyTypeError::new_err("the WSGI status must be a str"))?;
+        let s = status.to_str()?;
+        let code = s
+            .get(..3)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (100..=999).contains(c) && (s.len() == 3 || s.as_bytes()[3] == b' '))
+            .ok_or_else(|| PyValueError::new_err(format!("invalid WSGI status {s:?}")))?;
+        if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(PyValueError::new_err(format!("invalid WSGI status {s:?}")));
+        }
+        let list: &Bound<'_, PyList> = headers
+            .cast()
+            .map_err(|_| PyTypeError::new_err("the WSGI response headers must be a list"))?;
+        let mut out = Vec::with_capacity(list.len());
+        let mut length = None;
+        for item in list.iter() {
+            let tuple: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
+                PyTypeError::new_err("each WSGI response header must be a (name, value) tuple")
+            })?;
+            if tuple.len() != 2 {
+                return Err(PyTypeError::new_err(
+                    "each WSGI response header must be a (name, value) tuple",
+                ));
+            }
+            let name: String = tuple
+                .get_item(0)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header name must be a str"))?;
+            let value: String = tuple
+                .get_item(1)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header value must be a str"))?;
+            if !valid_name(&name) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid response header name {name:?}"
+                )));
+            }
+            if value
+                .chars()
+                .any(|c| c == '\r' || c == '\n' || c == '\0' || c as u32 > 0xff)
+            {
+                return Err(PyValueError::new_err(format!(
+                    "invalid characters in the value of response header {name}"
+                )));
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse::<u64>().map_err(|_| {
+                    PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                })?);
+                continue;
+            }
+            if SERVER_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+                continue;
+            }
+            // Latin-1, as PEP 3333 says.
+            out.push((name, value.chars().map(|c| c as u32 as u8).collect()));
+        }
+        ex.status.set(Some(code));
+        *ex.headers.borrow_mut() = out;
+        ex.content_length.set(length);
+        Ok(())
+    }
+
+    /// A body chunk (or write()); returns whether to switch out now (each chunk is a switch
+    /// point with --greenlet).
+    fn push(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let bytes = chunk_bytes(data)?;
+        let ex = &self.ex;
+        if !bytes.is_empty() {
+            if ex.status.get().is_none() {
+                return Err(pyo3::exceptions::PyAssertionError::new_err(
+                    "a body chunk before start_response()",
+                ));
+            }
+            ex.out.borrow_mut().extend_from_slice(&bytes);
+        }
+        Ok(ex.greenlet)
+    }
+
+    /// A list or tuple response: all chunks at once, sent when the app returns.
+    fn push_all(&self, seq: &Bound<'_, PyAny>) -> PyResult<()> {
+        for item in seq.try_iter()? {
+            let item = item?;
+            self.push(&item)?;
+        }
+        Ok(())
+    }
+
+    /// wsgi.file_wrapper over a file with a descriptor: the engine sends it (splice).
+    fn sendfile(&self, f: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(fd) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
+            return Ok(false);
+        };
+        if self.ex.status.get().is_none() {
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                "wsgi.file_wrapper returned before start_response()",
+            ));
+        }
+        let borrowed = crate::sys::borrow_fd(fd);
+        let owned = borrowed
+            .try_clone_to_owned()
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        // Only regular files are spliced; anything else is iterated.
+        match nix::sys::stat::fstat(owned.as_raw_fd()) {
+            Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG => {}
+            _ => return Ok(false),
+        }
+        *self.ex.file.borrow_mut() = Some(owned);
+        Ok(true)
+    }
+
+    /// wsgi.input.read(size): bytes, or None after registering a wait for more.
+    fn input_read<'py>(&self, py: Python<'py>, size: isize) -> Option<Bound<'py, PyBytes>> {
+        let ex = &self.ex;
+        let body = ex.body.borrow();
+        let pos = ex.body_pos.get();
+        let avail = body.len() - pos;
+        let eof = ex.body_eof.get() || ex.cancelled.get();
+        let n = if size < 0 {
+            if !eof {
+                ex.wait.set(Wait::Body(usize::MAX));
+                return None;
+            }
+            avail
+        } else {
+            let size = size as usize;
+            if avail < size && !eof {
+                ex.wait.set(Wait::Body(size - avail));
+                return None;
+            }
+            size.min(avail)
+        };
+        ex.body_pos.set(pos + n);
+        Some(PyBytes::new(py, &body[pos..pos + n]))
+    }
+
+    /// wsgi.input.readline(size): a line (with its `\n`), or None after registering a wait.
+    fn input_readline<'py>(&self, py: Python<'py>, size: isize) -> Option<Bound<'py, PyBytes>> {
+        let ex = &self.ex;
+        let body = ex.body.borrow();
+        let pos = ex.body_pos.get();
+        let avail = &body[pos..];
+        let limit = if size < 0 {
+            avail.len()
+        } else {
+            (size as usize).min(avail.len())
+        };
+        let n = match avail[..limit].iter().position(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if size >= 0 && avail.len() >= size as usize => limit,
+            None if ex.body_eof.get() || ex.cancelled.get() => limit,
+            None => {
+                ex.wait.set(Wait::Body(1));
+                return None;
+            }
+        };
+        ex.body_pos.set(pos + n);
+        Some(PyBytes::new(py, &avail[..n]))
+    }
+
+    /// After a switch back in: raise what went wrong meanwhile.
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(e) = self.ex.error.borrow_mut().take() {
+            return Err(PyOSError::new_err(e));
+        }
+        if self.ex.cancelled.get()
+            && let Some(t) = super::harakiri_type(py)
+        {
+            return Err(PyErr::from_type(
+                t.bind(py).cast::<pyo3::types::PyType>()?.clone(),
+                "harakiri",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The app raised: log its traceback; 500 if nothing was sent.
+    fn fail(&self, _e: &Bound<'_, PyAny>, traceback: &str) {
+        let ex = &self.ex;
+        ex.failed.set(true);
+        if ex.cancelled.get() {
+            tracing::info!(
+                "{}: the cancelled request ended with: {}",
+                ex.label,
+                traceback.trim_end().lines().last().unwrap_or("")
+            );
+        } else {
+            tracing::error!(
+                "{}: Python exception in the app:\n{}",
+                ex.label,
+                traceback.trim_end()
+            );
+        }
+    }
+
+    fn done(&self) {
+        self.ex.finished.set(true);
+    }
+
+    fn exit_status(&self, status: i32) {
+        self.ex.exit.set(Some(status));
+    }
+}
+
+/// `wsgi.errors`: lines written go to the log.
+#[pyclass(module = "_ringsgi")]
+pub(crate) struct Errors;
+
+#[pymethods]
+impl Errors {
+    fn write(&self, s: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let text = s.str()?;
+        let text = text.to_str()?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!("wsgi.errors: {line}");
+        }
+        Ok(text.len())
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for l in lines.try_iter()? {
+            self.write(&l?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
+}
+
+/// Percent-decode a path (PATH_INFO is decoded, as uWSGI and CGI do).
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%'
+            && i + 2 < raw.len()
+            && let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Bytes as a native string (latin-1, PEP 3333).
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|&c| c as char).collect()
+}
+
+/// The environ of `req` mounted at `script_name`: a copy of the worker's base environ (the
+/// constant keys) plus the request's CGI variables (uWSGI's set).
+pub(crate) fn environ<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyDict>,
+    req: &Request,
+    script_name: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = base.copy()?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
+    env.set_item(intern!(py, "REQUEST_URI"), req.target())?;
+    let path = req.path().as_bytes();
+    let rest = path.get(script_name.len()..).unwrap_or(b"");
+    env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
+    env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(rest)))?;
+    env.set_item(intern!(py, "QUERY_STRING"), req.query().unwrap_or(""))?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), req.version())?;
+    let name = req.server_name();
+    env.set_item(
+        intern!(py, "SERVER_NAME"),
+        if name.is_empty() { "localhost" } else { name },
+    )?;
+    let port = req.server_port().unwrap_or(80);
+    env.set_item(intern!(py, "SERVER_PORT"), port.to_string())?;
+    match req.peer() {
+        crate::Peer::Tcp(a) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), a.ip().to_string())?;
+            env.set_item(intern!(py, "REMOTE_PORT"), a.port().to_string())?;
+        }
+        crate::Peer::Unix => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
+        }
+    }
+    let scheme = req.scheme();
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "REQUEST_SCHEME"), scheme)?;
+    if scheme == "https" {
+        env.set_item(intern!(py, "HTTPS"), "on")?;
+    }
+    env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
+    let mut key = String::with_capacity(40);
+    for (name, value) in req.headers() {
+        let k: &Bound<'py, PyString> = if name.eq_ignore_ascii_case("content-type") {
+            intern!(py, "CONTENT_TYPE")
+        } else if name.eq_ignore_ascii_case("content-length") {
+            intern!(py, "CONTENT_LENGTH")
+        } else {
+            key.clear();
+            key.push_str("HTTP_");
+            key.extend(name.chars().map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_uppercase(),
+            }));
+            &PyString::new(py, &key)
+        };
+        let v = latin1(value);
+        match env.get_item(k)? {
+            // A repeated header: joined, as CGI does.
+            Some(prev) if k.to_str()?.starts_with("HTTP_") => {
+                let joined = format!("{}, {v}", prev.extract::<String>()?);
+                env.set_item(k, joined)?;
+            }
+            _ => env.set_item(k, v)?,
+        }
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_info_is_percent_decoded() {
+        assert_eq!(percent_decode(b"/a%20b/%zz%2F"), b"/a b/%zz/".to_vec());
+        assert_eq!(percent_decode(b"/x%4"), b"/x%4".to_vec());
+    }
+
+    #[test]
+    fn header_names_are_tokens() {
+        assert!(valid_name("X-Ok"));
+        assert!(!valid_name("Bad Name"));
+        assert!(!valid_name("a:b"));
+        assert!(!valid_name(""));
+    }
+}
