@@ -73,7 +73,9 @@ def read_body(environ, mode):
     inp = environ["wsgi.input"]
     pieces = []
     if mode == "all":
-        pieces.append(inp.read())
+        # read() without a size, as apps do when wsgi.input_terminated is True: on the
+        # server's own stream (wsgiref.validate's wrapper insists on read(size)).
+        pieces.append(getattr(inp, "input", inp).read())
     elif mode == "n":
         while True:
             b = inp.read(1000)
