@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Conn, Server, get, start_fails};
+use crate::support::{Conn, Server, TempDir, get, start_fails};
 
 fn app(name: &str) -> String {
     format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -220,4 +220,63 @@ fn pyrun_runs_a_script_in_the_engine_and_exits_with_its_status() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("args ['3', 'x']"), "{stdout}");
+}
+
+#[test]
+fn a_reload_whose_app_cannot_be_imported_is_refused() {
+    let dir = TempDir::new("pyreload");
+    let file = dir.0.join("app.py");
+    std::fs::copy(app("basic.py"), &file).unwrap();
+    let mut args = vec!["--cores", "1", "--wsgi-file", file.to_str().unwrap()];
+    let v = venv();
+    args.extend(v.iter().map(String::as_str));
+    let mut srv = Server::start(&args);
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    std::fs::write(&file, "application = undefined_name\n").unwrap();
+    srv.signal("HUP");
+    let line = srv.wait_for("the new configuration is refused");
+    assert!(line.contains("NameError"), "{line}");
+    srv.wait_for("reload refused");
+    // The worker in place serves on, and no other was started.
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    let spawned = srv
+        .drain()
+        .iter()
+        .filter(|l| l.contains("spawned worker"))
+        .count();
+    assert_eq!(spawned, 1, "{}", srv.log_text());
+}
+
+#[test]
+fn a_python_signal_handler_runs_in_its_own_greenlet() {
+    let mut srv = start(true, &[]);
+    assert_eq!(get(srv.addr, "/signal"), Some((200, "raised".into())));
+    srv.wait_for("python signal 17 handled by worker 1");
+}
+
+fn client_gone_mid_stream(greenlet: bool) {
+    let mut srv = start(greenlet, &[]);
+    {
+        let mut c = TcpStream::connect(srv.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"));
+        // Dropped here with most of the stream unread: the next writes fail.
+    }
+    srv.wait_for("endless body closed");
+    srv.wait_for("GET /endless => 200");
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
+fn client_gone_mid_stream_closes_the_iterable_without_greenlet() {
+    client_gone_mid_stream(false);
+}
+
+#[test]
+fn client_gone_mid_stream_closes_the_iterable_with_greenlet() {
+    client_gone_mid_stream(true);
 }

@@ -117,6 +117,13 @@ def run(app, environ, r):
         elif kind is FileWrapper and r.sendfile(result.filelike):
             suspend()
             r.check()
+        elif not r.greenlet:
+            # Straight on the executor: the engine pulls the chunks one by one (step) and
+            # writes each before the next; it calls close() (finish).
+            r.defer(iter(result))
+            r.defer_close(result)
+            result = None
+            return
         else:
             for chunk in result:
                 if r.push(chunk):
@@ -175,7 +182,8 @@ def describe(e, tb=None):
         frame = (own or tb)[-1] if tb else None
         if frame is not None:
             where = " (%s, line %s)" % (frame.filename, frame.lineno)
-    msg = str(e).splitlines()[0] if str(e) else ""
+    text = e.msg if isinstance(e, SyntaxError) and e.msg else str(e)
+    msg = text.splitlines()[0] if text else ""
     return "%s: %s%s" % (type(e).__name__, msg, where)
 
 
@@ -239,3 +247,30 @@ def run_handler(handler, num, r):
         r.fail(e, traceback.format_exc())
     finally:
         r.done()
+
+
+def step(it, r):
+    """One chunk of a response iterable pulled by the engine; False at its end."""
+    try:
+        chunk = next(it)
+    except StopIteration:
+        return False
+    except BaseException as e:
+        r.fail(e, traceback.format_exc())
+        return False
+    try:
+        r.push(chunk)
+    except BaseException as e:
+        r.fail(e, traceback.format_exc())
+        return False
+    return True
+
+
+def finish(result, r):
+    """close() of a response iterable pulled by the engine."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except BaseException as e:
+            r.fail(e, traceback.format_exc())

@@ -234,6 +234,10 @@ impl PyApp {
         .map_err(|e| io::Error::other(format!("building the WSGI environ: {e}")))?;
         *ex.py.borrow_mut() = Some(parts);
         drive(&ex, Some((req, &mut *resp))).await;
+        let deferred = ex.deferred.borrow_mut().take();
+        if let Some(d) = deferred {
+            pull(&ex, d, resp).await;
+        }
         if ex.failed.get() {
             return Err(io::Error::other(
                 "the Python app raised (traceback in the log)",
@@ -272,6 +276,77 @@ async fn drive(ex: &Rc<Exchange>, mut io: Option<(&mut Request, &mut Response)>)
             }
         });
         ex.finished.set(true);
+    }
+}
+
+/// Without --greenlet: pull the response iterable chunk by chunk, each written before the
+/// next is asked for, then `close()` it (also when this future is dropped: harakiri).
+async fn pull(ex: &Rc<Exchange>, d: wsgi::Deferred, resp: &mut Response) {
+    let mut closer = Closer(ex.clone(), Some(d));
+    loop {
+        let more = Python::attach(|py| {
+            let Some(d) = closer.1.as_ref() else {
+                return false;
+            };
+            engine(|e| {
+                greenlet::with_current(ex, || {
+                    e.boot
+                        .bind(py)
+                        .getattr("step")
+                        .and_then(|s| s.call1((d.it.bind(py), d.r.bind(py))))
+                        .and_then(|m| m.extract::<bool>())
+                })
+            })
+            .unwrap_or_else(|err| {
+                tracing::error!("{}: {err}", ex.label);
+                ex.failed.set(true);
+                false
+            })
+        });
+        if !more || ex.failed.get() {
+            break;
+        }
+        if let Err(err) = ex.flush(resp, false).await {
+            tracing::info!("{}: client gone: {err}", ex.label);
+            ex.gone.set(true);
+            ex.failed.set(true);
+            break;
+        }
+    }
+    closer.close();
+}
+
+/// Closes a pulled response iterable once, on every path.
+struct Closer(Rc<Exchange>, Option<wsgi::Deferred>);
+
+impl Closer {
+    fn close(&mut self) {
+        let Some(d) = self.1.take() else {
+            return;
+        };
+        Python::attach(|py| {
+            if let Some(result) = &d.result {
+                let r = engine(|e| {
+                    greenlet::with_current(&self.0, || {
+                        e.boot
+                            .bind(py)
+                            .getattr("finish")
+                            .and_then(|f| f.call1((result.bind(py), d.r.bind(py))))
+                    })
+                });
+                if let Err(err) = r {
+                    tracing::error!("{}: close(): {err}", self.0.label);
+                }
+            }
+            drop(d);
+        });
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        // Dropped on the executor (harakiri): no greenlet is running here.
+        self.close();
     }
 }
 

@@ -133,6 +133,10 @@ fn signal(num: u8) -> PyResult<()> {
 /// it runs in its own greenlet, under --harakiri.
 #[pyfunction]
 fn register_signal(num: u8, target: &str, handler: Py<PyAny>) -> PyResult<()> {
+    if crate::harakiri::worker_id().is_none() {
+        // The master's import check (no worker, no signal table): nothing to register.
+        return Ok(());
+    }
     let handler = Rc::new(handler);
     crate::signals::register_signal(num, target, move |n| {
         super::run_signal_handler(handler.clone(), n)

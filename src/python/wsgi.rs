@@ -83,6 +83,18 @@ pub(crate) struct Exchange {
     pub(crate) ran: Cell<bool>,
     pub(crate) waker: RefCell<Option<Waker>>,
     pub(crate) py: RefCell<Option<PyParts>>,
+    /// Without --greenlet: the response iterable the engine pulls chunk by chunk.
+    pub(crate) deferred: RefCell<Option<Deferred>>,
+    /// A write to the client failed: the exceptions that follow are the client's doing.
+    pub(crate) gone: Cell<bool>,
+}
+
+/// A response iterable pulled by the engine (no greenlet): the iterator, the iterable (for
+/// its `close()`), and the request object.
+pub(crate) struct Deferred {
+    pub(crate) it: Py<PyAny>,
+    pub(crate) result: Option<Py<PyAny>>,
+    pub(crate) r: Py<PyAny>,
 }
 
 impl Exchange {
@@ -113,6 +125,8 @@ impl Exchange {
             ran: Cell::new(false),
             waker: RefCell::new(None),
             py: RefCell::new(None),
+            deferred: RefCell::new(None),
+            gone: Cell::new(false),
         }
     }
 
@@ -153,6 +167,7 @@ impl Exchange {
         }
         let pending = self.file.borrow().is_some() || !self.out.borrow().is_empty();
         if pending && let Err(e) = self.flush(resp, false).await {
+            self.gone.set(true);
             *self.error.borrow_mut() = Some(format!("client gone: {e}"));
             self.out.borrow_mut().clear();
             return;
@@ -575,18 +590,50 @@ impl Req {
     fn fail(&self, _e: &Bound<'_, PyAny>, traceback: &str) {
         let ex = &self.ex;
         ex.failed.set(true);
-        if ex.cancelled.get() {
+        if ex.cancelled.get() || ex.gone.get() {
             tracing::info!(
-                "{}: the cancelled request ended with: {}",
+                "{} ({}): the request ended with: {}",
                 ex.label,
+                if ex.gone.get() {
+                    "client gone"
+                } else {
+                    "cancelled"
+                },
                 traceback.trim_end().lines().last().unwrap_or("")
             );
         } else {
+            // Counted as uWSGI counts exceptions (the stats' `exceptions`).
+            if let Some(b) = crate::scoreboard::mine() {
+                b.exceptions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::error!(
                 "{}: Python exception in the app:\n{}",
                 ex.label,
                 traceback.trim_end()
             );
+        }
+    }
+
+    /// Whether the request runs in a greenlet.
+    #[getter]
+    fn greenlet(&self) -> bool {
+        self.ex.greenlet
+    }
+
+    /// Without --greenlet: the engine pulls the iterator `it` chunk by chunk.
+    fn defer(slf: &Bound<'_, Self>, it: &Bound<'_, PyAny>) {
+        *slf.borrow().ex.deferred.borrow_mut() = Some(Deferred {
+            it: it.clone().unbind(),
+            result: None,
+            r: slf.clone().into_any().unbind(),
+        });
+    }
+
+    /// ... and closes `result` at the end, whatever happens.
+    fn defer_close(&self, result: &Bound<'_, PyAny>) {
+        if let Some(d) = self.ex.deferred.borrow_mut().as_mut() {
+            d.result = Some(result.clone().unbind());
         }
     }
 

@@ -753,6 +753,14 @@ impl Master<'_> {
             }
             None => tracing::info!("SIGHUP received: gracefully reloading the workers in place"),
         }
+        // New workers load their apps again (a Python app is imported from its file in each
+        // worker): if that cannot work now, keep the workers that serve.
+        for m in &self.sh.config.mounts {
+            if let Err(e) = self.sh.apps.check(&m.app) {
+                tracing::error!("reload refused: {e}; the workers in place keep serving");
+                return;
+            }
+        }
         for w in &mut self.workers {
             w.reload_pending = true;
         }

@@ -6,6 +6,16 @@ import uwsgi
 released = False
 
 
+def on_signal(num):
+    # Runs in its own greenlet: it may wait.
+    uwsgi.async_sleep(0.01)
+    uwsgi.suspend()
+    print("python signal %d handled by worker %d" % (num, uwsgi.worker_id()), file=sys.stderr, flush=True)
+
+
+uwsgi.register_signal(17, "workers", on_signal)
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/":
@@ -90,9 +100,23 @@ def application(environ, start_response):
                 environ["wsgi.errors"].write("slow body closed\n")
         start_response("200 OK", [])
         return Body()
+    if path == "/endless":
+        class Endless:
+            def __iter__(self):
+                while True:
+                    yield b"x" * 65536
+
+            def close(self):
+                environ["wsgi.errors"].write("endless body closed\n")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Endless()
     if path == "/spin":
         while True:
             pass
+    if path == "/signal":
+        uwsgi.signal(17)
+        start_response("200 OK", [])
+        return [b"raised"]
     if path == "/worker":
         start_response("200 OK", [])
         return [b"worker %d core %d" % (uwsgi.worker_id(), environ["uwsgi.core"])]
