@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """1000 concurrent sleeping Python requests on one core (issue 10): `ab -c1000 -n2000` against
-examples/python/sleeping_async.py (`yield uwsgi.async_sleep(1)`) on ringsgi
+benches/wsgi_sleep_app.py (`yield uwsgi.async_sleep(1)`) on ringsgi
 `--async 1000 --greenlet`, the Rust `sleep` app on the same ringsgi, and uWSGI
 `--async 1000 --greenlet` (Debian's uwsgi with its python3 and greenlet_python3 plugins),
 in the same run.
@@ -8,12 +8,12 @@ in the same run.
 Every server has one worker pinned to CPU 0 (ab is not pinned: it needs a core of its own
 at 1000 connections). Servers:
 
-- ringsgi-python: ringsgi --cores 1 --http ADDR --wsgi-file sleeping_async.py --async 1000
+- ringsgi-python: ringsgi --cores 1 --http ADDR --wsgi-file wsgi_sleep_app.py --async 1000
                   --greenlet --virtualenv target/pyvenv --listen L --disable-logging; URL /?1
 - ringsgi-rust:   ringsgi --cores 1 --http ADDR --app sleep --async 1000 --listen L
                   --disable-logging; URL / (sleeps 1 s)
 - uwsgi:          uwsgi --http-socket ADDR --processes 1 --plugins python3,greenlet_python3
-                  --async 1000 --greenlet --wsgi-file sleeping_async.py --listen L
+                  --async 1000 --greenlet --wsgi-file wsgi_sleep_app.py --listen L
                   --disable-logging --pythonpath <venv site-packages>; URL /?1
 
 For each run: ab's "Time taken for tests" and failures; memory per in-flight request = (peak
@@ -45,7 +45,7 @@ from sleep_ab import parse_ab, somaxconn  # noqa: E402
 
 SERVERS = ("ringsgi-python", "ringsgi-rust", "uwsgi")
 TARGET_S = 0.05  # ringsgi-python - ringsgi-rust, ab time
-APP = os.path.join(bl.REPO, "examples", "python", "sleeping_async.py")
+APP = os.path.join(bl.REPO, "benches", "wsgi_sleep_app.py")
 
 
 def server(name, args, port):
