@@ -414,9 +414,41 @@ fn close_is_called_on_every_path() {
     }
     drop(c);
     srv.wait_for("pep3333 close id=C3");
+    srv.wait_for("GET /slow_stream?id=C3 =>");
     // 4. Nothing else was harmed.
     assert_eq!(get(srv.addr, "/length").unwrap().1, "0123456789");
     assert_no_respawn(&mut srv);
+    assert_validator_silent(&mut srv);
+}
+
+#[test]
+fn a_client_that_does_not_read_blocks_nobody() {
+    let mut srv = pep();
+    // 2000 chunks of 8 KiB (16 MiB): more than the socket buffers hold, so the response
+    // stalls on the socket; writing to that slow client must give the core back.
+    let mut stalled = TcpStream::connect(srv.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stalled
+        .write_all(
+            b"GET /stream?n=2000&size=8192&id=ST HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut first = [0u8; 1];
+    stalled.read_exact(&mut first).unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(srv.addr, "/length").unwrap().1, "0123456789");
+    }
+    // The stalled response still completes once read.
+    let mut rest = Vec::new();
+    stalled.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = crate::support::dechunk(body);
+    assert_eq!(body.len(), 2000 * 8192, "all of it, no [truncated]");
+    assert!(body.ends_with('.'), "{}", &body[body.len() - 20..]);
+    srv.wait_for("pep3333 close id=ST");
     assert_validator_silent(&mut srv);
 }
 

@@ -12,7 +12,7 @@ Routes (PATH_INFO); the request id `?id=X` tags the log lines a test waits for:
   /exc_info       start_response 200, then an exception handled with exc_info before the body
   /exc_info_late  exc_info after the first chunk went out: start_response re-raises
   /write          the write() callable, then an iterable
-  /stream?n=N     N chunks from a generator, no Content-Length
+  /stream?n=N     N chunks from a generator, no Content-Length (&size=S: each padded to S)
   /length         two chunks with a Content-Length header
   /raise          raises in the callable
   /raise_in_iter  raises after the first chunk
@@ -155,7 +155,8 @@ def app(environ, start_response):
         return Closing(environ, [b"iter-1;", b"iter-2"])
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return Closing(environ, (b"chunk %d;" % i for i in range(int(q.get("n", "5")))))
+        size = int(q.get("size", "0"))
+        return Closing(environ, ((b"chunk %d;" % i).ljust(size, b".") for i in range(int(q.get("n", "5")))))
     if path == "/length":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
         return Closing(environ, [b"01234", b"56789"])
