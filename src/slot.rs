@@ -178,7 +178,7 @@ impl SlotPool {
             if self.free_count() > 0 {
                 Poll::Ready(())
             } else {
-                self.watchers.borrow_mut().push(cx.waker().clone());
+                self.watch(cx.waker());
                 Poll::Pending
             }
         })
@@ -191,11 +191,22 @@ impl SlotPool {
             if self.free_count() == 0 {
                 Poll::Ready(())
             } else {
-                self.watchers.borrow_mut().push(cx.waker().clone());
+                self.watch(cx.waker());
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// Register `waker` for the next change, once per task: the accept loop polls a new
+    /// `wait_exhausted` for every connection it accepts, and a clone per poll grew the list
+    /// without bound until glommio's 16-bit waker count of the accept task overflowed (the
+    /// worker aborted after ~32k connections).
+    fn watch(&self, waker: &std::task::Waker) {
+        let mut ws = self.watchers.borrow_mut();
+        if !ws.iter().any(|w| w.will_wake(waker)) {
+            ws.push(waker.clone());
+        }
     }
 
     fn notify_watchers(&self) {
@@ -308,5 +319,26 @@ impl Drop for SlotGuard {
         });
         self.pool.release(self.id, bufs);
         self.pool.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_polling_many_waits_is_registered_once() {
+        struct Nop;
+        impl std::task::Wake for Nop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let pool = SlotPool::new(4);
+        let waker = std::task::Waker::from(std::sync::Arc::new(Nop));
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..1000 {
+            let mut f = std::pin::pin!(pool.wait_exhausted());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(pool.watchers.borrow().len(), 1);
     }
 }

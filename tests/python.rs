@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Conn, Server, TempDir, get, start_fails};
+use crate::support::{Conn, Server, TempDir, get, start_fails, uwsgi_packet};
 
 fn app(name: &str) -> String {
     format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -57,12 +57,12 @@ fn hello_list_body_without_greenlet() {
     assert_eq!(r.body, b"Hello World!");
     assert_eq!(r.header("content-length"), Some("12"));
     // Kept alive: a second request on the same connection.
-    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\n\r\n");
+    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\nx-test: too\r\n\r\n");
     let r = c.read(false).expect("a second response");
     assert_eq!(
         String::from_utf8_lossy(&r.body),
         "SCRIPT_NAME=|PATH_INFO=/env|QUERY_STRING=a=1|REQUEST_METHOD=GET|\
-         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes"
+         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes, too"
     );
     let line = srv.wait_for("GET /env?a=1 => 200");
     assert!(line.contains("(worker 0 slot"), "{line}");
@@ -87,6 +87,22 @@ fn an_app_that_fails_to_import_stops_the_start_with_one_line() {
         "nope",
     ]);
     assert!(missing.contains("has no callable 'nope'"), "{missing}");
+    // --greenlet without greenlet importable: one line saying what to install.
+    let shadow = app("nogreenlet");
+    let err = start_fails(&[
+        "--http",
+        "127.0.0.1:0",
+        "--wsgi-file",
+        &app("basic.py"),
+        "--greenlet",
+        "--pythonpath",
+        &shadow,
+    ]);
+    let line = err.lines().find(|l| l.contains("greenlet")).unwrap_or("");
+    assert!(
+        line.contains("--greenlet: cannot load greenlet") && line.contains("pip install greenlet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -145,6 +161,20 @@ fn pep3333(mut srv: Server) {
         assert_eq!(get(addr, path).map(|r| r.0), Some(500), "{path}");
         srv.wait_for(needle);
     }
+    assert_eq!(
+        get(addr, "/excinfo-before"),
+        Some((503, "error page".into()))
+    );
+    let cut = request(
+        addr,
+        "GET /excinfo-after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut}");
+    assert!(cut.contains("partial;"), "{cut}");
+    assert!(!cut.contains("never"), "{cut}");
+    // Cut: no last chunk (streamed) or a short body (sized).
+    assert!(!cut.ends_with("0\r\n\r\n"), "{cut}");
+    srv.wait_for("KeyError: 'late'");
     assert_eq!(get(addr, "/errors").map(|r| r.0), Some(204));
     srv.wait_for("wsgi.errors: a line for the log");
     assert_eq!(get(addr, "/"), Some((200, "Hello World!".into())));
@@ -163,6 +193,16 @@ fn greenlet_requests_wait_without_blocking_the_core() {
     assert_eq!(get(addr, "/release"), Some((200, "ok".into())));
     assert_eq!(waiter.join().unwrap(), Some((200, "released".into())));
     assert_eq!(get(addr, "/worker"), Some((200, "worker 1 core 0".into())));
+    // wait_fd_read: a timeout, then two descriptors registered in succession.
+    assert_eq!(
+        get(addr, "/fdwait"),
+        Some((200, "(True, -1) (False, True)".into()))
+    );
+    let port = addr.port().to_string();
+    assert_eq!(
+        get(addr, &format!("/connect?{port}")),
+        Some((200, "connected True".into()))
+    );
 }
 
 #[test]
@@ -175,6 +215,16 @@ fn greenlet_harakiri_closes_the_iterable_and_answers_504() {
     srv.wait_for("HARAKIRI ON WORKER 0");
     srv.wait_for("wsgi.errors: slow body closed");
     assert_eq!(get(addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
+fn set_user_harakiri_from_python_gives_a_request_its_own_deadline() {
+    // No --harakiri: only the deadline the request sets for itself.
+    let mut srv = start(true, &[]);
+    assert_eq!(get(srv.addr, "/userharakiri").map(|r| r.0), Some(504));
+    let line = srv.wait_for("HARAKIRI ON WORKER 0");
+    assert!(line.contains("/userharakiri"), "{line}");
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
 }
 
 #[test]
@@ -279,4 +329,66 @@ fn client_gone_mid_stream_closes_the_iterable_without_greenlet() {
 #[test]
 fn client_gone_mid_stream_closes_the_iterable_with_greenlet() {
     client_gone_mid_stream(true);
+}
+
+#[test]
+fn the_uwsgi_listener_feeds_the_environ_and_streams_close_delimited() {
+    let mut srv = start(true, &["--socket", "127.0.0.1:0"]);
+    let addr = srv.uwsgi.clone().expect("a uwsgi listener");
+    srv.drain();
+    let ask = |vars: &[(&str, &str)], body: &[u8]| {
+        let mut c = TcpStream::connect(addr.as_str()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&uwsgi_packet(0, vars)).unwrap();
+        c.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/env?q=1"),
+            ("PATH_INFO", "/env"),
+            ("QUERY_STRING", "q=1"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("HTTP_X_TEST", "front"),
+            ("SERVER_NAME", "example.org"),
+            ("SERVER_PORT", "443"),
+            ("HTTPS", "on"),
+        ],
+        b"",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", srv.log_text());
+    assert!(
+        r.ends_with("SCRIPT_NAME=|PATH_INFO=/env|QUERY_STRING=q=1|REQUEST_METHOD=GET|SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=front"),
+        "{r}"
+    );
+    // A stream on the uwsgi listener is delimited by the close (nginx does not de-chunk).
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/stream"),
+            ("PATH_INFO", "/stream"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("SERVER_NAME", "example.org"),
+        ],
+        b"",
+    );
+    assert!(r.ends_with("\r\n\r\nchunk 0;chunk 1;chunk 2;"), "{r}");
+    assert!(!r.to_ascii_lowercase().contains("transfer-encoding"), "{r}");
+    // A body announced by CONTENT_LENGTH, read in small pieces.
+    let r = ask(
+        &[
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/read"),
+            ("PATH_INFO", "/read"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("CONTENT_LENGTH", "10"),
+            ("SERVER_NAME", "example.org"),
+        ],
+        b"0123456789",
+    );
+    assert!(r.ends_with("3 reads: 0123456789"), "{r}");
+    srv.wait_for("POST /read => 200");
 }

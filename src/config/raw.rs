@@ -831,6 +831,37 @@ pub fn parse_addr(s: &str, allow_abstract: bool) -> Result<AddrSpec, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn python_app_names_are_files_or_module_callables() {
+        assert_eq!(
+            python_app("app.py"),
+            Some(PythonApp::File("app.py".into(), None))
+        );
+        assert_eq!(
+            python_app("/srv/x/app.py:wsgi"),
+            Some(PythonApp::File("/srv/x/app.py".into(), Some("wsgi".into())))
+        );
+        assert_eq!(
+            python_app("pkg.mod:app"),
+            Some(PythonApp::Module("pkg.mod".into(), "app".into()))
+        );
+        for rust_or_bad in [
+            "hello",
+            "pkg.mod",
+            ".py",
+            "a b.py",
+            "mod:1x",
+            "pkg..mod:app",
+        ] {
+            assert_eq!(python_app(rust_or_bad), None, "{rust_or_bad}");
+        }
+        assert!(check_app_name("pkg.mod:app").is_ok());
+        assert!(parse_module("pkg.mod").is_ok());
+        assert!(parse_module("pkg-mod").is_err());
+        assert!(parse_wsgi_file("app.txt").is_err());
+    }
+
     use super::*;
 
     fn cli(args: &[&str]) -> Result<RawConfig, clap::Error> {

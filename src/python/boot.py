@@ -8,8 +8,20 @@
 import sys
 import traceback
 
-# The raw switch to the executor (src/python/ffi.rs), set by the engine.
+# The raw switches to the executor (src/python/ffi.rs), set by the engine.
 suspend = None
+park = None
+
+
+def loop(job):
+    """The body of a pooled greenlet: run a job, park, run the next one. Reusing greenlets
+    keeps each one's Python data stack (a new greenlet maps a fresh one: mmap + munmap)."""
+    while True:
+        func, args = job
+        func(*args)
+        # Parked, the greenlet must not keep the last request (environ, body) alive.
+        func = args = job = None
+        job = park()
 
 
 class Harakiri(TimeoutError):

@@ -143,10 +143,31 @@ unsafe extern "C" fn suspend(
     _args: *mut *mut ffi::PyObject,
     _nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
+    // SAFETY: called by the interpreter with the GIL held.
+    unsafe { switch_out(true) }
+}
+
+/// The pooled greenlet's switch out after its job ended (`boot.loop`): like `suspend`, but
+/// also for a cancelled request (its job is over); the executor switches back in with the
+/// next job.
+unsafe extern "C" fn park(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    _nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: called by the interpreter with the GIL held.
+    unsafe { switch_out(false) }
+}
+
+/// Switch from the running request greenlet to the main one.
+///
+/// # Safety
+/// The GIL must be held (a Python-called C function).
+unsafe fn switch_out(check_cancel: bool) -> *mut ffi::PyObject {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let main = MAIN.with(|m| m.get());
         let Some(api) = api() else {
-            // SAFETY: called by the interpreter with the GIL held.
+            // SAFETY: GIL held (caller).
             return unsafe { none() };
         };
         // SAFETY: GIL held; `current` returns a new reference, released at once.
@@ -160,7 +181,7 @@ unsafe extern "C" fn suspend(
             // SAFETY: GIL held.
             return unsafe { none() };
         }
-        if super::greenlet::cancelled() {
+        if check_cancel && super::greenlet::cancelled() {
             // SAFETY: GIL held; PyErr_SetString copies the message.
             unsafe {
                 ffi::PyErr_SetString(
@@ -176,11 +197,11 @@ unsafe extern "C" fn suspend(
         unsafe { (api.switch)(main, ptr::null_mut(), ptr::null_mut()) }
     }));
     r.unwrap_or_else(|_| {
-        // SAFETY: GIL held (we are a Python-called C function).
+        // SAFETY: GIL held (caller).
         unsafe {
             ffi::PyErr_SetString(
                 ffi::PyExc_SystemError,
-                c"ringsgi: panic in suspend()".as_ptr(),
+                c"ringsgi: panic in a greenlet switch".as_ptr(),
             );
         }
         ptr::null_mut()
@@ -202,13 +223,41 @@ unsafe fn none() -> *mut ffi::PyObject {
 
 /// The `suspend` function as a Python callable (a builtin function object).
 pub(crate) fn suspend_function(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    function(
+        py,
+        c"suspend",
+        suspend,
+        c"suspend()\n--\n\nSwitch to the executor until what this request registered (a wait on an fd, a sleep) is done.",
+    )
+}
+
+/// The `park` function (see [`park`]) as a Python callable.
+pub(crate) fn park_function(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    function(
+        py,
+        c"park",
+        park,
+        c"park()\n--\n\nSwitch to the executor after a job; returns the next job.",
+    )
+}
+
+type Fast = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *mut *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+) -> *mut ffi::PyObject;
+
+fn function(
+    py: Python<'_>,
+    name: &'static std::ffi::CStr,
+    f: Fast,
+    doc: &'static std::ffi::CStr,
+) -> PyResult<Py<PyAny>> {
     let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"suspend".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFast: suspend,
-        },
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: f },
         ml_flags: ffi::METH_FASTCALL,
-        ml_doc: c"suspend()\n--\n\nSwitch to the executor until what this request registered (a wait on an fd, a sleep) is done.".as_ptr(),
+        ml_doc: doc.as_ptr(),
     }));
     // SAFETY: GIL held; `def` is leaked, so it lives as long as the function object needs;
     // the result is a new reference or null with an exception set.

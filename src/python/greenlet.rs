@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use super::ffi;
 use super::wsgi::Exchange;
@@ -32,7 +33,12 @@ struct Runner {
     queue: RefCell<VecDeque<(Rc<Exchange>, Job)>>,
     waker: RefCell<Option<Waker>>,
     started: Cell<bool>,
+    /// Parked greenlets (in `boot.loop`), reused for the next jobs.
+    pool: RefCell<Vec<Py<PyAny>>>,
 }
+
+/// Most parked greenlets kept (each keeps its Python data stack, 16 KiB and more).
+const POOL_MAX: usize = 256;
 
 thread_local! {
     static RUNNER: Runner = Runner::default();
@@ -131,15 +137,21 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
                 as_request(ex, || ffi::switch(py, g, None))
             }
             (Job::Resume, None) => {
-                let g = ffi::new_greenlet(py, p.func.bind(py));
-                match g {
-                    Ok(g) => {
-                        let args = p.args.bind(py).clone();
+                // A parked greenlet takes the job, or a new one starts with it.
+                let pooled = RUNNER.with(|r| r.pool.borrow_mut().pop());
+                let g = match pooled {
+                    Some(g) => Ok(g),
+                    None => super::engine(|e| ffi::new_greenlet(py, e.greenlet_loop.bind(py))),
+                };
+                let job = PyTuple::new(py, [p.func.bind(py).as_any(), p.args.bind(py).as_any()])
+                    .and_then(|job| PyTuple::new(py, [job]));
+                match (g, job) {
+                    (Ok(g), Ok(args)) => {
                         let r = as_request(ex, || ffi::switch(py, &g, Some(&args)));
                         p.greenlet = Some(g);
                         r
                     }
-                    Err(e) => Err(e),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
                 }
             }
             (Job::Kill, Some(g)) => {
@@ -154,12 +166,27 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
                 Ok(py.None())
             }
         };
-        if let Err(e) = r {
-            // `run` catches everything; this is an exception in the engine's own code or a
-            // greenlet error.
-            tracing::error!("python request greenlet: {e}");
-            ex.fail_engine(format!("{e}"));
-            ex.finished.set(true);
+        match r {
+            // Parked after its job: back to the pool.
+            Ok(_) if ex.finished.get() => {
+                if let Some(g) = p.greenlet.take() {
+                    RUNNER.with(|r| {
+                        let mut pool = r.pool.borrow_mut();
+                        if pool.len() < POOL_MAX {
+                            pool.push(g);
+                        }
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // `run` catches everything; this is an exception in the engine's own code
+                // or a greenlet error. The greenlet is dead: not pooled.
+                tracing::error!("python request greenlet: {e}");
+                ex.fail_engine(format!("{e}"));
+                ex.finished.set(true);
+                p.greenlet = None;
+            }
         }
     });
     if ex.finished.get() || job == Job::Kill {

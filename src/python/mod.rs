@@ -35,8 +35,10 @@ use self::wsgi::{Exchange, PyParts, Req};
 const BOOT: &str = include_str!("boot.py");
 
 /// What a worker's interpreter keeps for every request.
-struct Engine {
+pub(crate) struct Engine {
     boot: Py<PyModule>,
+    /// `boot.loop`, the body of every pooled greenlet.
+    pub(crate) greenlet_loop: Py<PyAny>,
     run: Py<PyAny>,
     input: Py<PyAny>,
     base: Py<PyDict>,
@@ -53,7 +55,7 @@ pub(crate) fn harakiri_type(py: Python<'_>) -> Option<Py<PyAny>> {
     ENGINE.with(|e| e.get().map(|e| e.harakiri.clone_ref(py)))
 }
 
-fn engine<R>(f: impl FnOnce(&Engine) -> R) -> R {
+pub(crate) fn engine<R>(f: impl FnOnce(&Engine) -> R) -> R {
     ENGINE.with(|e| f(e.get().expect("the Python engine is initialised")))
 }
 
@@ -87,6 +89,8 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
             .map_err(|e| one_line(py, &boot, e))?;
         let suspend = ffi::suspend_function(py).map_err(describe)?;
         boot.setattr("suspend", &suspend).map_err(describe)?;
+        let park = ffi::park_function(py).map_err(describe)?;
+        boot.setattr("park", park).map_err(describe)?;
         let uwsgi = uwsgi_module::create(py, suspend.bind(py), config).map_err(describe)?;
         sys.getattr("modules")
             .and_then(|m| m.set_item("uwsgi", &uwsgi))
@@ -135,6 +139,7 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
         })()
         .map_err(describe)?;
         Ok(Engine {
+            greenlet_loop: boot.getattr("loop").map_err(describe)?.unbind(),
             run: boot.getattr("run").map_err(describe)?.unbind(),
             input: boot.getattr("Input").map_err(describe)?.unbind(),
             harakiri: boot.getattr("Harakiri").map_err(describe)?.unbind(),

@@ -25,15 +25,14 @@ fn register(wait: Wait) {
     }
 }
 
-/// Register a wait until `fd` is readable (at most `timeout` seconds; 0: no limit).
+/// Register a wait until `fd` is readable (at most `timeout` seconds; 0: no limit). Called
+/// in succession, the wait ends when the first of the registered descriptors is ready.
 #[pyfunction]
 #[pyo3(signature = (fd, timeout=0.0))]
 fn wait_fd_read(fd: i32, timeout: f64) -> &'static str {
-    register(Wait::Fd {
-        fd,
-        write: false,
-        timeout: secs(timeout),
-    });
+    if let Some(ex) = greenlet::current() {
+        ex.register_fd(fd, false, secs(timeout));
+    }
     ""
 }
 
@@ -41,11 +40,9 @@ fn wait_fd_read(fd: i32, timeout: f64) -> &'static str {
 #[pyfunction]
 #[pyo3(signature = (fd, timeout=0.0))]
 fn wait_fd_write(fd: i32, timeout: f64) -> &'static str {
-    register(Wait::Fd {
-        fd,
-        write: true,
-        timeout: secs(timeout),
-    });
+    if let Some(ex) = greenlet::current() {
+        ex.register_fd(fd, true, secs(timeout));
+    }
     ""
 }
 

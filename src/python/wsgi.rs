@@ -27,12 +27,9 @@ pub(crate) enum Wait {
     Body(usize),
     /// `uwsgi.async_sleep`.
     Sleep(Duration),
-    /// `uwsgi.wait_fd_read` / `wait_fd_write`.
-    Fd {
-        fd: i32,
-        write: bool,
-        timeout: Option<Duration>,
-    },
+    /// `uwsgi.wait_fd_read` / `wait_fd_write`, called once or more in succession (the
+    /// descriptors are in the exchange); the first ready one ends the wait.
+    Fds(Option<Duration>),
 }
 
 /// The Python objects of an exchange, dropped by the runner (with the GIL) when it ends.
@@ -74,6 +71,8 @@ pub(crate) struct Exchange {
     /// `run` has returned.
     pub(crate) finished: Cell<bool>,
     pub(crate) ready_fd: Cell<i32>,
+    /// The descriptors of a [`Wait::Fds`], with their poll events.
+    fds: RefCell<Vec<(i32, u32)>>,
     pub(crate) timed_out: Cell<Option<bool>>,
     /// `uwsgi.set_user_harakiri` from inside Python, applied by the request's future.
     pub(crate) user_harakiri: Cell<Option<Option<Duration>>>,
@@ -119,6 +118,7 @@ impl Exchange {
             cancelled: Cell::new(false),
             finished: Cell::new(false),
             ready_fd: Cell::new(-1),
+            fds: RefCell::new(Vec::new()),
             timed_out: Cell::new(None),
             user_harakiri: Cell::new(None),
             exit: Cell::new(None),
@@ -148,7 +148,27 @@ impl Exchange {
 
     /// Register a wait (from the `uwsgi` API).
     pub(crate) fn register(&self, wait: Wait) {
+        if !matches!(self.wait.get(), Wait::Fds(_)) {
+            self.fds.borrow_mut().clear();
+        }
         self.wait.set(wait);
+    }
+
+    /// Register a wait on `fd` (one more, if some are registered already).
+    pub(crate) fn register_fd(&self, fd: i32, write: bool, timeout: Option<Duration>) {
+        let timeout = match self.wait.get() {
+            Wait::Fds(prev) => match (prev, timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => {
+                self.fds.borrow_mut().clear();
+                timeout
+            }
+        };
+        let events = if write { libc::POLLOUT } else { libc::POLLIN } as u32;
+        self.fds.borrow_mut().push((fd, events));
+        self.wait.set(Wait::Fds(timeout));
     }
 
     /// Read the whole body into the exchange (no greenlet: the app cannot wait).
@@ -176,7 +196,7 @@ impl Exchange {
             Wait::None => futures_lite::future::yield_now().await,
             Wait::Body(n) => self.fill_body(req, n).await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
-            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+            Wait::Fds(timeout) => self.wait_fds(timeout).await,
         }
     }
 
@@ -188,16 +208,20 @@ impl Exchange {
         match self.wait.take() {
             Wait::None | Wait::Body(_) => futures_lite::future::yield_now().await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
-            Wait::Fd { fd, write, timeout } => self.wait_fd(fd, write, timeout).await,
+            Wait::Fds(timeout) => self.wait_fds(timeout).await,
         }
     }
 
-    async fn wait_fd(&self, fd: i32, write: bool, timeout: Option<Duration>) {
-        let borrowed = crate::sys::borrow_fd(fd);
-        let r = if write {
-            crate::primitives::wait_fd_write(borrowed, timeout).await
-        } else {
-            crate::primitives::wait_fd_read(borrowed, timeout).await
+    async fn wait_fds(&self, timeout: Option<Duration>) {
+        let fds = std::mem::take(&mut *self.fds.borrow_mut());
+        let borrowed: Vec<_> = fds
+            .iter()
+            .map(|&(fd, ev)| (crate::sys::borrow_fd(fd), ev))
+            .collect();
+        let r = crate::primitives::wait_fds(&borrowed, timeout).await;
+        let fd = match &r {
+            Ok(ready) => fds[ready.index].0,
+            Err(_) => -1,
         };
         match r {
             Ok(_) => {
@@ -211,7 +235,7 @@ impl Exchange {
             Err(e) => {
                 self.ready_fd.set(-1);
                 self.timed_out.set(Some(false));
-                *self.error.borrow_mut() = Some(format!("waiting on fd {fd}: {e}"));
+                *self.error.borrow_mut() = Some(format!("waiting on fds {fds:?}: {e}"));
             }
         }
     }
@@ -705,6 +729,50 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
+/// Bytes as a Python native string: ASCII (the usual case) without an intermediate copy.
+fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(b) {
+        Ok(s) if b.is_ascii() => PyString::new(py, s),
+        _ => PyString::new(py, &latin1(b)),
+    }
+}
+
+thread_local! {
+    /// The environ key of each header name seen (`HTTP_X_FOO`), interned once per worker.
+    static HEADER_KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most header names whose environ key is cached (a client inventing names cannot grow it).
+const HEADER_KEYS_MAX: usize = 512;
+
+/// The environ key of header `name`: `CONTENT_TYPE`, `CONTENT_LENGTH` or `HTTP_*`.
+fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    if name.eq_ignore_ascii_case("content-type") {
+        return intern!(py, "CONTENT_TYPE").clone();
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        return intern!(py, "CONTENT_LENGTH").clone();
+    }
+    HEADER_KEYS.with(|keys| {
+        if let Some(k) = keys.borrow().get(name) {
+            return k.bind(py).clone();
+        }
+        let mut key = String::with_capacity(name.len() + 5);
+        key.push_str("HTTP_");
+        key.extend(name.chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        let k = PyString::intern(py, &key);
+        let mut keys = keys.borrow_mut();
+        if keys.len() < HEADER_KEYS_MAX {
+            keys.insert(name.to_owned(), k.clone().unbind());
+        }
+        k
+    })
+}
+
 /// The environ of `req` mounted at `script_name`: a copy of the worker's base environ (the
 /// constant keys) plus the request's CGI variables (uWSGI's set).
 pub(crate) fn environ<'py>(
@@ -745,29 +813,21 @@ pub(crate) fn environ<'py>(
         env.set_item(intern!(py, "HTTPS"), "on")?;
     }
     env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
-    let mut key = String::with_capacity(40);
+    let mut names: Vec<&str> = Vec::with_capacity(16);
     for (name, value) in req.headers() {
-        let k: &Bound<'py, PyString> = if name.eq_ignore_ascii_case("content-type") {
-            intern!(py, "CONTENT_TYPE")
-        } else if name.eq_ignore_ascii_case("content-length") {
-            intern!(py, "CONTENT_LENGTH")
+        let k = header_key(py, name);
+        let v = latin1_str(py, value);
+        // A repeated header (rare): joined, as CGI does.
+        let repeated = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        names.push(name);
+        if repeated
+            && k.to_str()?.starts_with("HTTP_")
+            && let Some(prev) = env.get_item(&k)?
+        {
+            let joined = format!("{}, {}", prev.extract::<String>()?, v.to_str()?);
+            env.set_item(k, joined)?;
         } else {
-            key.clear();
-            key.push_str("HTTP_");
-            key.extend(name.chars().map(|c| match c {
-                '-' => '_',
-                c => c.to_ascii_uppercase(),
-            }));
-            &PyString::new(py, &key)
-        };
-        let v = latin1(value);
-        match env.get_item(k)? {
-            // A repeated header: joined, as CGI does.
-            Some(prev) if k.to_str()?.starts_with("HTTP_") => {
-                let joined = format!("{}, {v}", prev.extract::<String>()?);
-                env.set_item(k, joined)?;
-            }
-            _ => env.set_item(k, v)?,
+            env.set_item(k, v)?;
         }
     }
     Ok(env)

@@ -1,4 +1,5 @@
 # Test apps of tests/python.rs: one WSGI callable per path.
+import os
 import sys
 
 import uwsgi
@@ -61,6 +62,25 @@ def application(environ, start_response):
         start_response("200 OK", [])
         start_response("500 Oops", [])
         return [b"no"]
+    if path == "/excinfo-before":
+        # An error before the body: exc_info replaces the status and headers.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise KeyError("x")
+        except KeyError:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"error page"]
+    if path == "/excinfo-after":
+        # An error after the head went out: exc_info re-raises, the response is cut.
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"partial;"
+            try:
+                raise KeyError("late")
+            except KeyError:
+                start_response("500 Oops", [], sys.exc_info())
+            yield b"never"
+        return gen()
     if path == "/badheader":
         start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
         return [b"no"]
@@ -110,9 +130,42 @@ def application(environ, start_response):
                 environ["wsgi.errors"].write("endless body closed\n")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Endless()
+    if path == "/userharakiri":
+        uwsgi.set_user_harakiri(0.3)
+        while True:
+            uwsgi.async_sleep(0.05)
+            uwsgi.suspend()
     if path == "/spin":
         while True:
             pass
+    if path == "/fdwait":
+        def fdwait():
+            r, w = os.pipe()
+            r2, w2 = os.pipe()
+            try:
+                start_response("200 OK", [])
+                yield uwsgi.wait_fd_read(r, 0.05)
+                first = (environ["x-wsgiorg.fdevent.timeout"], uwsgi.ready_fd())
+                os.write(w, b"x")
+                # Two in succession: the first ready one ends the wait.
+                uwsgi.wait_fd_read(r2, 5)
+                yield uwsgi.wait_fd_read(r, 5)
+                second = (environ["x-wsgiorg.fdevent.timeout"], uwsgi.ready_fd() == r)
+                yield ("%s %s" % (first, second)).encode()
+            finally:
+                for fd in (r, w, r2, w2):
+                    os.close(fd)
+        return fdwait()
+    if path == "/connect":
+        def connect():
+            fd = uwsgi.async_connect("127.0.0.1:" + environ["QUERY_STRING"])
+            try:
+                start_response("200 OK", [])
+                yield uwsgi.wait_fd_write(fd, 5)
+                yield b"connected %s" % str(uwsgi.is_connected(fd)).encode()
+            finally:
+                os.close(fd)
+        return connect()
     if path == "/signal":
         uwsgi.signal(17)
         start_response("200 OK", [])
