@@ -743,6 +743,25 @@ fn a_python_loop_that_never_yields_gets_its_worker_replaced_and_nothing_else_is_
     }
 }
 
+#[test]
+fn connections_queued_behind_a_stuck_single_worker_are_served_by_its_replacement() {
+    let api = app("uwsgi_api.py");
+    let mut srv = py_file(&api, &["--harakiri", "1"]);
+    let addr = srv.addr;
+    let spin = std::thread::spawn(move || get(addr, "/spin"));
+    srv.wait_for("uwsgi_api spinning");
+    // The only worker is stuck: these wait in the listen queue (its ring accepts nothing
+    // while its executor does not run), and the respawned worker takes them.
+    let queued: Vec<_> = (0..5)
+        .map(|_| std::thread::spawn(move || get(addr, "/info").map(|r| r.0)))
+        .collect();
+    for q in queued {
+        assert_eq!(q.join().unwrap(), Some(200), "log:\n{}", srv.log_text());
+    }
+    assert_eq!(spin.join().unwrap(), None);
+    srv.wait_for("respawned worker");
+}
+
 // ---------------------------------------------------------------------------------------
 // --pyrun
 // ---------------------------------------------------------------------------------------
