@@ -220,14 +220,24 @@ def setup_paths(pythonpath, virtualenv):
         sys.path.insert(0, os.path.abspath(p))
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
+    # stdout and stderr go to the server's log pipe: a line at a time, not a block.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
 
 
 def run_script(path, argv, r):
     """--pyrun: run `path` as __main__; returns the exit status."""
     import runpy
 
+    import os
+
     status = 0
     sys.argv = [path] + list(argv)
+    # As `python FILE` does: the script's directory first on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:

@@ -74,8 +74,6 @@ pub(crate) struct Exchange {
     /// The descriptors of a [`Wait::Fds`], with their poll events.
     fds: RefCell<Vec<(i32, u32)>>,
     pub(crate) timed_out: Cell<Option<bool>>,
-    /// `uwsgi.set_user_harakiri` from inside Python, applied by the request's future.
-    pub(crate) user_harakiri: Cell<Option<Option<Duration>>>,
     /// `--pyrun`: the script's exit status.
     pub(crate) exit: Cell<Option<i32>>,
     /// The runner has done the queued step.
@@ -120,7 +118,6 @@ impl Exchange {
             ready_fd: Cell::new(-1),
             fds: RefCell::new(Vec::new()),
             timed_out: Cell::new(None),
-            user_harakiri: Cell::new(None),
             exit: Cell::new(None),
             ran: Cell::new(false),
             waker: RefCell::new(None),
@@ -128,11 +125,6 @@ impl Exchange {
             deferred: RefCell::new(None),
             gone: Cell::new(false),
         }
-    }
-
-    /// An error in the engine itself (not the app's): logged by the caller, 500.
-    pub(crate) fn fail_engine(&self, _why: String) {
-        self.failed.set(true);
     }
 
     /// Before switching back in after a wait: `x-wsgiorg.fdevent.timeout` and
@@ -182,9 +174,6 @@ impl Exchange {
 
     /// Do what the app registered before it switched out: write its output, then its wait.
     pub(crate) async fn service(&self, req: &mut Request, resp: &mut Response) {
-        if let Some(h) = self.user_harakiri.take() {
-            crate::harakiri::set_user_harakiri(h);
-        }
         let pending = self.file.borrow().is_some() || !self.out.borrow().is_empty();
         if pending && let Err(e) = self.flush(resp, false).await {
             self.gone.set(true);
@@ -202,9 +191,6 @@ impl Exchange {
 
     /// A wait outside a request (signal handler, --pyrun): only the `uwsgi` waits.
     pub(crate) async fn service_bare(&self) {
-        if let Some(h) = self.user_harakiri.take() {
-            crate::harakiri::set_user_harakiri(h);
-        }
         match self.wait.take() {
             Wait::None | Wait::Body(_) => futures_lite::future::yield_now().await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
