@@ -190,8 +190,9 @@ def describe(e, tb=None):
         where = " (%s, line %s)" % (e.filename, e.lineno)
     else:
         tb = traceback.extract_tb(tb or e.__traceback__)
+        # The app's own frames, not importlib's or the engine's (a "<...>" file name).
         own = [f for f in tb if not f.filename.startswith("<")]
-        frame = (own or tb)[-1] if tb else None
+        frame = own[-1] if own else None
         if frame is not None:
             where = " (%s, line %s)" % (frame.filename, frame.lineno)
     text = e.msg if isinstance(e, SyntaxError) and e.msg else str(e)
