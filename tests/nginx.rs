@@ -17,7 +17,7 @@ use crate::support::{Conn, Resp, Server};
 
 /// nginx's `uwsgi_params` as upstream nginx ships it, written inline: distributions edit
 /// their copy (Debian adds `HTTP_HOST $host`), and the tests must not depend on which.
-const UWSGI_PARAMS: &str = "
+pub(crate) const UWSGI_PARAMS: &str = "
 uwsgi_param  QUERY_STRING       $query_string;
 uwsgi_param  REQUEST_METHOD     $request_method;
 uwsgi_param  CONTENT_TYPE       $content_type;
@@ -40,10 +40,10 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 const PORT_TRIES: usize = 5;
 
 /// A temp directory removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
@@ -56,7 +56,7 @@ impl TempDir {
         TempDir(p)
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -86,7 +86,7 @@ fn nginx_binary() -> PathBuf {
 
 /// A running nginx (single process, in the foreground) with everything it writes inside its
 /// temp dir. Dropping it kills nginx and removes the directory, also when a test panics.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     addr: SocketAddr,
     // Declared last: removed after nginx is dead.
@@ -98,7 +98,7 @@ impl Nginx {
     /// server block (locations), listening on a free 127.0.0.1 port. Ready when its pid file
     /// is written (nginx writes it after its listening sockets are bound) and the port accepts
     /// a connection.
-    fn start(dir: TempDir, http_extra: &str, server: &str) -> Nginx {
+    pub(crate) fn start(dir: TempDir, http_extra: &str, server: &str) -> Nginx {
         let bin = nginx_binary();
         let mut last_error = String::new();
         for _ in 0..PORT_TRIES {
@@ -161,11 +161,11 @@ http {{
         panic!("nginx did not start:\n{last_error}");
     }
 
-    fn error_log(&self) -> String {
+    pub(crate) fn error_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
-    fn conn(&self) -> Conn {
+    pub(crate) fn conn(&self) -> Conn {
         Conn::open(self.addr)
     }
 }
@@ -234,7 +234,7 @@ fn ringsgi(socket: &str, extra: &[&str]) -> Server {
 }
 
 /// A location passing everything to the uwsgi listener `target` (`host:port` or `unix:path`).
-fn uwsgi_location(target: &str, extra: &str) -> String {
+pub(crate) fn uwsgi_location(target: &str, extra: &str) -> String {
     format!("location / {{ {UWSGI_PARAMS} uwsgi_pass {target}; {extra} }}")
 }
 
@@ -261,7 +261,7 @@ fn unix_pair(tag: &str) -> (Server, Nginx) {
 }
 
 /// Send one request on `c` and read its response.
-fn ask(
+pub(crate) fn ask(
     c: &mut Conn,
     method: &str,
     target: &str,
@@ -282,7 +282,7 @@ fn ask(
         .unwrap_or_else(|| panic!("no response to {method} {target}"))
 }
 
-fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))

@@ -33,3 +33,7 @@ mod logging;
 // Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
 #[cfg(feature = "python")]
 mod python;
+// Python WSGI apps (--features python): PEP 3333, bad apps, the uwsgi module, harakiri,
+// --pyrun, stats, the examples against uWSGI's answers, Flask over HTTP and behind nginx.
+#[cfg(feature = "python")]
+mod python_wsgi;
