@@ -40,6 +40,10 @@ pub(crate) struct ConnCtx {
     /// Total time a request head or uwsgi packet may take, from its first byte (from the
     /// accept on a new connection): `--header-timeout`.
     pub(crate) header_timeout: Duration,
+    /// HTTP connections start with a PROXY protocol header (`--enable-proxy-protocol`).
+    pub(crate) proxy_protocol: bool,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` are believed (`--forwarded-allow-ips`).
+    pub(crate) forwarded_allow: Vec<crate::proto::forwarded::Trusted>,
     /// The index that heads are parsed into while they arrive, before they have a slot. Heads
     /// are parsed synchronously (never across an await), so one per worker serves every
     /// connection; a complete head's index is swapped into its slot.
@@ -174,8 +178,11 @@ enum Start {
 }
 
 /// The connection loop, from a new connection or a parked one that turned readable.
-async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
+async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
     let raw = fd.as_raw_fd();
+    // Whether the PROXY header (`--enable-proxy-protocol`) was read: it comes once, before the
+    // first request (a connection parked before its first byte has not sent it yet).
+    let mut proxied = false;
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
@@ -208,6 +215,23 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
                 }
             }
             woken = false;
+            if ctx.proxy_protocol && !proxied {
+                // The load balancer's PROXY header comes before the client's first byte.
+                match read_proxy_header(raw, &mut input, first_deadline).await {
+                    Ok(source) => {
+                        proxied = true;
+                        if let Some(client) = source {
+                            peer = Peer::Tcp(client);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            "{peer}: {why} on a --enable-proxy-protocol listener: closed"
+                        );
+                        break;
+                    }
+                }
+            }
             first_deadline
         } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
@@ -307,6 +331,31 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
         }
     }
     uring::close::close(fd);
+}
+
+/// Read and remove the PROXY protocol header at the start of `input` (reading more until
+/// `deadline`): the client address it carries (`None`: the balancer's own connection, v2
+/// `LOCAL` or v1 `UNKNOWN`), or why the connection must be closed.
+async fn read_proxy_header(
+    fd: i32,
+    input: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    use crate::proto::proxy;
+    loop {
+        match proxy::parse(input) {
+            Ok(Parsed::Complete(h)) => {
+                input.drain(..h.len);
+                return Ok(h.source);
+            }
+            Ok(Parsed::Partial) => match read_before(fd, input, deadline).await {
+                Ok(true) => {}
+                Ok(false) => return Err("closed inside its PROXY header".into()),
+                Err(()) => return Err("no PROXY header within --header-timeout".into()),
+            },
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// How long a kept-alive connection waits for its next request as a task with a receive armed
@@ -1073,6 +1122,18 @@ async fn respond(
         body,
         cgi,
     };
+    // Behind a trusted HTTP proxy the client is the one its headers name.
+    if req.cgi.is_none()
+        && let Peer::Tcp(p) = req.peer
+        && let Some(client) = crate::proto::forwarded::client(
+            &ctx.forwarded_allow,
+            p.ip(),
+            req.header("forwarded"),
+            req.header("x-forwarded-for"),
+        )
+    {
+        req.peer = Peer::Tcp(client);
+    }
     let mut resp = Response::new(
         fd,
         out,

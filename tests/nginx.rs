@@ -99,6 +99,12 @@ impl Nginx {
     /// is written (nginx writes it after its listening sockets are bound) and the port accepts
     /// a connection.
     pub(crate) fn start(dir: TempDir, http_extra: &str, server: &str) -> Nginx {
+        Nginx::start_with(dir, "", http_extra, server)
+    }
+
+    /// [`Nginx::start`] with `main` at the top of the configuration (`load_module`, a
+    /// `stream` block).
+    pub(crate) fn start_with(dir: TempDir, main: &str, http_extra: &str, server: &str) -> Nginx {
         let bin = nginx_binary();
         let mut last_error = String::new();
         for _ in 0..PORT_TRIES {
@@ -110,7 +116,8 @@ impl Nginx {
             let d = dir.path().display();
             let _ = fs::remove_file(dir.path().join("nginx.pid"));
             let conf = format!(
-                "pid {d}/nginx.pid;
+                "{main}
+pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 256; }}
 http {{

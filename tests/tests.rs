@@ -37,3 +37,6 @@ mod python;
 // --pyrun, stats, the examples against uWSGI's answers, Flask over HTTP and behind nginx.
 #[cfg(feature = "python")]
 mod python_wsgi;
+
+// Client addresses behind balancers: PROXY protocol (nginx stream), trusted X-Forwarded-For.
+mod proxy;

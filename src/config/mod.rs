@@ -55,6 +55,8 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("socket-timeout", "30"),
         ("keepalive-timeout", "15"),
         ("header-timeout", "20"),
+        ("enable-proxy-protocol", "false"),
+        ("forwarded-allow-ips", "127.0.0.1,::1"),
         ("buffer-size", "8192"),
         ("limit-post", "unlimited"),
         ("max-vars", "128"),
@@ -193,6 +195,10 @@ pub struct Config {
     /// (from the accept on a new connection): `--header-timeout`, > 0. nginx's
     /// `client_header_timeout`.
     pub header_timeout: Duration,
+    /// HTTP listeners expect a PROXY protocol header first (`--enable-proxy-protocol`).
+    pub proxy_protocol: bool,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` are believed (`--forwarded-allow-ips`).
+    pub forwarded_allow: Vec<crate::proto::forwarded::Trusted>,
     /// Request head size limit in bytes (`--buffer-size`), 512..=1_048_576.
     pub buffer_size: usize,
     /// Request body size limit in bytes (`--limit-post`); `None` = unlimited.
@@ -453,6 +459,19 @@ fn key_of_line(line: &str) -> Option<&str> {
     bare.then_some(key)
 }
 
+/// gunicorn's default for `--forwarded-allow-ips`: a proxy on this machine.
+const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+
+/// `--forwarded-allow-ips`: comma-separated entries ([`crate::proto::forwarded::Trusted`]);
+/// empty trusts nobody.
+pub(crate) fn parse_trusted(s: &str) -> Result<Vec<crate::proto::forwarded::Trusted>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(crate::proto::forwarded::Trusted::parse)
+        .collect()
+}
+
 /// What the machine says: allowed CPUs and the backlog ceiling.
 struct Host {
     cpus: Vec<usize>,
@@ -567,10 +586,7 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     // --pyrun runs a script, not a server: it needs no listener; neither does a server whose
     // sockets come from systemd.
-    if http_sockets.is_empty()
-        && uwsgi_sockets.is_empty()
-        && raw.pyrun.is_none()
-        && !host.activated
+    if http_sockets.is_empty() && uwsgi_sockets.is_empty() && raw.pyrun.is_none() && !host.activated
     {
         return Err(invalid(
             "no listener configured: give --http-socket ADDR (or http-socket in the config file), or start under systemd socket activation",
@@ -681,6 +697,13 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         socket_timeout: secs(raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT)),
         keepalive_timeout: secs(raw.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT)),
         header_timeout: secs(raw.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT)),
+        proxy_protocol: raw.enable_proxy_protocol.unwrap_or(false),
+        forwarded_allow: parse_trusted(
+            raw.forwarded_allow_ips
+                .as_deref()
+                .unwrap_or(DEFAULT_FORWARDED_ALLOW_IPS),
+        )
+        .map_err(|e| invalid(format!("--forwarded-allow-ips: {e}")))?,
         buffer_size: raw.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
         limit_post: raw.limit_post.filter(|&n| n != 0),
         max_vars: raw.max_vars.unwrap_or(DEFAULT_MAX_VARS),
@@ -1239,7 +1262,10 @@ mod tests {
             "file-monitor" => "[\"1 /tmp\"]",
             "stats-http" | "refuse-root" => "true",
             "max-worker-lifetime" => "1.5",
-            "reuse-port" | "disable-logging" | "harakiri-verbose" => "true",
+            "reuse-port" | "disable-logging" | "harakiri-verbose" | "enable-proxy-protocol" => {
+                "true"
+            }
+            "forwarded-allow-ips" => "\"10.0.0.0/8\"",
             "socket-timeout" | "keepalive-timeout" | "header-timeout" | "harakiri"
             | "reload-mercy" => "1.5",
             "buffer-size" => "4096",
@@ -1313,6 +1339,13 @@ mod tests {
                 "socket-timeout" => secs(c.socket_timeout),
                 "keepalive-timeout" => secs(c.keepalive_timeout),
                 "header-timeout" => secs(c.header_timeout),
+                "enable-proxy-protocol" => c.proxy_protocol.to_string(),
+                "forwarded-allow-ips" => (if c.forwarded_allow.len() == 2 {
+                    "127.0.0.1,::1"
+                } else {
+                    "?"
+                })
+                .to_owned(),
                 "buffer-size" => c.buffer_size.to_string(),
                 "limit-post" => c
                     .limit_post

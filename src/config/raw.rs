@@ -90,6 +90,19 @@ pub struct RawConfig {
           allow_negative_numbers = true)]
     pub header_timeout: Option<f64>,
 
+    /// Expect a PROXY protocol header (v1 or v2, from a TCP load balancer) at the start of
+    /// every connection of the HTTP listeners; the client address it carries becomes the
+    /// request's peer. A connection without one is closed and logged [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub enable_proxy_protocol: Option<bool>,
+
+    /// Peers whose Forwarded / X-Forwarded-For headers are believed (the client address then
+    /// comes from them): comma-separated addresses, CIDR blocks, "*" for all, "" for none
+    /// [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "LIST", value_parser = parse_forwarded_allow_ips)]
+    pub forwarded_allow_ips: Option<String>,
+
     /// Request head size limit in bytes, 512..=1048576 [default: 8192]
     #[arg(long, short = 'b', value_name = "BYTES", value_parser = parse_buffer_size,
           allow_negative_numbers = true)]
@@ -291,6 +304,8 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
     merged!(
         cores, async_slots, listen, reuse_port, app, socket_timeout, keepalive_timeout,
         header_timeout,
+        enable_proxy_protocol,
+        forwarded_allow_ips,
         buffer_size, limit_post, max_vars, disable_logging, harakiri, harakiri_verbose, stats,
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
         pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index,
@@ -572,6 +587,10 @@ fn parse_socket_timeout(s: &str) -> Result<f64, String> {
 fn parse_keepalive_timeout(s: &str) -> Result<f64, String> {
     NONNEG_SECS.parse(s)
 }
+fn parse_forwarded_allow_ips(s: &str) -> Result<String, String> {
+    crate::config::parse_trusted(s).map(|_| s.to_owned())
+}
+
 fn parse_header_timeout(s: &str) -> Result<f64, String> {
     POSITIVE_SECS.parse(s)
 }

@@ -98,6 +98,8 @@ pub(crate) fn run(
         socket_timeout: config.socket_timeout,
         keepalive_timeout: config.keepalive_timeout,
         header_timeout: config.header_timeout,
+        proxy_protocol: config.proxy_protocol,
+        forwarded_allow: config.forwarded_allow.clone(),
         scratch: Default::default(),
         parked: Default::default(),
         log: !config.disable_logging,
