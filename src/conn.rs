@@ -221,7 +221,6 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
                 // the worker drains (its client retries); a fresh one waits for its first
                 // request.
                 ctx.idle.borrow_mut().insert(raw);
-                let idle_since = Instant::now();
                 if input.capacity() > IDLE_KEEP {
                     input = Vec::with_capacity(HEAD_READ);
                 }
@@ -236,7 +235,11 @@ async fn serve_from(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
                     None if ctx.keepalive_timeout > window => {
                         // Quiet for the hot window: park it (no task, no buffer) until its
                         // next request or --keepalive-timeout.
+                        // (No clock read per request for this: the window just passed.)
                         drop(input);
+                        let idle_since = Instant::now()
+                            .checked_sub(window)
+                            .unwrap_or_else(Instant::now);
                         park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout, false);
                         return;
                     }
