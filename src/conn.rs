@@ -1,7 +1,8 @@
 //! The connection loop: the only place that orders the steps of serving a connection.
 //!
-//! read (no slot held while idle) → take a slot → parse the head → call the app (panics
-//! caught) → finish the response → drain the body → keep-alive or close → release the slot.
+//! read and parse the head (no slot held, within `--header-timeout`) → take a slot → call the
+//! app (panics caught) → finish the response → drain the body → release the slot → keep-alive
+//! (idle connections are parked after 100 ms: no task, no buffer) or close.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
