@@ -1,7 +1,8 @@
 //! The connection loop: the only place that orders the steps of serving a connection.
 //!
-//! read (no slot held while idle) → take a slot → parse the head → call the app (panics
-//! caught) → finish the response → drain the body → keep-alive or close → release the slot.
+//! read and parse the head (no slot held, within `--header-timeout`) → take a slot → call the
+//! app (panics caught) → finish the response → drain the body → release the slot → keep-alive
+//! (idle connections are parked after 100 ms: no task, no buffer) or close.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -249,7 +250,6 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 // the worker drains (its client retries); a fresh one waits for its first
                 // request.
                 ctx.idle.borrow_mut().insert(raw);
-                let idle_since = Instant::now();
                 if input.capacity() > IDLE_KEEP {
                     input = Vec::with_capacity(HEAD_READ);
                 }
@@ -264,7 +264,11 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     None if ctx.keepalive_timeout > window => {
                         // Quiet for the hot window: park it (no task, no buffer) until its
                         // next request or --keepalive-timeout.
+                        // (No clock read per request for this: the window just passed.)
                         drop(input);
+                        let idle_since = Instant::now()
+                            .checked_sub(window)
+                            .unwrap_or_else(Instant::now);
                         park(&ctx, fd, peer, idle_since + ctx.keepalive_timeout, false);
                         return;
                     }
