@@ -557,3 +557,185 @@ fn stalled_or_dropped_splice_leaves_no_pipe_behind() {
         assert_eq!(fds_open_on(&target), 0);
     });
 }
+
+/// The kernel behaviour behind issue #12 ("no connection is ever stranded"), on a raw
+/// `SINGLE_ISSUER | DEFER_TASKRUN` ring like ours, with no driver and no executor.
+mod stranding {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use io_uring::{IoUring, opcode, types};
+
+    const A1: u64 = 1;
+    const A2: u64 = 2;
+    const CANCEL: u64 = 3;
+
+    fn defer_ring() -> IoUring {
+        IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(16)
+            .expect("DEFER_TASKRUN ring")
+    }
+
+    fn listener() -> TcpListener {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    }
+
+    /// Connect and wait (poll(2), a non-exclusive readiness check that consumes nothing)
+    /// until the connection is in the listener's accept queue.
+    fn connect_and_wait_queued(l: &TcpListener) -> TcpStream {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(
+            queued(l, 5000),
+            "the connection never reached the accept queue"
+        );
+        c
+    }
+
+    /// Whether a connection waits in `l`'s accept queue (poll(2) with `ms` of patience).
+    fn queued(l: &TcpListener, ms: u16) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            l.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap() == 1
+    }
+
+    /// Run **all** deferred task work and return every CQE posted, sorted by user_data.
+    fn run_task_work(ring: &mut IoUring) -> Vec<(u64, i32)> {
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        let want = ring.params().cq_entries() as usize;
+        match ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) => panic!("enter: {e}"),
+        }
+        let mut out: Vec<(u64, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn push(ring: &mut IoUring, e: io_uring::squeue::Entry) {
+        // SAFETY: none of the SQEs of these tests points at memory (null addresses only).
+        unsafe { ring.submission().push(&e).expect("SQ has room") };
+    }
+
+    fn accept(l: &TcpListener, ud: u64) -> io_uring::squeue::Entry {
+        opcode::Accept::new(
+            types::Fd(l.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(ud)
+    }
+
+    fn poll_in(l: &TcpListener, ud: u64) -> io_uring::squeue::Entry {
+        opcode::PollAdd::new(types::Fd(l.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(ud)
+    }
+
+    /// Arm A1 then A2, submit `ASYNC_CANCEL(A1)` *without* GETEVENTS (its task work waits
+    /// for our next enter), a client connects, then all task work runs. Returns the CQEs.
+    fn cancel_one_of_two_then_connect(
+        arm: fn(&TcpListener, u64) -> io_uring::squeue::Entry,
+    ) -> (TcpListener, TcpStream, IoUring, Vec<(u64, i32)>) {
+        let l = listener();
+        let mut ring = defer_ring();
+        push(&mut ring, arm(&l, A1));
+        push(&mut ring, arm(&l, A2));
+        ring.submit().unwrap();
+        assert_eq!(run_task_work(&mut ring), vec![], "nothing is queued yet");
+        push(
+            &mut ring,
+            opcode::AsyncCancel::new(A1).build().user_data(CANCEL),
+        );
+        ring.submit().unwrap();
+        let client = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        (l, client, ring, cqes)
+    }
+
+    /// The bug, as the kernel does it: the cancelled ACCEPT's exclusive wait entry is still
+    /// on the listener when the connection arrives; it takes the one wakeup, and A2, armed
+    /// and live, is never told. The connection stays in the accept queue (until another
+    /// connection arrives, or forever at the end of a burst or drain).
+    #[test]
+    fn a_cancelled_exclusive_accept_swallows_the_wakeup_of_a_new_connection() {
+        let (l, _client, mut ring, cqes) = cancel_one_of_two_then_connect(accept);
+        assert_eq!(
+            cqes,
+            vec![(A1, -libc::ECANCELED), (CANCEL, 0)],
+            "A1 cancelled, A2 still pending"
+        );
+        assert!(queued(&l, 0), "the connection waits in the accept queue");
+        // Still nothing for A2 after more task work: it was never woken.
+        assert_eq!(run_task_work(&mut ring), vec![]);
+        // Control: a second connection wakes A2, which takes the *first* one.
+        let _second = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        assert_eq!(cqes.len(), 1, "{cqes:?}");
+        assert!(cqes[0].0 == A2 && cqes[0].1 >= 0, "{cqes:?}");
+        // SAFETY: the accepted descriptor is ours alone.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(cqes[0].1) });
+        assert!(
+            queued(&l, 0),
+            "the second connection is the one stranded now"
+        );
+    }
+
+    /// Control: the same steps when the cancel's task work runs before the connection
+    /// arrives: A2 gets it. The window is between the cancel and our next GETEVENTS.
+    #[test]
+    fn a_cancel_completed_before_the_connection_strands_nothing() {
+        let l = listener();
+        let mut ring = defer_ring();
+        push(&mut ring, accept(&l, A1));
+        push(&mut ring, accept(&l, A2));
+        ring.submit().unwrap();
+        push(
+            &mut ring,
+            opcode::AsyncCancel::new(A1).build().user_data(CANCEL),
+        );
+        ring.submit().unwrap();
+        assert_eq!(
+            run_task_work(&mut ring),
+            vec![(A1, -libc::ECANCELED), (CANCEL, 0)]
+        );
+        let _client = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        assert!(
+            cqes.len() == 1 && cqes[0].0 == A2 && cqes[0].1 >= 0,
+            "{cqes:?}"
+        );
+        // SAFETY: the accepted descriptor is ours alone.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(cqes[0].1) });
+    }
+
+    /// What ringsgi waits with instead: a non-exclusive `POLL_ADD(POLLIN)`. Cancelled the
+    /// same way, at the same moment, it strands nothing: every poller is woken.
+    #[test]
+    fn a_cancelled_non_exclusive_poll_strands_nothing() {
+        let (l, _client, _ring, cqes) = cancel_one_of_two_then_connect(poll_in);
+        assert_eq!(
+            cqes,
+            vec![
+                (A1, -libc::ECANCELED),
+                (A2, libc::POLLIN as i32),
+                (CANCEL, 0)
+            ]
+        );
+        assert!(queued(&l, 0), "the poll consumed nothing: accept4 takes it");
+        assert!(l.accept().is_ok());
+    }
+}
