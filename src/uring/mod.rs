@@ -416,6 +416,28 @@ impl Driver {
         !ring.completion().is_empty()
     }
 
+    /// What the ring shows when the watchdog fires, for its log line: whether the eventfd
+    /// holds a signal nobody read, the SQEs waiting, the CQEs waiting, and the ring flags.
+    fn work_detail(&self) -> String {
+        let mut inner = self.inner.borrow_mut();
+        let backlog = inner.backlog.len();
+        let inner = &mut *inner;
+        let sq = inner.ring.submission();
+        let (sq_len, taskrun, overflow) = (sq.len(), sq.taskrun(), sq.cq_overflow());
+        drop(sq);
+        let cq_len = inner.ring.completion().len();
+        let mut pfd = libc::pollfd {
+            fd: inner.eventfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd, no wait.
+        let signalled = unsafe { libc::poll(&mut pfd, 1, 0) } == 1;
+        format!(
+            "eventfd signalled {signalled}, backlog {backlog}, SQ {sq_len}, CQ {cq_len}, SQ_TASKRUN {taskrun}, CQ_OVERFLOW {overflow}"
+        )
+    }
+
     fn set_eventfd_enabled(&self, enabled: bool) {
         if self.eventfd_on.replace(enabled) == enabled {
             return;
@@ -470,11 +492,6 @@ impl Driver {
 
     pub(crate) fn note_watchdog_save(&self) {
         self.inner.borrow_mut().stats.watchdog_saves += 1;
-    }
-
-    /// Whether a task woke the parked pump since it parked (its SQEs are work it was told of).
-    pub(crate) fn pump_woken(&self) -> bool {
-        !self.parked.get() && self.pump_waker.borrow().is_none()
     }
 
     pub(crate) fn note_eventfd_wake(&self) {
