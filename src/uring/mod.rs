@@ -1,10 +1,10 @@
 //! The worker's own io_uring ring, and the pump that bridges it into glommio.
 //!
 //! Every socket operation of a worker goes through this ring (completion-based: recv, send,
-//! close, poll + linked timeout; connections are taken with `accept4`, see [`accept`]). glommio keeps its own three rings for
-//! its timers, its blocking pool and file I/O; this module adds a fourth ring that we own so
-//! that we can create it with `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the
-//! opcodes glommio lacks.
+//! close, poll + linked timeout; connections are taken with `accept4`, see `accept.rs`).
+//! glommio keeps its own three rings for its timers, its blocking pool and file I/O; this
+//! module adds a fourth ring that we own so that we can create it with
+//! `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the opcodes glommio lacks.
 //!
 //! # Shape
 //!

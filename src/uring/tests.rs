@@ -766,34 +766,38 @@ fn a_cancelled_accept_wait_strands_no_connection() {
     });
 }
 
-/// What the bridge relies on, on a raw ring: a `DEFER_TASKRUN` ring signals its registered
-/// eventfd whenever a completion becomes deferred work while nobody enters the ring. A thread
-/// writes a pipe sparsely (0-3 ms apart); each time a `POLL_ADD` waits on the pipe and we
-/// wait on the eventfd alone (with poll(2), or with a `READ` on a second, plain ring, as
-/// glommio does), at most 1 s. Every wait must end by the signal. (The worker's bridge, same
-/// traffic, sometimes gets no signal: see `bridge_never_loses_a_wakeup` and ARCHITECTURE.md,
-/// "The watchdog".)
+/// The kernel behaviour behind the pump's late and lost wakeups, on a raw ring (no glommio):
+/// a `DEFER_TASKRUN` ring with a registered eventfd; a `POLL_ADD` waits on a pipe; another
+/// thread writes one byte; we wait on the eventfd alone (with poll(2), or with a `READ` on a
+/// second, plain ring as glommio does), at most 1 s. Reports how long each signal took.
+/// Informational (`--ignored --nocapture`): on Linux 6.18 here every signal took 9-30 ms,
+/// as if deferred, where a direct signal takes microseconds.
 #[test]
-fn a_raw_defer_taskrun_ring_signals_its_eventfd_for_deferred_work() {
+#[ignore = "measures the kernel; run with --ignored --nocapture"]
+fn raw_defer_taskrun_ring_eventfd_signal_latency() {
     for via_ring in [false, true] {
-        let (lost, slow, n) = eventfd_signal_probe(via_ring, 400);
+        let (lost, mut waits) = eventfd_signal_probe(via_ring, 100);
+        waits.sort();
         eprintln!(
-            "eventfd probe (waiter: {}): {lost} of {n} waits never signalled, {slow} over 8 ms",
+            "eventfd signal of deferred work (waiter: {}): {} waits, {lost} never signalled within 1 s; median {:?}, p90 {:?}, max {:?}",
             if via_ring {
                 "READ on a second ring"
             } else {
                 "poll(2)"
-            }
+            },
+            waits.len(),
+            waits[waits.len() / 2],
+            waits[waits.len() * 9 / 10],
+            waits[waits.len() - 1]
         );
-        assert_eq!(lost, 0);
     }
 }
 
-/// Returns (waits never signalled, waits over 8 ms, waits).
-fn eventfd_signal_probe(via_ring: bool, bytes: usize) -> (usize, usize, usize) {
+/// Returns (waits never signalled, the time each signalled wait took after the write).
+fn eventfd_signal_probe(via_ring: bool, n: usize) -> (usize, Vec<Duration>) {
     use io_uring::{IoUring, opcode, types};
     let (r, w) = pipe();
-    let mut ring = IoUring::builder()
+    let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_taskrun_flag()
@@ -802,57 +806,44 @@ fn eventfd_signal_probe(via_ring: bool, bytes: usize) -> (usize, usize, usize) {
     // SAFETY: eventfd(2).
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     ring.submitter().register_eventfd(efd).unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (at_tx, at_rx) = std::sync::mpsc::channel::<Instant>();
     let writer = std::thread::spawn(move || {
-        let mut seed = 0x2545_f491u32;
-        for _ in 0..bytes {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            std::thread::sleep(Duration::from_micros(u64::from(seed % 3000)));
-            while nix::unistd::write(&w, b"x").is_err() {}
+        while go_rx.recv().is_ok() {
+            let t = Instant::now();
+            nix::unistd::write(&w, b"x").unwrap();
+            at_tx.send(t).unwrap();
         }
     });
-    let mut lost = 0;
-    let mut slow = 0;
     let mut other = via_ring.then(|| IoUring::new(8).unwrap());
+    let (mut lost, mut waits) = (0, Vec::new());
     let mut buf = [0u8; 64];
-    let mut seen = 0;
-    let mut i = 0;
-    while seen < bytes {
-        i += 1;
+    for i in 0..n as u64 {
         let e = opcode::PollAdd::new(types::Fd(r.as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(i);
         // SAFETY: no memory referenced.
         unsafe { ring.submission().push(&e).unwrap() };
         ring.submit().unwrap();
-        // Park: wait for the eventfd only, with poll(2) or (RINGSGI_PROBE_URING) with a READ
-        // on a second, plain ring, as glommio does.
-        let t0 = Instant::now();
-        let n = if let Some(other) = other.as_mut() {
+        go_tx.send(()).unwrap();
+        let signalled = if let Some(other) = other.as_mut() {
             let mut v = 0u64;
             let e = opcode::Read::new(types::Fd(efd), (&mut v as *mut u64).cast(), 8)
                 .build()
                 .user_data(7);
-            // SAFETY: v outlives the wait below (the READ completes or we stop).
+            // SAFETY: v outlives the READ: it completes below (by the signal or our write).
             unsafe { other.submission().push(&e).unwrap() };
             let ts = types::Timespec::new().sec(1);
             let args = types::SubmitArgs::new().timespec(&ts);
-            match other.submitter().submit_with_args(1, &args) {
-                Ok(_) => {
-                    let _ = other.completion().count();
-                    1
-                }
-                Err(_) => {
-                    // Still armed: let it complete before v goes away.
-                    let mut one = 1u64;
-                    // SAFETY: write 8 bytes to the eventfd.
-                    unsafe { libc::write(efd, (&mut one as *mut u64).cast(), 8) };
-                    other.submit_and_wait(1).unwrap();
-                    let _ = other.completion().count();
-                    0
-                }
+            let ok = other.submitter().submit_with_args(1, &args).is_ok();
+            if !ok {
+                let one = 1u64;
+                // SAFETY: write 8 bytes to the eventfd, so that the READ ends.
+                unsafe { libc::write(efd, (&one as *const u64).cast(), 8) };
+                other.submit_and_wait(1).unwrap();
             }
+            let _ = other.completion().count();
+            ok
         } else {
             let mut pfd = libc::pollfd {
                 fd: efd,
@@ -860,34 +851,34 @@ fn eventfd_signal_probe(via_ring: bool, bytes: usize) -> (usize, usize, usize) {
                 revents: 0,
             };
             // SAFETY: poll(2) on one pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 1000) }
+            unsafe { libc::poll(&mut pfd, 1, 1000) == 1 }
         };
-        slow += usize::from(t0.elapsed() > Duration::from_millis(8));
-        if n == 0 {
+        let written = at_rx.recv().unwrap();
+        if signalled {
+            waits.push(written.elapsed());
+        } else {
             lost += 1;
-            let taskrun = ring.submission().taskrun();
-            eprintln!("eventfd probe: wait {i}: no signal in 1 s; SQ_TASKRUN {taskrun}");
-        }
-        if other.is_none() {
-            let mut v = 0u64;
-            // SAFETY: read 8 bytes from the eventfd into v (poll(2) said it is readable).
-            unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) };
         }
         ring.submit_and_wait(1).unwrap();
-        let c: Vec<i32> = ring
-            .completion()
-            .map(|c: io_uring::cqueue::Entry| c.result())
-            .collect();
-        assert_eq!(c.len(), 1);
-        loop {
-            match nix::unistd::read(r.as_raw_fd(), &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen += n,
-            }
+        assert_eq!(ring.completion().count(), 1);
+        while nix::unistd::read(r.as_raw_fd(), &mut buf).is_ok_and(|n| n > 0) {}
+        // Posting that CQE signalled the eventfd again: empty it, so that the next wait
+        // sees only the signal of the next deferred completion.
+        let mut pfd = libc::pollfd {
+            fd: efd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd, no wait; then read 8 bytes if readable.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } == 1 {
+            let mut v = 0u64;
+            // SAFETY: as above.
+            unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) };
         }
     }
+    drop(go_tx);
     writer.join().unwrap();
     // SAFETY: our eventfd, closed once.
     unsafe { libc::close(efd) };
-    (lost, slow, i as usize)
+    (lost, waits)
 }
