@@ -155,9 +155,8 @@ impl Future for Pump {
         // wake, armed again at the next park. Woken by the timer alone (parked, no task and
         // no READ woke us; a READ that completed but whose completion glommio has not handed
         // over yet is a wakeup on its way, not a lost one), the pump looks at the ring: a
-        // true save is work it then finds (completions to reap, SQEs to submit). Ring flags
-        // alone do not count: a set `IORING_SQ_TASKRUN` with no deferred work behind it was
-        // seen (ftrace: no task work queued, none run).
+        // true save is work it then finds (completions to reap, SQEs to submit), not a ring
+        // flag (`IORING_SQ_TASKRUN` says work may be queued, not that it is).
         let mut suspect = None;
         if let Some(mut timer) = this.watchdog.take()
             && timer.as_mut().poll(cx).is_ready()
