@@ -211,6 +211,32 @@ fn two_workers_both_serve() {
     srv.wait_for("(worker 1 slot");
 }
 
+/// Issue #12: bursts far larger than the slots (two workers with `--async 2`), each request
+/// holding its slot a few milliseconds. The workers stop and resume taking connections every
+/// time their slots run out and come back, many times per burst; every connection of every
+/// burst is answered, none is stranded in the accept queue at the end of a burst (each
+/// read waits at most 20 s).
+#[test]
+fn bursts_with_slots_exhausted_are_answered_in_full() {
+    let mut srv = Server::start(&["--cores", "2", "--async", "2", "--mount", "/sleep=sleep"]);
+    for burst in 0..5 {
+        // Every connection first (they wait in the accept queue or in a worker), then every
+        // request, then every answer.
+        let mut conns: Vec<Conn> = (0..60).map(|_| Conn::open(srv.addr)).collect();
+        for c in &mut conns {
+            c.send(b"GET /sleep?ms=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let status = c.read(false).map(|r| r.status);
+            assert_eq!(status, Some(200), "burst {burst}, connection {i}");
+        }
+    }
+    srv.wait_for("async queue is full");
+    // Both workers took part (a worker whose slots are full leaves connections to the other).
+    srv.wait_for("(worker 0 slot");
+    srv.wait_for("(worker 1 slot");
+}
+
 #[test]
 fn a_panicking_handler_gets_a_500_and_the_worker_lives_on() {
     let mut srv = Server::start(&[

@@ -20,7 +20,7 @@ use crate::scoreboard::WorkerBoard;
 use crate::server::listener::{Listener, Protocol};
 use crate::slot::SlotPool;
 use crate::static_files::StaticFiles;
-use crate::uring::{Driver, accept::AcceptMulti, pump};
+use crate::uring::{Driver, accept::Acceptor, pump};
 
 /// glommio's preemption interval. The reactor (timers and glommio I/O, including the pump's
 /// eventfd READ) is polled between task-queue runs; with the default 100 ms a `sleep(5ms)`
@@ -137,7 +137,10 @@ pub(crate) fn run(
         let mut pump_task = glommio::spawn_local(pump);
         let mut accepts = Vec::new();
         for (fd, _tcp, _protocol) in fds {
-            accepts.push(glommio::spawn_local(accept_loop(fd, ctx.clone())));
+            accepts.push(glommio::spawn_local(accept_loop(
+                Acceptor::new(fd)?,
+                ctx.clone(),
+            )));
         }
         let signals = glommio::spawn_local(crate::signals::receive_loop(
             channel.as_raw_fd(),
@@ -170,12 +173,14 @@ pub(crate) fn run(
     })
 }
 
-/// SIGTERM (stop, reload, recycling): stop accepting, serve the connections the cancelled
-/// accepts had already taken, close idle keep-alive connections, let requests in progress and
-/// background tasks finish for at most `mercy` (`--reload-mercy`), then return (the process
-/// exits; whatever is left is cancelled).
+/// SIGTERM (stop, reload, recycling): stop accepting, close idle keep-alive connections, let
+/// requests in progress and background tasks finish for at most `mercy` (`--reload-mercy`),
+/// then return (the process exits; whatever is left is cancelled).
 async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy: Duration) {
-    // Dropping the accept tasks cancels their accepts.
+    // Dropping the accept tasks cancels their waits for connections. Nothing is lost or
+    // stranded: a connection is either ours (taken by `accept4`, served below like any
+    // other) or still in the shared accept queue, where the non-exclusive waits of the
+    // other workers (the successor) see it (`uring/accept.rs`).
     drop(accepts);
     let board = &ctx.boards[ctx.worker_board()];
     board.accepting.store(0, Ordering::Relaxed);
@@ -183,13 +188,8 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
     board.ready.store(0, Ordering::Relaxed);
     ctx.drain();
     let deadline = std::time::Instant::now() + mercy;
-    let driver = crate::uring::Driver::current();
     let busy = || {
-        ctx.slots.busy_count()
-            + crate::primitives::background_tasks() as usize
-            + ctx.open_conns()
-            + driver.accepts_in_flight()
-            + driver.strays()
+        ctx.slots.busy_count() + crate::primitives::background_tasks() as usize + ctx.open_conns()
     };
     tracing::info!(
         "worker {} stopping: {} requests in progress, {} connections, {} background tasks, up to {} s",
@@ -200,11 +200,6 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
         mercy.as_secs_f64()
     );
     loop {
-        // A connection the kernel handed to an accept we cancelled is a client waiting for an
-        // answer: serve it (its first request, then `Connection: close`).
-        while let Some(fd) = driver.take_any_stray() {
-            spawn_conn(ctx, fd.1, fd.0);
-        }
         if busy() == 0 || std::time::Instant::now() >= deadline {
             break;
         }
@@ -282,65 +277,82 @@ fn overloaded(ctx: &ConnCtx) -> bool {
     })
 }
 
+/// Why an accept loop stopped taking connections for now.
+enum Pause {
+    /// Every slot is busy.
+    Full,
+    /// This worker holds clearly more connections than another accepting worker.
+    Balance,
+}
+
 /// Accept connections on `listener` while a slot is free and this worker is not clearly more
 /// loaded than another; stop accepting otherwise, so that new connections stay in the shared
 /// kernel backlog for the other workers.
-async fn accept_loop(listener: i32, ctx: Rc<ConnCtx>) {
+///
+/// Connections are taken one at a time with `accept4`, with a turn of the executor between
+/// two (the new connection's task and the pump run, so that slots fill and a burst is shared
+/// with the other workers); when none is queued the loop waits with a non-exclusive poll,
+/// which it may drop at any time (slots gone, balance, drain) without stranding a connection
+/// (`uring/accept.rs`).
+async fn accept_loop(acceptor: Acceptor, ctx: Rc<ConnCtx>) {
     let board = &ctx.boards[ctx.worker_board()];
+    let listener = acceptor.listener();
     loop {
         ctx.slots.wait_free().await;
         while overloaded(&ctx) {
             glommio::timer::sleep(BALANCE_CHECK).await;
         }
-        // Alone on the listener: multishot (one SQE for many connections). With other
-        // workers: one connection per SQE, so that a burst is spread between them.
-        let mut accept = if ctx.boards.len() == 1 {
-            AcceptMulti::arm(listener)
-        } else {
-            AcceptMulti::arm_once(listener)
-        };
         board.accepting.store(1, Ordering::Relaxed);
-        loop {
-            let watch_balance = board.conns.load(Ordering::Relaxed) > BALANCE_SLACK;
-            let event = future::or(
-                future::or(async { Some(accept.next().await) }, async {
-                    ctx.slots.wait_exhausted().await;
-                    ctx.slots.note_full();
-                    board.queue_full.fetch_add(1, Ordering::Relaxed);
-                    None
-                }),
-                async {
-                    if !watch_balance {
-                        return future::pending().await;
-                    }
-                    loop {
-                        glommio::timer::sleep(BALANCE_CHECK).await;
-                        if overloaded(&ctx) {
-                            return None;
-                        }
-                    }
-                },
-            )
-            .await;
-            match event {
-                // Every slot is busy: drop (cancel) the accept; new connections wait in the
-                // shared backlog, where another worker may take them.
-                None => break,
-                // The kernel ended the multishot: re-arm.
-                Some(None) => break,
-                Some(Some(Ok(fd))) => spawn_conn(&ctx, fd, listener),
-                Some(Some(Err(e))) => {
-                    tracing::error!("worker {}: accept failed: {e}", ctx.worker);
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-                    ) {
-                        // Out of descriptors: back off instead of spinning on the error.
-                        glommio::timer::sleep(Duration::from_millis(100)).await;
-                    }
-                    break;
-                }
+        let pause = loop {
+            if ctx.slots.free_count() == 0 {
+                break Pause::Full;
             }
+            if overloaded(&ctx) {
+                break Pause::Balance;
+            }
+            let failed = match acceptor.try_accept() {
+                Ok(Some(fd)) => {
+                    spawn_conn(&ctx, fd, listener);
+                    future::yield_now().await;
+                    continue;
+                }
+                Ok(None) => {
+                    // Nothing queued: wait for a connection, unless the last slot goes or
+                    // the balance turns first (dropping the wait strands nothing).
+                    let watch_balance = board.conns.load(Ordering::Relaxed) > BALANCE_SLACK;
+                    let event = future::or(
+                        future::or(async { Some(acceptor.readable().await) }, async {
+                            ctx.slots.wait_exhausted().await;
+                            None
+                        }),
+                        async {
+                            if !watch_balance {
+                                return future::pending().await;
+                            }
+                            loop {
+                                glommio::timer::sleep(BALANCE_CHECK).await;
+                                if overloaded(&ctx) {
+                                    return None;
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                    match event {
+                        Some(Ok(())) | None => continue,
+                        Some(Err(e)) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            tracing::error!("worker {}: accept failed: {failed}", ctx.worker);
+            // Out of descriptors (or a broken listener): back off instead of spinning on the
+            // error, the connection stays queued for this worker or another.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        };
+        if matches!(pause, Pause::Full) {
+            ctx.slots.note_full();
+            board.queue_full.fetch_add(1, Ordering::Relaxed);
         }
         board.accepting.store(0, Ordering::Relaxed);
     }

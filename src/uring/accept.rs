@@ -1,62 +1,86 @@
-//! Multishot accept: one SQE, one CQE per accepted connection.
+//! Taking connections off a listening socket without ever holding an exclusive wait.
+//!
+//! io_uring's `ACCEPT` waits on the listener as an **exclusive** waiter, and the kernel's
+//! wake function consumes a wakeup even for a request whose cancellation is under way. On
+//! our `DEFER_TASKRUN` ring a cancelled `ACCEPT` stays on the listener until its
+//! cancellation runs as task work, at our next `GETEVENTS`; a connection arriving meanwhile
+//! wakes only that dead entry, every live waiter (ours or another worker's) sleeps on, and
+//! the connection waits in the accept queue until another one arrives: forever at the end
+//! of a burst or of a drain (issue #12; `uring/tests.rs`, `mod stranding`, shows it on a
+//! raw ring). Workers stop waiting for connections all the time (every drain, when their
+//! slots run out, to balance load), so ringsgi never waits with `ACCEPT`:
+//!
+//! - a connection is taken with a non-blocking `accept4(2)`, which never waits;
+//! - when none is queued, the wait is a **non-exclusive** `POLL_ADD(POLLIN)` on the
+//!   listener. Every such waiter is woken by a new connection and none consumes anything,
+//!   so cancelling one (dropping the future) can strand nothing. It is level-triggered
+//!   where it matters: armed while a connection is queued, it completes at once.
+//!
+//! The cost of non-exclusive waits is that every worker waiting on a listener wakes for
+//! each new connection and all but one find the queue empty (see `docs/ARCHITECTURE.md`,
+//! "Accept", for the measured counts). A worker waits only while it wants connections (a
+//! slot is free and it is not clearly more loaded than another), and a busy worker takes
+//! queued connections without waiting at all, one `accept4` each.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use io_uring::{opcode, types};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use super::OpKind;
-use super::op::MultiOp;
-
-/// A multishot accept on a listening socket. Dropping it cancels it; connections the kernel
-/// accepted for it after that are closed by the driver.
-pub(crate) struct AcceptMulti {
-    op: MultiOp,
+/// A listening socket to take connections from.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
     listener: RawFd,
 }
 
-impl AcceptMulti {
-    /// Arm a multishot accept on `listener` (accepted sockets get `SOCK_CLOEXEC`).
-    pub(crate) fn arm(listener: RawFd) -> AcceptMulti {
-        let e = opcode::AcceptMulti::new(types::Fd(listener))
-            .flags(libc::SOCK_CLOEXEC)
-            .build();
-        AcceptMulti {
-            op: MultiOp::submit(e, OpKind::Accept { listener }),
-            listener,
+impl Acceptor {
+    /// Take connections from `listener` (made non-blocking if it is not: `accept4` must
+    /// never block the executor; the listener module creates its sockets non-blocking).
+    pub(crate) fn new(listener: RawFd) -> io::Result<Acceptor> {
+        let flags = OFlag::from_bits_retain(fcntl(listener, FcntlArg::F_GETFL)?);
+        if !flags.contains(OFlag::O_NONBLOCK) {
+            fcntl(listener, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+        Ok(Acceptor { listener })
+    }
+
+    /// The listening socket.
+    pub(crate) fn listener(&self) -> RawFd {
+        self.listener
+    }
+
+    /// A connection waiting in the accept queue, if any (`Ok(None)`: the queue is empty).
+    /// The new socket is blocking and close-on-exec, as the ring's operations expect.
+    pub(crate) fn try_accept(&self) -> io::Result<Option<OwnedFd>> {
+        loop {
+            // SAFETY: accept4(2) on a descriptor we were given, with no address buffers.
+            let fd = unsafe {
+                libc::accept4(
+                    self.listener,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a new descriptor that only we hold.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                // A client that reset its connection before we took it: take the next one.
+                Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                _ => return Err(e),
+            }
         }
     }
 
-    /// Arm a single-shot accept: one connection, then `next` yields `None` (re-arm).
-    ///
-    /// With several workers on one listener this spreads a burst of connections: the kernel
-    /// wakes one waiter per connection, and a multishot accept takes every connection queued
-    /// when its worker runs, so one worker would take a whole burst.
-    pub(crate) fn arm_once(listener: RawFd) -> AcceptMulti {
-        let e = opcode::Accept::new(
-            types::Fd(listener),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build();
-        AcceptMulti {
-            op: MultiOp::submit(e, OpKind::Accept { listener }),
-            listener,
-        }
-    }
-
-    /// The next accepted connection. `None` when the kernel ended the multishot (re-arm).
-    ///
-    /// Connections accepted for an earlier, cancelled accept on the same listener come first.
-    pub(crate) async fn next(&mut self) -> Option<io::Result<OwnedFd>> {
-        if let Some(fd) = super::Driver::current().take_stray(self.listener) {
-            return Some(Ok(fd));
-        }
-        let res = self.op.next().await?;
-        Some(super::cqe_result(res).map(|fd| {
-            // SAFETY: a non-negative accept result is a new fd that only we hold.
-            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-        }))
+    /// Wait until a connection is queued: a non-exclusive `POLL_ADD(POLLIN)`, complete at
+    /// once if one already is. Dropping the future cancels the wait, which strands nothing.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        super::poll::poll(self.listener, libc::POLLIN as u32, None)
+            .await
+            .map(|_| ())
     }
 }

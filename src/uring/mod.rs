@@ -1,10 +1,10 @@
 //! The worker's own io_uring ring, and the pump that bridges it into glommio.
 //!
-//! Every socket operation of a worker goes through this ring (completion-based: multishot
-//! accept, recv, send, close, poll + linked timeout). glommio keeps its own three rings for
-//! its timers, its blocking pool and file I/O; this module adds a fourth ring that we own so
-//! that we can create it with `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the
-//! opcodes glommio lacks.
+//! Every socket operation of a worker goes through this ring (completion-based: recv, send,
+//! close, poll + linked timeout; connections are taken with `accept4`, see `accept.rs`).
+//! glommio keeps its own three rings for its timers, its blocking pool and file I/O; this
+//! module adds a fourth ring that we own so that we can create it with
+//! `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the opcodes glommio lacks.
 //!
 //! # Shape
 //!
@@ -42,7 +42,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -83,13 +83,6 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
-    /// A multishot operation: results queued for the future, `finished` once the CQE without
-    /// `F_MORE` arrived.
-    Multi {
-        waker: Option<Waker>,
-        results: VecDeque<(i32, u32)>,
-        finished: bool,
-    },
     /// The future was dropped; the kernel may still write into these buffers.
     Orphan(
         #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
@@ -100,12 +93,6 @@ enum Lifecycle {
 /// What kind of operation a slot holds, for the cleanup an orphan needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum OpKind {
-    /// Accepting on `listener`: an orphan's completions carry connections the kernel already
-    /// took off the shared backlog; they are kept as strays for the next accept, never closed.
-    Accept {
-        /// The listening socket.
-        listener: RawFd,
-    },
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
@@ -138,8 +125,6 @@ struct Inner {
     free: Vec<u32>,
     /// SQEs that did not fit in the submission queue; pushed by the pump first.
     backlog: VecDeque<squeue::Entry>,
-    /// Connections accepted for a cancelled multishot accept, by listener (see `keep_stray`).
-    strays: VecDeque<(RawFd, OwnedFd)>,
     /// Wakers collected while reaping, woken after the borrow is released.
     to_wake: Vec<Waker>,
     /// Results of readiness watches ([`watch`]), for their one consumer.
@@ -189,7 +174,6 @@ impl Driver {
                 ops: Vec::with_capacity(1024),
                 free: Vec::new(),
                 backlog: VecDeque::new(),
-                strays: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
                 watches: watch::Watches::default(),
                 eventfd,
@@ -232,17 +216,9 @@ impl Driver {
     }
 
     /// Reserve an operation slot and return its `user_data`.
-    fn alloc(&self, kind: OpKind, pending: u8, multishot: bool) -> (u32, u32) {
+    fn alloc(&self, kind: OpKind, pending: u8) -> (u32, u32) {
         let mut inner = self.inner.borrow_mut();
-        let state = if multishot {
-            Lifecycle::Multi {
-                waker: None,
-                results: VecDeque::new(),
-                finished: false,
-            }
-        } else {
-            Lifecycle::Waiting(None)
-        };
+        let state = Lifecycle::Waiting(None);
         if let Some(idx) = inner.free.pop() {
             let slot = &mut inner.ops[idx as usize];
             slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
@@ -335,43 +311,13 @@ impl Driver {
         }
     }
 
-    /// Poll a multishot operation: the next queued result, `Ok(None)` once finished and empty.
-    fn poll_multi(&self, idx: u32, waker: &Waker) -> Option<Option<(i32, u32)>> {
-        let mut inner = self.inner.borrow_mut();
-        let slot = &mut inner.ops[idx as usize];
-        let Lifecycle::Multi {
-            waker: w,
-            results,
-            finished,
-        } = &mut slot.state
-        else {
-            unreachable!("poll_multi on a slot in the wrong state")
-        };
-        if let Some(r) = results.pop_front() {
-            return Some(Some(r));
-        }
-        if *finished {
-            slot.state = Lifecycle::Free;
-            inner.free.push(idx);
-            return Some(None);
-        }
-        match w {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *w = Some(waker.clone()),
-        }
-        None
-    }
-
     /// The future of operation `idx` was dropped before its final completion.
     ///
-    /// Its buffers (`keep`) are kept until the kernel is done; a cancel is submitted. Results
-    /// already queued for a multishot accept are connections: they are kept as strays.
+    /// Its buffers (`keep`) are kept until the kernel is done; a cancel is submitted.
     fn orphan(&self, idx: u32, generation: u32, keep: Option<Box<dyn Any>>) {
         let cancel = {
             let mut inner = self.inner.borrow_mut();
-            let Inner {
-                ops, free, strays, ..
-            } = &mut *inner;
+            let Inner { ops, free, .. } = &mut *inner;
             let slot = &mut ops[idx as usize];
             debug_assert_eq!(slot.generation, generation);
             let kind = slot.kind;
@@ -386,22 +332,6 @@ impl Driver {
                     false
                 }
                 Lifecycle::Done { .. } => false,
-                Lifecycle::Multi {
-                    results, finished, ..
-                } => {
-                    if let OpKind::Accept { listener } = kind {
-                        for (res, _) in results {
-                            keep_stray(strays, listener, res);
-                        }
-                    }
-                    if finished {
-                        slot.state = Lifecycle::Free;
-                        free.push(idx);
-                        false
-                    } else {
-                        true
-                    }
-                }
                 _ => true,
             }
         };
@@ -465,14 +395,13 @@ impl Driver {
                 ring,
                 ops,
                 free,
-                strays,
                 watches,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, strays, watches, &cqe, &mut to_wake);
+                complete(ops, free, watches, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -497,6 +426,28 @@ impl Driver {
         }
         drop(sq);
         !ring.completion().is_empty()
+    }
+
+    /// What the ring shows when the watchdog fires, for its log line: whether the eventfd
+    /// holds a signal nobody read, the SQEs waiting, the CQEs waiting, and the ring flags.
+    fn work_detail(&self) -> String {
+        let mut inner = self.inner.borrow_mut();
+        let backlog = inner.backlog.len();
+        let inner = &mut *inner;
+        let sq = inner.ring.submission();
+        let (sq_len, taskrun, overflow) = (sq.len(), sq.taskrun(), sq.cq_overflow());
+        drop(sq);
+        let cq_len = inner.ring.completion().len();
+        let mut pfd = libc::pollfd {
+            fd: inner.eventfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd, no wait.
+        let signalled = unsafe { libc::poll(&mut pfd, 1, 0) } == 1;
+        format!(
+            "eventfd signalled {signalled}, backlog {backlog}, SQ {sq_len}, CQ {cq_len}, SQ_TASKRUN {taskrun}, CQ_OVERFLOW {overflow}"
+        )
     }
 
     fn set_eventfd_enabled(&self, enabled: bool) {
@@ -547,48 +498,12 @@ impl Driver {
         self.inner.borrow().eventfd.try_clone()
     }
 
-    /// Take a connection accepted for a cancelled accept on `listener`, if any.
-    pub(crate) fn take_stray(&self, listener: RawFd) -> Option<OwnedFd> {
-        let mut inner = self.inner.borrow_mut();
-        let pos = inner.strays.iter().position(|(l, _)| *l == listener)?;
-        inner.strays.remove(pos).map(|(_, fd)| fd)
-    }
-
-    /// Take any connection accepted for a cancelled accept, with its listener.
-    pub(crate) fn take_any_stray(&self) -> Option<(RawFd, OwnedFd)> {
-        self.inner.borrow_mut().strays.pop_front()
-    }
-
-    /// Connections accepted for cancelled accepts, not taken yet.
-    pub(crate) fn strays(&self) -> usize {
-        self.inner.borrow().strays.len()
-    }
-
-    /// Accept operations whose final completion has not arrived, live or orphaned: each may
-    /// still hand over a connection. (A cancelled glommio task drops its future only when the
-    /// executor next runs it, so an accept of a cancelled accept loop stays live for a while.)
-    pub(crate) fn accepts_in_flight(&self) -> usize {
-        self.inner
-            .borrow()
-            .ops
-            .iter()
-            .filter(|o| {
-                matches!(o.kind, OpKind::Accept { .. }) && !matches!(o.state, Lifecycle::Free)
-            })
-            .count()
-    }
-
     pub(crate) fn note_park(&self) {
         self.inner.borrow_mut().stats.parks += 1;
     }
 
     pub(crate) fn note_watchdog_save(&self) {
         self.inner.borrow_mut().stats.watchdog_saves += 1;
-    }
-
-    /// Whether a task woke the parked pump since it parked (its SQEs are work it was told of).
-    pub(crate) fn pump_woken(&self) -> bool {
-        !self.parked.get() && self.pump_waker.borrow().is_none()
     }
 
     pub(crate) fn note_eventfd_wake(&self) {
@@ -600,7 +515,6 @@ impl Driver {
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
-    strays: &mut VecDeque<(RawFd, OwnedFd)>,
     watches: &mut watch::Watches,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
@@ -630,10 +544,7 @@ fn complete(
     }
     let res = cqe.result();
     let flags = cqe.flags();
-    let more = cqueue::more(flags);
-    if !more {
-        slot.pending = slot.pending.saturating_sub(1);
-    }
+    slot.pending = slot.pending.saturating_sub(1);
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
         if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
@@ -649,24 +560,9 @@ fn complete(
             }
             slot.state = Lifecycle::Done { res, flags };
         }
-        Lifecycle::Multi {
-            waker,
-            results,
-            finished,
-        } => {
-            results.push_back((res, flags));
-            if !more {
-                *finished = true;
-            }
-            if let Some(w) = waker.take() {
-                to_wake.push(w);
-            }
-        }
         Lifecycle::Orphan(_) => {
-            match slot.kind {
-                OpKind::Accept { listener } => keep_stray(strays, listener, res),
-                OpKind::Open => close_orphan_fd(res),
-                OpKind::Other => {}
+            if slot.kind == OpKind::Open {
+                close_orphan_fd(res);
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;
@@ -679,15 +575,6 @@ fn complete(
 
 fn user_data(idx: u32, generation: u32) -> u64 {
     ((generation as u64) << 32) | idx as u64
-}
-
-/// Keep a connection the kernel accepted for a cancelled accept: it left the shared backlog,
-/// so closing it would lose a client. The next accept on `listener` hands it out first.
-fn keep_stray(strays: &mut VecDeque<(RawFd, OwnedFd)>, listener: RawFd, res: i32) {
-    if res >= 0 {
-        // SAFETY: a non-negative accept result is a new fd that no one else has seen.
-        strays.push_back((listener, unsafe { OwnedFd::from_raw_fd(res) }));
-    }
 }
 
 /// Close a file the kernel opened for an open whose future was dropped: nobody else has it.

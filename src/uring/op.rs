@@ -32,7 +32,7 @@ impl<T: 'static> Op<T> {
     /// [`Op::submit`] for an operation whose orphaned result needs cleanup (see [`OpKind`]).
     pub(crate) fn submit_kind(entry: squeue::Entry, kind: OpKind, data: T) -> Op<T> {
         let driver = Driver::current();
-        let (idx, generation) = driver.alloc(kind, 1, false);
+        let (idx, generation) = driver.alloc(kind, 1);
         driver.push(&[entry.user_data(user_data(idx, generation))]);
         Op {
             driver,
@@ -46,7 +46,7 @@ impl<T: 'static> Op<T> {
     /// If the timeout fires first, the operation completes with `-ECANCELED`.
     pub(crate) fn submit_linked(entry: squeue::Entry, timeout: squeue::Entry, data: T) -> Op<T> {
         let driver = Driver::current();
-        let (idx, generation) = driver.alloc(OpKind::Other, 2, false);
+        let (idx, generation) = driver.alloc(OpKind::Other, 2);
         let ud = user_data(idx, generation);
         driver.push(&[
             entry.flags(squeue::Flags::IO_LINK).user_data(ud),
@@ -90,55 +90,6 @@ impl<T: 'static> Drop for Op<T> {
         if let Some(data) = self.data.take() {
             let keep: Box<dyn Any> = Box::new(data);
             self.driver.orphan(self.idx, self.generation, Some(keep));
-        }
-    }
-}
-
-/// A multishot operation: a stream of CQE results until the kernel ends it.
-pub(crate) struct MultiOp {
-    driver: Rc<Driver>,
-    idx: u32,
-    generation: u32,
-    done: bool,
-}
-
-impl MultiOp {
-    pub(crate) fn submit(entry: squeue::Entry, kind: OpKind) -> MultiOp {
-        let driver = Driver::current();
-        let (idx, generation) = driver.alloc(kind, 1, true);
-        driver.push(&[entry.user_data(user_data(idx, generation))]);
-        MultiOp {
-            driver,
-            idx,
-            generation,
-            done: false,
-        }
-    }
-
-    /// The next result; `None` once the operation has ended (re-arm it if still wanted).
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<i32>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.driver.poll_multi(self.idx, cx.waker()) {
-            Some(Some((res, _))) => Poll::Ready(Some(res)),
-            Some(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            None => Poll::Pending,
-        }
-    }
-
-    pub(crate) async fn next(&mut self) -> Option<i32> {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-}
-
-impl Drop for MultiOp {
-    fn drop(&mut self) {
-        if !self.done {
-            self.driver.orphan(self.idx, self.generation, None);
         }
     }
 }

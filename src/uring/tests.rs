@@ -13,7 +13,7 @@ use futures_lite::future::poll_once;
 use glommio::{LocalExecutorBuilder, Placement};
 use nix::fcntl::OFlag;
 
-use super::accept::AcceptMulti;
+use super::accept::Acceptor;
 use super::{Driver, pump, recv::recv, send::send_all};
 use crate::primitives::{wait_fd_read, wait_fds};
 
@@ -181,38 +181,6 @@ fn dropped_wait_leaves_nothing_in_flight() {
     });
 }
 
-#[test]
-fn connection_accepted_for_a_cancelled_accept_is_kept() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    in_worker(move |driver| async move {
-        let lfd = listener.as_raw_fd();
-        let mut accept = AcceptMulti::arm(lfd);
-        // Submit the accept, then let the kernel complete it for a client while nobody polls.
-        assert!(poll_once(accept.next()).await.is_none());
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-        let mut client = TcpStream::connect(addr).unwrap();
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-        drop(accept);
-        settle(&driver).await;
-        // A new accept hands out the stray first: the client was not lost.
-        let mut accept = AcceptMulti::arm(lfd);
-        let fd = accept
-            .next()
-            .await
-            .expect("accept")
-            .expect("stray connection");
-        drop(accept);
-        let (res, _) = send_all(fd.as_raw_fd(), b"ok".to_vec(), 0, None).await;
-        res.unwrap();
-        let mut got = [0u8; 2];
-        client.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"ok");
-        settle(&driver).await;
-    });
-}
-
 /// The park protocol never loses a wakeup: an outside thread writes to a pipe in bursts,
 /// after idle gaps (the pump is parked in glommio) and sparsely; every byte must be seen,
 /// each wait bounded so that a lost wakeup fails instead of hanging.
@@ -268,6 +236,7 @@ fn bridge_never_loses_a_wakeup() {
         driver.stats()
     });
     writer.join().unwrap();
+    eprintln!("bridge stats: {stats:?}");
     assert!(stats.parks > 0, "the pump never parked: {stats:?}");
     assert!(
         stats.eventfd_wakes > 0,
@@ -556,4 +525,373 @@ fn stalled_or_dropped_splice_leaves_no_pipe_behind() {
         drop(file);
         assert_eq!(fds_open_on(&target), 0);
     });
+}
+
+/// The kernel behaviour behind issue #12 ("no connection is ever stranded"), on a raw
+/// `SINGLE_ISSUER | DEFER_TASKRUN` ring like ours, with no driver and no executor.
+mod stranding {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use io_uring::{IoUring, opcode, types};
+
+    const A1: u64 = 1;
+    const A2: u64 = 2;
+    const CANCEL: u64 = 3;
+
+    fn defer_ring() -> IoUring {
+        IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(16)
+            .expect("DEFER_TASKRUN ring")
+    }
+
+    fn listener() -> TcpListener {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    }
+
+    /// Connect and wait (poll(2), a non-exclusive readiness check that consumes nothing)
+    /// until the connection is in the listener's accept queue.
+    fn connect_and_wait_queued(l: &TcpListener) -> TcpStream {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(
+            queued(l, 5000),
+            "the connection never reached the accept queue"
+        );
+        c
+    }
+
+    /// Whether a connection waits in `l`'s accept queue (poll(2) with `ms` of patience).
+    fn queued(l: &TcpListener, ms: u16) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            l.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap() == 1
+    }
+
+    /// Run **all** deferred task work and return every CQE posted, sorted by user_data.
+    fn run_task_work(ring: &mut IoUring) -> Vec<(u64, i32)> {
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        let want = ring.params().cq_entries() as usize;
+        match ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) => panic!("enter: {e}"),
+        }
+        let mut out: Vec<(u64, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn push(ring: &mut IoUring, e: io_uring::squeue::Entry) {
+        // SAFETY: none of the SQEs of these tests points at memory (null addresses only).
+        unsafe { ring.submission().push(&e).expect("SQ has room") };
+    }
+
+    fn accept(l: &TcpListener, ud: u64) -> io_uring::squeue::Entry {
+        opcode::Accept::new(
+            types::Fd(l.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(ud)
+    }
+
+    fn poll_in(l: &TcpListener, ud: u64) -> io_uring::squeue::Entry {
+        opcode::PollAdd::new(types::Fd(l.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(ud)
+    }
+
+    /// Arm A1 then A2, submit `ASYNC_CANCEL(A1)` *without* GETEVENTS (its task work waits
+    /// for our next enter), a client connects, then all task work runs. Returns the CQEs.
+    fn cancel_one_of_two_then_connect(
+        arm: fn(&TcpListener, u64) -> io_uring::squeue::Entry,
+    ) -> (TcpListener, TcpStream, IoUring, Vec<(u64, i32)>) {
+        let l = listener();
+        let mut ring = defer_ring();
+        push(&mut ring, arm(&l, A1));
+        push(&mut ring, arm(&l, A2));
+        ring.submit().unwrap();
+        assert_eq!(run_task_work(&mut ring), vec![], "nothing is queued yet");
+        push(
+            &mut ring,
+            opcode::AsyncCancel::new(A1).build().user_data(CANCEL),
+        );
+        ring.submit().unwrap();
+        let client = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        (l, client, ring, cqes)
+    }
+
+    /// The bug, as the kernel does it: the cancelled ACCEPT's exclusive wait entry is still
+    /// on the listener when the connection arrives; it takes the one wakeup, and A2, armed
+    /// and live, is never told. The connection stays in the accept queue (until another
+    /// connection arrives, or forever at the end of a burst or drain).
+    #[test]
+    fn a_cancelled_exclusive_accept_swallows_the_wakeup_of_a_new_connection() {
+        let (l, _client, mut ring, cqes) = cancel_one_of_two_then_connect(accept);
+        assert_eq!(
+            cqes,
+            vec![(A1, -libc::ECANCELED), (CANCEL, 0)],
+            "A1 cancelled, A2 still pending"
+        );
+        assert!(queued(&l, 0), "the connection waits in the accept queue");
+        // Still nothing for A2 after more task work: it was never woken.
+        assert_eq!(run_task_work(&mut ring), vec![]);
+        // Control: a second connection wakes A2, which takes the *first* one.
+        let _second = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        assert_eq!(cqes.len(), 1, "{cqes:?}");
+        assert!(cqes[0].0 == A2 && cqes[0].1 >= 0, "{cqes:?}");
+        // SAFETY: the accepted descriptor is ours alone.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(cqes[0].1) });
+        assert!(
+            queued(&l, 0),
+            "the second connection is the one stranded now"
+        );
+    }
+
+    /// Control: the same steps when the cancel's task work runs before the connection
+    /// arrives: A2 gets it. The window is between the cancel and our next GETEVENTS.
+    #[test]
+    fn a_cancel_completed_before_the_connection_strands_nothing() {
+        let l = listener();
+        let mut ring = defer_ring();
+        push(&mut ring, accept(&l, A1));
+        push(&mut ring, accept(&l, A2));
+        ring.submit().unwrap();
+        push(
+            &mut ring,
+            opcode::AsyncCancel::new(A1).build().user_data(CANCEL),
+        );
+        ring.submit().unwrap();
+        assert_eq!(
+            run_task_work(&mut ring),
+            vec![(A1, -libc::ECANCELED), (CANCEL, 0)]
+        );
+        let _client = connect_and_wait_queued(&l);
+        let cqes = run_task_work(&mut ring);
+        assert!(
+            cqes.len() == 1 && cqes[0].0 == A2 && cqes[0].1 >= 0,
+            "{cqes:?}"
+        );
+        // SAFETY: the accepted descriptor is ours alone.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(cqes[0].1) });
+    }
+
+    /// What ringsgi waits with instead: a non-exclusive `POLL_ADD(POLLIN)`. Cancelled the
+    /// same way, at the same moment, it strands nothing: every poller is woken.
+    #[test]
+    fn a_cancelled_non_exclusive_poll_strands_nothing() {
+        let (l, _client, _ring, cqes) = cancel_one_of_two_then_connect(poll_in);
+        assert_eq!(
+            cqes,
+            vec![
+                (A1, -libc::ECANCELED),
+                (A2, libc::POLLIN as i32),
+                (CANCEL, 0)
+            ]
+        );
+        assert!(queued(&l, 0), "the poll consumed nothing: accept4 takes it");
+        assert!(l.accept().is_ok());
+    }
+}
+
+/// Issue #12 through our own accept code: two waits for a connection on one listener (two
+/// workers, or a cancelled accept loop's leftover and its successor); one is cancelled, the
+/// cancellation is submitted but its task work has not run (no GETEVENTS yet) when a client
+/// connects. The other wait must still get the connection.
+#[test]
+fn a_cancelled_accept_wait_strands_no_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    in_worker(move |driver| async move {
+        let lfd = listener.as_raw_fd();
+        let (a1, a2) = (Acceptor::new(lfd).unwrap(), Acceptor::new(lfd).unwrap());
+        assert!(a1.try_accept().unwrap().is_none(), "nothing queued yet");
+        // Each wait is what an accept loop awaits when nothing is queued.
+        let mut w1 = Box::pin(async move { a1.readable().await });
+        let mut w2 = Box::pin(async move {
+            a2.readable().await.unwrap();
+            a2.try_accept()
+        });
+        assert!(poll_once(&mut w1).await.is_none());
+        assert!(poll_once(&mut w2).await.is_none());
+        // 1. Both waits reach the kernel and find nothing queued.
+        driver.flush().unwrap();
+        // 2. The first is cancelled; the cancel is submitted without GETEVENTS.
+        drop(w1);
+        driver.flush().unwrap();
+        // 3. A client connects (still no GETEVENTS on our ring).
+        let mut client = TcpStream::connect(addr).unwrap();
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap(),
+            1,
+            "the connection never reached the accept queue"
+        );
+        // 4. The executor and the pump run again: the second wait hands the connection over.
+        let got = futures_lite::future::or(async { Some(w2.await) }, async {
+            glommio::timer::sleep(Duration::from_secs(5)).await;
+            None
+        })
+        .await;
+        let fd = got
+            .expect("the connection was stranded in the accept queue")
+            .expect("accept")
+            .expect("a connection was queued");
+        let (res, _) = send_all(fd.as_raw_fd(), b"ok".to_vec(), 0, None).await;
+        res.unwrap();
+        let mut buf = [0u8; 2];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ok");
+        drop(fd);
+        settle(&driver).await;
+    });
+}
+
+/// The kernel behaviour behind the pump's late and lost wakeups, on a raw ring (no glommio):
+/// a `DEFER_TASKRUN` ring with a registered eventfd; a `POLL_ADD` waits on a pipe; another
+/// thread writes one byte; we wait on the eventfd alone (with poll(2), or with a `READ` on a
+/// second, plain ring as glommio does) or on the ring's fd, at most 1 s. Reports how long
+/// each wakeup took.
+/// Informational (`--ignored --nocapture`): on Linux 6.18 here the eventfd signal took a
+/// median 16-19 ms (as if deferred; a direct signal takes microseconds), and poll(2) on the
+/// ring's own fd returned only after about 1 s every time (median 1.001 s).
+#[test]
+#[ignore = "measures the kernel; run with --ignored --nocapture"]
+fn raw_defer_taskrun_ring_eventfd_signal_latency() {
+    for waiter in [Waiter::Poll, Waiter::Ring, Waiter::RingFd] {
+        let (lost, mut waits) = eventfd_signal_probe(waiter, 100);
+        waits.sort();
+        eprintln!(
+            "wakeup for deferred work (waiter: {waiter:?}): {} waits, {lost} never woken within 1 s; median {:?}, p90 {:?}, max {:?}",
+            waits.len(),
+            waits[waits.len() / 2],
+            waits[waits.len() * 9 / 10],
+            waits[waits.len() - 1]
+        );
+    }
+}
+
+/// How [`eventfd_signal_probe`] waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Waiter {
+    /// poll(2) on the registered eventfd.
+    Poll,
+    /// A READ of the registered eventfd on a second, plain ring (what glommio does).
+    Ring,
+    /// poll(2) on the `DEFER_TASKRUN` ring's own fd, no eventfd involved.
+    RingFd,
+}
+
+/// Returns (waits never signalled, the time each signalled wait took after the write).
+fn eventfd_signal_probe(waiter: Waiter, n: usize) -> (usize, Vec<Duration>) {
+    use io_uring::{IoUring, opcode, types};
+    let (r, w) = pipe();
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(16)
+        .unwrap();
+    // SAFETY: eventfd(2).
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    ring.submitter().register_eventfd(efd).unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (at_tx, at_rx) = std::sync::mpsc::channel::<Instant>();
+    let writer = std::thread::spawn(move || {
+        while go_rx.recv().is_ok() {
+            let t = Instant::now();
+            nix::unistd::write(&w, b"x").unwrap();
+            at_tx.send(t).unwrap();
+        }
+    });
+    let mut other = (waiter == Waiter::Ring).then(|| IoUring::new(8).unwrap());
+    let wait_fd = if waiter == Waiter::RingFd {
+        ring.as_raw_fd()
+    } else {
+        efd
+    };
+    let (mut lost, mut waits) = (0, Vec::new());
+    let mut buf = [0u8; 64];
+    for i in 0..n as u64 {
+        let e = opcode::PollAdd::new(types::Fd(r.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(i);
+        // SAFETY: no memory referenced.
+        unsafe { ring.submission().push(&e).unwrap() };
+        ring.submit().unwrap();
+        go_tx.send(()).unwrap();
+        let signalled = if let Some(other) = other.as_mut() {
+            let mut v = 0u64;
+            let e = opcode::Read::new(types::Fd(efd), (&mut v as *mut u64).cast(), 8)
+                .build()
+                .user_data(7);
+            // SAFETY: v outlives the READ: it completes below (by the signal or our write).
+            unsafe { other.submission().push(&e).unwrap() };
+            let ts = types::Timespec::new().sec(1);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let ok = other.submitter().submit_with_args(1, &args).is_ok();
+            if !ok {
+                let one = 1u64;
+                // SAFETY: write 8 bytes to the eventfd, so that the READ ends.
+                unsafe { libc::write(efd, (&one as *const u64).cast(), 8) };
+                other.submit_and_wait(1).unwrap();
+            }
+            let _ = other.completion().count();
+            ok
+        } else {
+            let mut pfd = libc::pollfd {
+                fd: wait_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 1000) == 1 }
+        };
+        let written = at_rx.recv().unwrap();
+        if signalled {
+            waits.push(written.elapsed());
+        } else {
+            lost += 1;
+        }
+        ring.submit_and_wait(1).unwrap();
+        assert_eq!(ring.completion().count(), 1);
+        while nix::unistd::read(r.as_raw_fd(), &mut buf).is_ok_and(|n| n > 0) {}
+        // Posting that CQE signalled the eventfd again: empty it, so that the next wait
+        // sees only the signal of the next deferred completion.
+        let mut pfd = libc::pollfd {
+            fd: efd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd, no wait; then read 8 bytes if readable.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } == 1 {
+            let mut v = 0u64;
+            // SAFETY: as above.
+            unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) };
+        }
+    }
+    drop(go_tx);
+    writer.join().unwrap();
+    // SAFETY: our eventfd, closed once.
+    unsafe { libc::close(efd) };
+    (lost, waits)
 }
