@@ -150,6 +150,18 @@ impl Request {
         }
     }
 
+    /// The local port of the connection the request arrived on (a TCP listener's port);
+    /// `None` on a unix socket and for a uwsgi request (whose front server says it in
+    /// [`Request::server_port`]).
+    pub fn local_port(&self) -> Option<u16> {
+        if self.cgi.is_some() {
+            return None;
+        }
+        let fd = crate::sys::borrow_fd(self.body.fd);
+        let sock = socket2::SockRef::from(&fd);
+        sock.local_addr().ok()?.as_socket().map(|a| a.port())
+    }
+
     /// The worker (CPU core) serving this request.
     pub fn worker_id(&self) -> usize {
         self.worker

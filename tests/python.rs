@@ -216,7 +216,7 @@ fn greenlet_requests_wait_without_blocking_the_core() {
     // wait_fd_read: a timeout, then two descriptors registered in succession.
     assert_eq!(
         get(addr, "/fdwait"),
-        Some((200, "(True, -1) (False, True)".into()))
+        Some((200, "(True, -1) (None, True)".into()))
     );
     let port = addr.port().to_string();
     assert_eq!(

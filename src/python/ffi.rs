@@ -144,7 +144,19 @@ unsafe extern "C" fn suspend(
     _nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     // SAFETY: called by the interpreter with the GIL held.
-    unsafe { switch_out(true) }
+    let r = unsafe { switch_out(true) };
+    if r.is_null() {
+        return r;
+    }
+    // uWSGI's suspend() answers True, whatever the switch back passed.
+    // SAFETY: GIL held; `r` is the new reference the switch returned, released here; Py_True
+    // is immortal, and the caller gets a new reference to it.
+    unsafe {
+        ffi::Py_DECREF(r);
+        let t = ffi::Py_True();
+        ffi::Py_IncRef(t);
+        t
+    }
 }
 
 /// The pooled greenlet's switch out after its job ended (`boot.loop`): like `suspend`, but

@@ -135,6 +135,9 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
                 uwsgi.getattr("wait_fd_write")?,
             )?;
             set("uwsgi.version", uwsgi.getattr("version")?)?;
+            // uWSGI sets it to None at the start of every request; a wait sets it (True when
+            // it timed out, or after an async_sleep).
+            set("x-wsgiorg.fdevent.timeout", py.None().into_bound(py))?;
             Ok(())
         })()
         .map_err(describe)?;

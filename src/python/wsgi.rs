@@ -134,7 +134,16 @@ impl Exchange {
             return;
         };
         let env = env.bind(py);
-        let _ = env.set_item(intern!(py, "x-wsgiorg.fdevent.timeout"), t);
+        // As uWSGI: True after a wait that timed out (and after async_sleep, whose wait always
+        // runs out), None after a ready fd.
+        let flag = if t {
+            true.into_pyobject(py).map(|b| b.to_owned().into_any()).ok()
+        } else {
+            Some(py.None().into_bound(py))
+        };
+        if let Some(flag) = flag {
+            let _ = env.set_item(intern!(py, "x-wsgiorg.fdevent.timeout"), flag);
+        }
         let _ = env.set_item(intern!(py, "uwsgi.ready_fd"), self.ready_fd.get());
     }
 
@@ -184,7 +193,12 @@ impl Exchange {
         match self.wait.take() {
             Wait::None => futures_lite::future::yield_now().await,
             Wait::Body(n) => self.fill_body(req, n).await,
-            Wait::Sleep(d) => crate::primitives::sleep(d).await,
+            Wait::Sleep(d) => {
+                crate::primitives::sleep(d).await;
+                // uWSGI's async_sleep is a timeout on no fd: it ends "timed out".
+                self.ready_fd.set(-1);
+                self.timed_out.set(Some(true));
+            }
             Wait::Fds(timeout) => self.wait_fds(timeout).await,
         }
     }
@@ -807,7 +821,12 @@ pub(crate) fn environ<'py>(
         intern!(py, "SERVER_NAME"),
         if name.is_empty() { "localhost" } else { name },
     )?;
-    let port = req.server_port().unwrap_or(80);
+    // The port the request arrived on (CGI, RFC 3875 4.1.15; uWSGI's http-socket), not the
+    // Host header's: a uwsgi request's SERVER_PORT var, else the connection's local port.
+    let port = match req.local_port() {
+        Some(p) => p,
+        None => req.server_port().unwrap_or(80),
+    };
     env.set_item(intern!(py, "SERVER_PORT"), port.to_string())?;
     match req.peer() {
         crate::Peer::Tcp(a) => {
