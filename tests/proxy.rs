@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use crate::nginx::{Nginx, TempDir};
-use crate::support::Server;
+use crate::support::{Server, free_port};
 
 /// Debian's dynamic stream module (package libnginx-mod-stream, installed by .ci/run).
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
@@ -20,14 +20,6 @@ fn get_on(mut c: TcpStream, target: &str, extra: &str) -> String {
     let mut out = String::new();
     let _ = c.read_to_string(&mut out);
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, TempDir, get};
+use crate::support::{Server, TempDir, free_port, get};
 
 /// The notification socket a test listens on, as systemd's would.
 struct NotifySocket {
@@ -111,15 +111,6 @@ fn notify_ready_status_watchdog_reload_and_stopping() {
     let stopping = notify.until("STOPPING=1", &mut seen);
     assert!(stopping.contains("SIGTERM"), "{stopping}");
     assert!(server.stop().success());
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: `systemd-socket-activate` binds it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

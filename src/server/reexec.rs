@@ -92,50 +92,42 @@ impl Handover {
     /// Adopt every inherited request socket (HTTP, uwsgi) not adopted yet, as it was: the
     /// fallback of a reload whose new listeners could not all be bound.
     pub(super) fn keep_request_sockets(&mut self) -> Vec<super::listener::Listener> {
-        use super::listener::{Listener, Protocol};
-        let (keep, rest): (Vec<Inherited>, Vec<Inherited>) = self
-            .sockets
-            .drain(..)
-            .partition(|s| s.role == "http" || s.role == "uwsgi");
-        self.sockets = rest;
-        keep.into_iter()
-            .filter_map(|s| {
-                let fd = crate::sys::adopt_fd(s.fd).ok()?;
-                tracing::warn!("reload: keeping the previous {} socket {}", s.role, s.local);
-                Some(Listener {
-                    fd,
-                    protocol: if s.role == "http" {
-                        Protocol::Http
-                    } else {
-                        Protocol::Uwsgi
-                    },
-                    local: s.local,
-                    path: s.path,
-                    tcp: s.tcp,
-                    spec: s.spec,
-                })
-            })
-            .collect()
+        self.keep_where(
+            |s| s.role == "http" || s.role == "uwsgi",
+            |s| tracing::warn!("reload: keeping the previous {} socket {}", s.role, s.local),
+        )
     }
 
     /// Adopt every inherited socket that systemd passed to the first image (socket
     /// activation): the configuration does not name them, and they stay for the life of the
     /// service.
     pub(super) fn keep_activated(&mut self) -> Vec<super::listener::Listener> {
-        use super::listener::{ACTIVATED_PREFIX, Listener, Protocol};
-        let (keep, rest): (Vec<Inherited>, Vec<Inherited>) = self
-            .sockets
-            .drain(..)
-            .partition(|s| s.spec.starts_with(ACTIVATED_PREFIX));
-        self.sockets = rest;
-        keep.into_iter()
-            .filter_map(|s| {
-                let fd = crate::sys::adopt_fd(s.fd).ok()?;
+        self.keep_where(
+            |s| s.spec.starts_with(super::listener::ACTIVATED_PREFIX),
+            |s| {
                 tracing::info!(
                     "inherited {} socket {} (socket activation) from the previous master",
                     s.role,
                     s.local
-                );
+                )
+            },
+        )
+    }
+
+    /// Adopt, as request listeners, the inherited sockets `which` selects (`log` each).
+    fn keep_where(
+        &mut self,
+        which: impl Fn(&Inherited) -> bool,
+        log: impl Fn(&Inherited),
+    ) -> Vec<super::listener::Listener> {
+        use super::listener::{Listener, Protocol};
+        let (keep, rest): (Vec<Inherited>, Vec<Inherited>) =
+            self.sockets.drain(..).partition(|s| which(s));
+        self.sockets = rest;
+        keep.into_iter()
+            .filter_map(|s| {
+                let fd = crate::sys::adopt_fd(s.fd).ok()?;
+                log(&s);
                 Some(Listener {
                     fd,
                     protocol: if s.role == "uwsgi" {

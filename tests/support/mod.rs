@@ -417,6 +417,15 @@ pub(crate) fn start_fails(args: &[&str]) -> String {
     err
 }
 
+/// A free TCP port on 127.0.0.1 (bound and released, for a program that binds it itself).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A directory under the system temp dir, removed when dropped.
 pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
