@@ -269,3 +269,34 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     Ok(())
 }
+
+/// A non-blocking, close-on-exec eventfd (counter 0).
+#[cfg(feature = "python")]
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new descriptor that
+    // nothing else owns.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Add `n` to eventfd `fd`'s counter; callable from any thread. A failure (a saturated
+/// counter: the reader is woken anyway) is ignored.
+#[cfg(feature = "python")]
+pub(crate) fn eventfd_write(fd: std::os::fd::RawFd, n: u64) {
+    let buf = n.to_ne_bytes();
+    // SAFETY: `buf` is 8 valid bytes for the duration of the call; the caller keeps `fd` open.
+    let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+}
+
+/// Reset eventfd `fd`'s counter (non-blocking: nothing to read is fine).
+#[cfg(feature = "python")]
+pub(crate) fn eventfd_drain(fd: std::os::fd::RawFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is 8 writable bytes for the duration of the call; the caller owns `fd`.
+    let _ = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+}

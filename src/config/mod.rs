@@ -86,6 +86,10 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("virtualenv", "none"),
         ("greenlet", "false"),
         ("pyrun", "none"),
+        ("gevent", "none"),
+        ("gevent-monkey-patch", "false"),
+        ("gevent-early-monkey-patch", "false"),
+        ("gevent-wait-for-hub", "false"),
     ]
 }
 
@@ -125,6 +129,14 @@ pub struct PythonOptions {
     pub pyrun: Option<PathBuf>,
     /// Its arguments.
     pub pyrun_args: Vec<String>,
+    /// The gevent engine (`--gevent N`; the slots are `async_slots`).
+    pub gevent: bool,
+    /// `patch_all()` when the worker's loop starts (`--gevent-monkey-patch`).
+    pub gevent_monkey_patch: bool,
+    /// `patch_all()` before the app is loaded (`--gevent-early-monkey-patch`).
+    pub gevent_early_monkey_patch: bool,
+    /// A stopping worker waits for the hub to have nothing left (`--gevent-wait-for-hub`).
+    pub gevent_wait_for_hub: bool,
 }
 
 /// An app mounted at a URL path prefix.
@@ -633,11 +645,16 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         uwsgi_sockets,
         cores,
         cpus,
-        async_slots: raw.async_slots.unwrap_or(DEFAULT_ASYNC),
+        // --gevent N is the number of slots (uWSGI: `--gevent N` sets the async cores).
+        async_slots: raw.gevent.or(raw.async_slots).unwrap_or(DEFAULT_ASYNC),
         listen,
         reuse_port: raw.reuse_port.unwrap_or(false),
         mounts,
-        socket_timeout: secs(raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT)),
+        // uWSGI's gevent plugin raises the socket timeout to at least 30 s.
+        socket_timeout: secs({
+            let t = raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT);
+            if raw.gevent.is_some() { t.max(30.0) } else { t }
+        }),
         keepalive_timeout: secs(raw.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT)),
         buffer_size: raw.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
         limit_post: raw.limit_post.filter(|&n| n != 0),
@@ -691,6 +708,10 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             greenlet: raw.greenlet.unwrap_or(false),
             pyrun: raw.pyrun,
             pyrun_args: raw.pyrun_args,
+            gevent: raw.gevent.is_some(),
+            gevent_monkey_patch: raw.gevent_monkey_patch.unwrap_or(false),
+            gevent_early_monkey_patch: raw.gevent_early_monkey_patch.unwrap_or(false),
+            gevent_wait_for_hub: raw.gevent_wait_for_hub.unwrap_or(false),
         },
     })
 }
@@ -1199,7 +1220,8 @@ mod tests {
             "callable" => "\"app\"",
             "pythonpath" => "[\"/tmp\"]",
             "virtualenv" | "pyrun" => "\"/tmp\"",
-            "greenlet" => "true",
+            "greenlet" => "false",
+            "gevent-monkey-patch" | "gevent-early-monkey-patch" | "gevent-wait-for-hub" => "true",
             _ => "2",
         };
         let src: String = defaults()
@@ -1318,6 +1340,10 @@ mod tests {
                 })
                 .to_owned(),
                 "greenlet" => c.python.greenlet.to_string(),
+                "gevent" => (if c.python.gevent { "?" } else { "none" }).to_owned(),
+                "gevent-monkey-patch" => c.python.gevent_monkey_patch.to_string(),
+                "gevent-early-monkey-patch" => c.python.gevent_early_monkey_patch.to_string(),
+                "gevent-wait-for-hub" => c.python.gevent_wait_for_hub.to_string(),
                 "pyrun" => (if c.python.pyrun.is_some() {
                     "?"
                 } else {

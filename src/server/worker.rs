@@ -174,6 +174,7 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
             + ctx.open_conns()
             + driver.accepts_in_flight()
             + driver.strays()
+            + usize::from(gevent_hub_busy())
     };
     tracing::info!(
         "worker {} stopping: {} requests in progress, {} connections, {} background tasks, up to {} s",
@@ -204,6 +205,18 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
         );
     } else {
         tracing::info!("worker {} stopped gracefully", ctx.worker);
+    }
+}
+
+/// --gevent-wait-for-hub: gevent's hub still has background greenlets or timers.
+fn gevent_hub_busy() -> bool {
+    #[cfg(feature = "python")]
+    {
+        crate::python::gevent_hub_busy()
+    }
+    #[cfg(not(feature = "python"))]
+    {
+        false
     }
 }
 
