@@ -22,3 +22,6 @@ mod nginx;
 // Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
 #[cfg(feature = "python")]
 mod python;
+// The gevent engine (--gevent): gevent's loop on the worker's ring.
+#[cfg(feature = "python")]
+mod gevent;

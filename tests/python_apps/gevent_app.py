@@ -1,0 +1,45 @@
+# Test app for --gevent (tests/gevent.rs).
+import sys
+
+import gevent
+import uwsgi
+
+
+class Slow:
+    """A response that waits in gevent forever; its close() is logged."""
+
+    def __init__(self, errors):
+        self.errors = errors
+
+    def __iter__(self):
+        gevent.sleep(60)
+        yield b"never"
+
+    def close(self):
+        self.errors.write("slow body closed\n")
+        self.errors.flush()
+
+
+def application(env, start_response):
+    path = env["PATH_INFO"]
+    if path == "/slow":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Slow(env["wsgi.errors"])
+    if path == "/loop":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [type(gevent.get_hub().loop).__name__.encode()]
+    if path == "/uwsgi":
+        # The uwsgi module finds the current request from the greenlet, also after a switch.
+        before = uwsgi.connection_fd()
+        gevent.sleep(0.01)
+        after = uwsgi.connection_fd()
+        uwsgi.async_sleep(0.01)
+        uwsgi.suspend()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"fd %d %s" % (before, b"same" if before == after and before > 0 else b"differs")]
+    if path == "/post":
+        body = env["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got %d" % len(body)]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello World!"]
