@@ -76,6 +76,12 @@ fn notify() {
     });
 }
 
+/// Whether the calling thread is the worker's executor with the gevent engine (its ring).
+#[pyfunction]
+fn on_ring() -> bool {
+    active()
+}
+
 /// A fresh registration number for an io watcher's poll.
 #[pyfunction]
 fn next_reg() -> u64 {
@@ -178,6 +184,7 @@ pub(crate) fn install(
     wait_for_hub: bool,
 ) -> PyResult<Py<PyModule>> {
     for f in [
+        wrap_pyfunction!(on_ring, boot)?,
         wrap_pyfunction!(next_reg, boot)?,
         wrap_pyfunction!(poll_start, boot)?,
         wrap_pyfunction!(poll_cancel, boot)?,

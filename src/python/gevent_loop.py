@@ -43,7 +43,7 @@ _park_hub = _ringsgi.park_hub
 _wake = _ringsgi.wake
 _raw_suspend = _ringsgi.raw_suspend
 
-__all__ = ["RingLoop", "READ", "WRITE"]
+__all__ = ["RingLoop", "loop", "READ", "WRITE", "MAXPRI", "MINPRI"]
 
 READ = 1
 WRITE = 2
@@ -82,7 +82,9 @@ class _Callback(object):
         return self.callback is not None
 
     def __bool__(self):
-        return self.callback is not None
+        # True while pending or running (gevent's Event checks its notifier this way);
+        # the loop clears `args` after the call.
+        return self.args is not None
 
 
 class _Watcher(object):
@@ -91,7 +93,7 @@ class _Watcher(object):
     def __init__(self, loop, ref=True, priority=None):
         self.loop = loop
         self._ref = bool(ref)
-        self.priority = priority or 0
+        self._priority = priority or 0
         self.callback = None
         self.args = ()
         self._active = False
@@ -116,6 +118,16 @@ class _Watcher(object):
         self._ref = value
 
     ref = property(_get_ref, _set_ref)
+
+    def _get_priority(self):
+        return self._priority
+
+    def _set_priority(self, value):
+        if self._active:
+            raise AttributeError("Cannot set priority of an active watcher")
+        self._priority = value
+
+    priority = property(_get_priority, _set_priority)
 
     def _activate(self):
         if not self._active:
@@ -145,7 +157,7 @@ class _Watcher(object):
         self._deactivate()
         self._pending = False
         self.callback = None
-        self.args = ()
+        self.args = None
 
     def _stop(self):
         pass
@@ -168,7 +180,7 @@ class _Watcher(object):
         cb = self.callback
         if cb is None:
             return
-        cb(*(extra + self.args))
+        cb(*(extra + (self.args or ())))
 
     def __repr__(self):
         return "<%s at 0x%x%s>" % (
@@ -213,10 +225,11 @@ class io(_Watcher):
         cb = self.callback
         if cb is None:
             return
+        args = self.args or ()
         if self._pass_events:
-            cb(events, *self.args)
+            cb(events, *args)
         else:
-            cb(*self.args)
+            cb(*args)
 
 
 class timer(_Watcher):
@@ -297,7 +310,7 @@ class async_(_Listed):
     def send(self):
         # From any thread. The eventfd write keeps the GIL (gevent-loop-notes.md).
         self._pending = True
-        _wake()
+        self.loop._wakeup()
 
     def send_ignoring_arg(self, _ignored):
         self.send()
@@ -417,8 +430,12 @@ class RingLoop(object):
         self._break = False
         self._destroyed = False
         self._pid = _getpid()
-        self._forked = False
-        self._fallback_poll = None
+        # A hub in a thread other than the worker's executor (gevent allows one per thread)
+        # cannot use the executor's ring: it waits with poll(2) in its own thread, woken by
+        # a pipe. The worker's own hub never does.
+        self._forked = not _ringsgi.on_ring()
+        self._wake_pipe = None
+        self._wake_watcher = None
         self._starting_timers_update = False
         # Set by the engine for the worker's server hub: never leave run() when empty.
         self.serve = False
@@ -426,6 +443,32 @@ class RingLoop(object):
         self.depth = 0
         self._threadsafe_async = self.async_(ref=False)
         self._threadsafe_async.start(_noop)
+        if self._forked:
+            self._own_wake_pipe()
+
+    def _own_wake_pipe(self):
+        r, w = _os_pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._wake_pipe = (r, w)
+        self._wake_watcher = self.io(r, READ, ref=False)
+        self._wake_watcher.start(self._drain_wake_pipe)
+
+    def _drain_wake_pipe(self):
+        try:
+            while _os_read(self._wake_pipe[0], 512):
+                pass
+        except OSError:
+            pass
+
+    def _wakeup(self):
+        if self._wake_pipe is None:
+            _wake()
+        else:
+            try:
+                os.write(self._wake_pipe[1], b"x")
+            except OSError:
+                pass
 
     # ---- ILoop
 
@@ -535,9 +578,13 @@ class RingLoop(object):
             # executor that is not its own.
             self._pid = pid
             self._forked = True
-            for w in list(self._regs.values()):
+            for reg, w in list(self._regs.items()):
                 w._reg = None
-            self._regs.clear()
+                self._regs.pop(reg, None)
+                if w._active:
+                    self._io_arm(w)
+            if self._wake_pipe is None:
+                self._own_wake_pipe()
         for f in list(self._forks):
             self._fed.append((f, 0))
 
@@ -546,11 +593,19 @@ class RingLoop(object):
             return
         self._destroyed = True
         for reg in list(self._regs):
-            _poll_cancel(reg)
+            if not self._forked:
+                _poll_cancel(reg)
         self._regs.clear()
         self._by_fd.clear()
         self._callbacks.clear()
         self._timers = []
+        if self._wake_pipe is not None:
+            for fd in self._wake_pipe:
+                try:
+                    _os_close(fd)
+                except OSError:
+                    pass
+            self._wake_pipe = None
         for signum in list(self._signals):
             for w in list(self._signals.get(signum, ())):
                 w.stop()
@@ -568,6 +623,20 @@ class RingLoop(object):
             handler(context, type, value, tb)
         else:
             traceback.print_exception(type, value, tb)
+
+    def _report(self, context):
+        """The exception being handled goes to handle_error; nothing escapes run() (an
+        exception out of the hub's run() would end the hub greenlet)."""
+        t, v, tb = sys.exc_info()
+        try:
+            self.handle_error(context, t, v, tb)
+        except:  # noqa: E722
+            try:
+                traceback.print_exc()
+            except:  # noqa: E722
+                pass
+        finally:
+            t = v = tb = None
 
     def _format(self):
         return "io_uring ringsgi"
@@ -614,12 +683,16 @@ class RingLoop(object):
                     timeout = None
                 events = self._wait(timeout)
                 self._now = _monotonic()
+                # As libev queues them: the check watchers active right after the poll (one
+                # started by a callback of this iteration waits for the next).
+                checks = list(self._checks)
                 ran = self._dispatch(events)
                 if not ran and not self._callbacks:
                     for w in list(self._idles):
                         self._invoke(w)
-                for w in list(self._checks):
-                    self._invoke(w)
+                for w in checks:
+                    if w._active:
+                        self._invoke(w)
                 if once or nowait:
                     return
         finally:
@@ -640,14 +713,12 @@ class RingLoop(object):
                 continue
             args = cb.args
             cb.callback = None
-            cb.args = None
             try:
                 func(*args)
             except:  # noqa: E722 (gevent's loop hands every exception to handle_error)
-                try:
-                    self.handle_error(cb, *sys.exc_info())
-                finally:
-                    pass
+                self._report(cb)
+            finally:
+                cb.args = None
             count += 1
             if count >= 1000:
                 count = 0
@@ -718,7 +789,7 @@ class RingLoop(object):
                     w._run(ev)
                 except:  # noqa: E722
                     w.stop()
-                    self.handle_error(w, *sys.exc_info())
+                    self._report(w)
                     continue
                 # Level-triggered: still active and not restarted meanwhile: re-arm.
                 if w._active and w._reg is None:
@@ -730,11 +801,11 @@ class RingLoop(object):
                 try:
                     w._run()
                 except:  # noqa: E722
-                    self.handle_error(w, *sys.exc_info())
+                    self._report(w)
                 # A one-shot timer not restarted by its callback is stopped after it.
                 if not w.repeat and w._seq is None and w.callback is cb:
                     w.callback = None
-                    w.args = ()
+                    w.args = None
             else:
                 self._invoke(w, ev)
         return True
@@ -748,7 +819,7 @@ class RingLoop(object):
             else:
                 w._run()
         except:  # noqa: E722
-            self.handle_error(w, *sys.exc_info())
+            self._report(w)
 
     # ---- io watchers: one-shot polls on the ring
 
@@ -867,7 +938,7 @@ class RingLoop(object):
     def _on_signal(self, signum, frame):
         for w in list(self._signals.get(signum, ())):
             self._fed.append((w, 0))
-        _wake()
+        self._wakeup()
 
     # ---- children: a pidfd per watched pid, polled on the ring
 
@@ -911,6 +982,10 @@ class RingLoop(object):
         if w.pid > 0:
             self._child_stop(w)
         w._run()
+
+
+# gevent.core (deprecated) copies this module's globals: its `loop` is the loop class.
+loop = RingLoop
 
 
 # ---- the engine's side: requests and the hub's parent
@@ -979,3 +1054,17 @@ def hub_busy():
     hub = gevent.get_hub()
     loop = hub.loop
     return loop._nref > 0 or bool(loop._callbacks)
+
+
+def _declare_interfaces():
+    # gevent's interfaces (zope.interface, a gevent dependency), as its own loops declare.
+    try:
+        from zope.interface import classImplements
+        from gevent._interfaces import ICallback, ILoop
+    except ImportError:
+        return
+    classImplements(RingLoop, ILoop)
+    classImplements(_Callback, ICallback)
+
+
+_declare_interfaces()
