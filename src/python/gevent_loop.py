@@ -94,8 +94,8 @@ class _Watcher(object):
         self.loop = loop
         self._ref = bool(ref)
         self._priority = priority or 0
-        self.callback = None
-        self.args = ()
+        self._callback = None
+        self._args = None
         self._active = False
         self._pending = False
 
@@ -118,6 +118,28 @@ class _Watcher(object):
         self._ref = value
 
     ref = property(_get_ref, _set_ref)
+
+    def _get_callback(self):
+        return self._callback
+
+    def _set_callback(self, cb):
+        if cb is not None and not callable(cb):
+            raise TypeError("Expected callable, not %r" % (cb,))
+        self._callback = cb
+
+    callback = property(_get_callback, _set_callback)
+
+    def _get_args(self):
+        return self._args
+
+    def _set_args(self, args):
+        if args is None:
+            args = ()
+        if not isinstance(args, tuple):
+            raise TypeError("args must be a tuple, not %r" % (args,))
+        self._args = args
+
+    args = property(_get_args, _set_args)
 
     def _get_priority(self):
         return self._priority
@@ -142,8 +164,8 @@ class _Watcher(object):
                 self.loop._nref -= 1
 
     def start(self, callback, *args):
-        if callback is None:
-            raise TypeError("callback must be callable, not None")
+        if callback is None or not callable(callback):
+            raise TypeError("callback must be callable, not %r" % (callback,))
         self.callback = callback
         self.args = args
         self._activate()
@@ -156,8 +178,8 @@ class _Watcher(object):
         self._stop()
         self._deactivate()
         self._pending = False
-        self.callback = None
-        self.args = None
+        self._callback = None
+        self._args = None
 
     def _stop(self):
         pass
@@ -245,6 +267,8 @@ class timer(_Watcher):
         self.at = 0.0
 
     def start(self, callback, *args, **kwargs):
+        if callback is None or not callable(callback):
+            raise TypeError("callback must be callable, not %r" % (callback,))
         update = kwargs.get("update", self.loop._starting_timers_update)
         self.callback = callback
         self.args = args
@@ -381,7 +405,8 @@ class stat(_Watcher):
 
     def _start(self):
         self.attr = self._stat()
-        self._timer = self.loop.timer(self.interval or 0.1, self.interval or 0.1, ref=False)
+        every = self.interval if self.interval and self.interval > 0 else 0.1
+        self._timer = self.loop.timer(every, every, ref=False)
         self._timer.start(self._check)
 
     def _check(self):
@@ -749,6 +774,10 @@ class RingLoop(object):
             if revents & _WRITEISH:
                 ev |= WRITE
             ev &= w.events
+            if revents & _POLLNVAL:
+                # A closed descriptor: libev reports EV_ERROR (negative), gevent's
+                # select.poll turns it into POLLNVAL.
+                ev = -1
             if not w._active:
                 continue
             if ev:
@@ -804,8 +833,8 @@ class RingLoop(object):
                     self._report(w)
                 # A one-shot timer not restarted by its callback is stopped after it.
                 if not w.repeat and w._seq is None and w.callback is cb:
-                    w.callback = None
-                    w.args = None
+                    w._callback = None
+                    w._args = None
             else:
                 self._invoke(w, ev)
         return True
@@ -983,6 +1012,9 @@ class RingLoop(object):
             self._child_stop(w)
         w._run()
 
+
+# The name before Python 3.7 made `async` a keyword (gevent keeps it).
+setattr(RingLoop, "async", RingLoop.async_)
 
 # gevent.core (deprecated) copies this module's globals: its `loop` is the loop class.
 loop = RingLoop
