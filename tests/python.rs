@@ -57,12 +57,12 @@ fn hello_list_body_without_greenlet() {
     assert_eq!(r.body, b"Hello World!");
     assert_eq!(r.header("content-length"), Some("12"));
     // Kept alive: a second request on the same connection.
-    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\n\r\n");
+    c.send(b"GET /env?a=1 HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\nx-test: too\r\n\r\n");
     let r = c.read(false).expect("a second response");
     assert_eq!(
         String::from_utf8_lossy(&r.body),
         "SCRIPT_NAME=|PATH_INFO=/env|QUERY_STRING=a=1|REQUEST_METHOD=GET|\
-         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes"
+         SERVER_PROTOCOL=HTTP/1.1|CONTENT_LENGTH=-|HTTP_X_TEST=yes, too"
     );
     let line = srv.wait_for("GET /env?a=1 => 200");
     assert!(line.contains("(worker 0 slot"), "{line}");
@@ -141,6 +141,20 @@ fn pep3333(mut srv: Server) {
         "POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     );
     assert!(r.ends_with("3 reads: 0123456789"), "{r}");
+    // Expect: 100-continue: the interim answer comes when the app reads the body.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    c.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"abcd").unwrap();
+    let mut rest = String::new();
+    let _ = c.read_to_string(&mut rest);
+    assert!(rest.ends_with("1 reads: abcd"), "{rest}");
     // HEAD: the head alone.
     let r = request(
         addr,
@@ -161,6 +175,20 @@ fn pep3333(mut srv: Server) {
         assert_eq!(get(addr, path).map(|r| r.0), Some(500), "{path}");
         srv.wait_for(needle);
     }
+    assert_eq!(
+        get(addr, "/excinfo-before"),
+        Some((503, "error page".into()))
+    );
+    let cut = request(
+        addr,
+        "GET /excinfo-after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut}");
+    assert!(cut.contains("partial;"), "{cut}");
+    assert!(!cut.contains("never"), "{cut}");
+    // Cut: no last chunk (streamed) or a short body (sized).
+    assert!(!cut.ends_with("0\r\n\r\n"), "{cut}");
+    srv.wait_for("KeyError: 'late'");
     assert_eq!(get(addr, "/errors").map(|r| r.0), Some(204));
     srv.wait_for("wsgi.errors: a line for the log");
     assert_eq!(get(addr, "/"), Some((200, "Hello World!".into())));
@@ -178,7 +206,10 @@ fn greenlet_requests_wait_without_blocking_the_core() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(get(addr, "/release"), Some((200, "ok".into())));
     assert_eq!(waiter.join().unwrap(), Some((200, "released".into())));
-    assert_eq!(get(addr, "/worker"), Some((200, "worker 1 core 0".into())));
+    assert_eq!(
+        get(addr, "/worker"),
+        Some((200, "worker 1 core 0 numproc 1 master True opt True".into()))
+    );
     // wait_fd_read: a timeout, then two descriptors registered in succession.
     assert_eq!(
         get(addr, "/fdwait"),

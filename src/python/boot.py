@@ -124,8 +124,10 @@ def run(app, environ, r):
         result = app(environ, call.start_response)
         kind = type(result)
         if kind is list or kind is tuple:
-            # Sent at the end in one piece: no switch.
+            # Sent at the end in one piece: no switch, and nothing to close (a getattr that
+            # misses costs an AttributeError).
             r.push_all(result)
+            result = None
         elif kind is FileWrapper and r.sendfile(result.filelike):
             suspend()
             r.check()
@@ -190,8 +192,9 @@ def describe(e, tb=None):
         where = " (%s, line %s)" % (e.filename, e.lineno)
     else:
         tb = traceback.extract_tb(tb or e.__traceback__)
+        # The app's own frames, not importlib's or the engine's (a "<...>" file name).
         own = [f for f in tb if not f.filename.startswith("<")]
-        frame = (own or tb)[-1] if tb else None
+        frame = own[-1] if own else None
         if frame is not None:
             where = " (%s, line %s)" % (frame.filename, frame.lineno)
     text = e.msg if isinstance(e, SyntaxError) and e.msg else str(e)
@@ -224,14 +227,24 @@ def setup_paths(pythonpath, virtualenv):
         sys.path.insert(0, os.path.abspath(p))
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
+    # stdout and stderr go to the server's log pipe: a line at a time, not a block.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
 
 
 def run_script(path, argv, r):
     """--pyrun: run `path` as __main__; returns the exit status."""
     import runpy
 
+    import os
+
     status = 0
     sys.argv = [path] + list(argv)
+    # As `python FILE` does: the script's directory first on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:

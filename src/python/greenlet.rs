@@ -174,8 +174,10 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
             }
             (Job::Kill, Some(g)) => {
                 ex.cancelled.set(true);
+                // Still as the request: an app that swallows the exception and loops is
+                // stuck past its deadline, which the master's hard harakiri sees.
                 match super::harakiri_type(py) {
-                    Some(t) => ffi::throw(py, g, t.bind(py)),
+                    Some(t) => as_request(ex, || ffi::throw(py, g, t.bind(py))),
                     None => Ok(py.None()),
                 }
             }
@@ -201,7 +203,7 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
                 // `run` catches everything; this is an exception in the engine's own code
                 // or a greenlet error. The greenlet is dead: not pooled.
                 tracing::error!("python request greenlet: {e}");
-                ex.fail_engine(format!("{e}"));
+                ex.failed.set(true);
                 ex.finished.set(true);
                 p.greenlet = None;
             }

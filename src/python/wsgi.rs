@@ -74,8 +74,6 @@ pub(crate) struct Exchange {
     /// The descriptors of a [`Wait::Fds`], with their poll events.
     fds: RefCell<Vec<(i32, u32)>>,
     pub(crate) timed_out: Cell<Option<bool>>,
-    /// `uwsgi.set_user_harakiri` from inside Python, applied by the request's future.
-    pub(crate) user_harakiri: Cell<Option<Option<Duration>>>,
     /// `--pyrun`: the script's exit status.
     pub(crate) exit: Cell<Option<i32>>,
     /// The runner has done the queued step.
@@ -126,7 +124,6 @@ impl Exchange {
             ready_fd: Cell::new(-1),
             fds: RefCell::new(Vec::new()),
             timed_out: Cell::new(None),
-            user_harakiri: Cell::new(None),
             exit: Cell::new(None),
             ran: Cell::new(false),
             waker: RefCell::new(None),
@@ -137,11 +134,6 @@ impl Exchange {
             gkey: Cell::new(0),
             resume_to: RefCell::new(None),
         }
-    }
-
-    /// An error in the engine itself (not the app's): logged by the caller, 500.
-    pub(crate) fn fail_engine(&self, _why: String) {
-        self.failed.set(true);
     }
 
     /// Before switching back in after a wait: `x-wsgiorg.fdevent.timeout` and
@@ -191,9 +183,6 @@ impl Exchange {
 
     /// Do what the app registered before it switched out: write its output, then its wait.
     pub(crate) async fn service(&self, req: &mut Request, resp: &mut Response) {
-        if let Some(h) = self.user_harakiri.take() {
-            crate::harakiri::set_user_harakiri(h);
-        }
         let pending = self.file.borrow().is_some() || !self.out.borrow().is_empty();
         if pending && let Err(e) = self.flush(resp, false).await {
             self.gone.set(true);
@@ -211,9 +200,6 @@ impl Exchange {
 
     /// A wait outside a request (signal handler, --pyrun): only the `uwsgi` waits.
     pub(crate) async fn service_bare(&self) {
-        if let Some(h) = self.user_harakiri.take() {
-            crate::harakiri::set_user_harakiri(h);
-        }
         match self.wait.take() {
             Wait::None | Wait::Body(_) => futures_lite::future::yield_now().await,
             Wait::Sleep(d) => crate::primitives::sleep(d).await,
@@ -742,6 +728,50 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
+/// Bytes as a Python native string: ASCII (the usual case) without an intermediate copy.
+fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(b) {
+        Ok(s) if b.is_ascii() => PyString::new(py, s),
+        _ => PyString::new(py, &latin1(b)),
+    }
+}
+
+thread_local! {
+    /// The environ key of each header name seen (`HTTP_X_FOO`), interned once per worker.
+    static HEADER_KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most header names whose environ key is cached (a client inventing names cannot grow it).
+const HEADER_KEYS_MAX: usize = 512;
+
+/// The environ key of header `name`: `CONTENT_TYPE`, `CONTENT_LENGTH` or `HTTP_*`.
+fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    if name.eq_ignore_ascii_case("content-type") {
+        return intern!(py, "CONTENT_TYPE").clone();
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        return intern!(py, "CONTENT_LENGTH").clone();
+    }
+    HEADER_KEYS.with(|keys| {
+        if let Some(k) = keys.borrow().get(name) {
+            return k.bind(py).clone();
+        }
+        let mut key = String::with_capacity(name.len() + 5);
+        key.push_str("HTTP_");
+        key.extend(name.chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        let k = PyString::intern(py, &key);
+        let mut keys = keys.borrow_mut();
+        if keys.len() < HEADER_KEYS_MAX {
+            keys.insert(name.to_owned(), k.clone().unbind());
+        }
+        k
+    })
+}
+
 /// The environ of `req` mounted at `script_name`: a copy of the worker's base environ (the
 /// constant keys) plus the request's CGI variables (uWSGI's set).
 pub(crate) fn environ<'py>(
@@ -751,14 +781,27 @@ pub(crate) fn environ<'py>(
     script_name: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = base.copy()?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), req.method())?;
+    let method = match req.method() {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        m => PyString::new(py, m),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     env.set_item(intern!(py, "REQUEST_URI"), req.target())?;
     let path = req.path().as_bytes();
     let rest = path.get(script_name.len()..).unwrap_or(b"");
     env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
     env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(rest)))?;
-    env.set_item(intern!(py, "QUERY_STRING"), req.query().unwrap_or(""))?;
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), req.version())?;
+    match req.query() {
+        Some(q) if !q.is_empty() => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        _ => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
+    }
+    let version = match req.version() {
+        "HTTP/1.1" => intern!(py, "HTTP/1.1"),
+        _ => intern!(py, "HTTP/1.0"),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), version)?;
     let name = req.server_name();
     env.set_item(
         intern!(py, "SERVER_NAME"),
@@ -776,35 +819,32 @@ pub(crate) fn environ<'py>(
         }
     }
     let scheme = req.scheme();
-    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
-    env.set_item(intern!(py, "REQUEST_SCHEME"), scheme)?;
+    let scheme_str = if scheme == "https" {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme_str)?;
+    env.set_item(intern!(py, "REQUEST_SCHEME"), scheme_str)?;
     if scheme == "https" {
         env.set_item(intern!(py, "HTTPS"), "on")?;
     }
     env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
-    let mut key = String::with_capacity(40);
+    let mut names: Vec<&str> = Vec::with_capacity(16);
     for (name, value) in req.headers() {
-        let k: &Bound<'py, PyString> = if name.eq_ignore_ascii_case("content-type") {
-            intern!(py, "CONTENT_TYPE")
-        } else if name.eq_ignore_ascii_case("content-length") {
-            intern!(py, "CONTENT_LENGTH")
+        let k = header_key(py, name);
+        let v = latin1_str(py, value);
+        // A repeated header (rare): joined, as CGI does.
+        let repeated = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        names.push(name);
+        if repeated
+            && k.to_str()?.starts_with("HTTP_")
+            && let Some(prev) = env.get_item(&k)?
+        {
+            let joined = format!("{}, {}", prev.extract::<String>()?, v.to_str()?);
+            env.set_item(k, joined)?;
         } else {
-            key.clear();
-            key.push_str("HTTP_");
-            key.extend(name.chars().map(|c| match c {
-                '-' => '_',
-                c => c.to_ascii_uppercase(),
-            }));
-            &PyString::new(py, &key)
-        };
-        let v = latin1(value);
-        match env.get_item(k)? {
-            // A repeated header: joined, as CGI does.
-            Some(prev) if k.to_str()?.starts_with("HTTP_") => {
-                let joined = format!("{}, {v}", prev.extract::<String>()?);
-                env.set_item(k, joined)?;
-            }
-            _ => env.set_item(k, v)?,
+            env.set_item(k, v)?;
         }
     }
     Ok(env)

@@ -62,6 +62,25 @@ def application(environ, start_response):
         start_response("200 OK", [])
         start_response("500 Oops", [])
         return [b"no"]
+    if path == "/excinfo-before":
+        # An error before the body: exc_info replaces the status and headers.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise KeyError("x")
+        except KeyError:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"error page"]
+    if path == "/excinfo-after":
+        # An error after the head went out: exc_info re-raises, the response is cut.
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"partial;"
+            try:
+                raise KeyError("late")
+            except KeyError:
+                start_response("500 Oops", [], sys.exc_info())
+            yield b"never"
+        return gen()
     if path == "/badheader":
         start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
         return [b"no"]
@@ -153,6 +172,8 @@ def application(environ, start_response):
         return [b"raised"]
     if path == "/worker":
         start_response("200 OK", [])
-        return [b"worker %d core %d" % (uwsgi.worker_id(), environ["uwsgi.core"])]
+        facts = (uwsgi.worker_id(), environ["uwsgi.core"], uwsgi.numproc,
+                 uwsgi.masterpid() == os.getppid(), uwsgi.opt.get("greenlet"))
+        return [b"worker %d core %d numproc %d master %r opt %r" % facts]
     start_response("404 Not Found", [])
     return [b"not found"]
