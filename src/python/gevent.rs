@@ -335,7 +335,7 @@ pub(crate) async fn drive_request(ex: &Rc<Exchange>, req: &mut Request, resp: &m
     });
     if let Err(e) = spawned {
         tracing::error!("{}: cannot start the request's greenlet: {e}", ex.label);
-        ex.fail_engine(format!("{e}"));
+        ex.failed.set(true);
         ex.finished.set(true);
         return;
     }
