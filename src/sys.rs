@@ -270,13 +270,13 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// A non-blocking, close-on-exec eventfd (counter 0).
+/// A blocking, close-on-exec eventfd (counter 0), read through glommio ([`glommio_file`]).
 #[cfg(feature = "python")]
 pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new descriptor that
     // nothing else owns.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -293,10 +293,11 @@ pub(crate) fn eventfd_write(fd: std::os::fd::RawFd, n: u64) {
     let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
 }
 
-/// Reset eventfd `fd`'s counter (non-blocking: nothing to read is fine).
+/// A descriptor as a glommio file, read on glommio's own ring (whose sleep a write from
+/// another thread wakes, as the pump's eventfd does).
 #[cfg(feature = "python")]
-pub(crate) fn eventfd_drain(fd: std::os::fd::RawFd) {
-    let mut buf = [0u8; 8];
-    // SAFETY: `buf` is 8 writable bytes for the duration of the call; the caller owns `fd`.
-    let _ = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+pub(crate) fn glommio_file(fd: std::os::fd::OwnedFd) -> glommio::io::BufferedFile {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the BufferedFile takes ownership of the descriptor, which the OwnedFd gave up.
+    unsafe { glommio::io::BufferedFile::from_raw_fd(fd.into_raw_fd()) }
 }
