@@ -133,9 +133,7 @@ class _Watcher(object):
         return self._args
 
     def _set_args(self, args):
-        if args is None:
-            args = ()
-        if not isinstance(args, tuple):
+        if args is not None and not isinstance(args, tuple):
             raise TypeError("args must be a tuple, not %r" % (args,))
         self._args = args
 
@@ -392,6 +390,7 @@ class stat(_Watcher):
     def __init__(self, loop, path, interval=0.0, ref=True, priority=None):
         _Watcher.__init__(self, loop, ref, priority)
         self.path = path
+        self._paths = path if isinstance(path, bytes) else os.fsencode(path)
         self.interval = interval
         self.attr = self._stat()
         self.prev = None
@@ -406,6 +405,8 @@ class stat(_Watcher):
     def _start(self):
         self.attr = self._stat()
         every = self.interval if self.interval and self.interval > 0 else 0.1
+        # As libev: an interval below 0 becomes the default it actually uses.
+        self.interval = every
         self._timer = self.loop.timer(every, every, ref=False)
         self._timer.start(self._check)
 
