@@ -241,3 +241,23 @@ fn harakiri_kills_the_requests_greenlet_its_close_runs_and_the_client_gets_504()
     // The worker goes on serving.
     assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
 }
+
+#[test]
+fn wait_for_hub_lets_a_stopping_worker_finish_its_background_greenlets() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--gevent-wait-for-hub",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/bg"), Some((200, "spawned".into())));
+    srv.signal("TERM");
+    srv.wait_for("worker 0 stopped gracefully");
+    let log = srv.log_text();
+    let done = log
+        .find("background greenlet done")
+        .unwrap_or_else(|| panic!("the background greenlet was not waited for:\n{log}"));
+    let stopped = log.find("worker 0 stopped gracefully").unwrap();
+    assert!(done < stopped, "{log}");
+}

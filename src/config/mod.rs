@@ -1254,6 +1254,34 @@ mod tests {
         assert_eq!(longs, keys);
     }
 
+    /// `--gevent N`: N slots, the gevent engine, a socket timeout of at least 30 s (uWSGI's
+    /// gevent plugin); not together with --greenlet.
+    #[test]
+    fn gevent_sets_the_slots_and_raises_the_socket_timeout() {
+        let c = load(&["--http", ":0", "--gevent", "7", "--socket-timeout", "4"]).unwrap();
+        assert_eq!(c.async_slots, 7);
+        assert!(c.python.gevent);
+        assert_eq!(c.socket_timeout, Duration::from_secs(30));
+        let c = load(&["--http", ":0", "--gevent", "7", "--socket-timeout", "45"]).unwrap();
+        assert_eq!(c.socket_timeout, Duration::from_secs(45));
+        let c = load(&["--http", ":0", "--socket-timeout", "4"]).unwrap();
+        assert!(!c.python.gevent);
+        assert_eq!(c.socket_timeout, Duration::from_secs(4));
+        let c = load(&[
+            "--http",
+            ":0",
+            "--gevent",
+            "7",
+            "--gevent-monkey-patch",
+            "--gevent-wait-for-hub",
+        ])
+        .unwrap();
+        assert!(c.python.gevent_monkey_patch && c.python.gevent_wait_for_hub);
+        assert!(!c.python.gevent_early_monkey_patch);
+        assert!(load(&["--http", ":0", "--gevent", "7", "--greenlet"]).is_err());
+        assert!(load(&["--http", ":0", "--gevent", "0"]).is_err());
+    }
+
     /// The documented default texts agree with the values the resolver applies.
     #[test]
     fn default_texts_match_resolved_defaults() {

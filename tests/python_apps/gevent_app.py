@@ -37,6 +37,16 @@ def application(env, start_response):
         uwsgi.suspend()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"fd %d %s" % (before, b"same" if before == after and before > 0 else b"differs")]
+    if path == "/bg":
+        # A background greenlet that outlives the request by 0.5 s.
+        def later():
+            gevent.sleep(0.5)
+            sys.stderr.write("background greenlet done\n")
+            sys.stderr.flush()
+
+        gevent.spawn(later)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"spawned"]
     if path == "/post":
         body = env["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
