@@ -704,6 +704,10 @@ class RingLoop(object):
                 ):
                     timeout = 0.0
                 elif self._timers:
+                    # As libev: refresh `now` before computing how long to block (the hub may
+                    # have been away in greenlets since the last refresh; a stale `now` made
+                    # the wait too long and a 10 ms Timeout lose against a 20 ms sleep).
+                    self._now = _monotonic()
                     timeout = max(0.0, self._timers[0][0] - self._now)
                 else:
                     timeout = None
