@@ -91,6 +91,11 @@ fn requests_run_in_gevent_greenlets_on_ringsgis_loop() {
     let (status, body) = get(srv.addr, "/uwsgi").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.ends_with("same"), "{body}");
+    // A subprocess started in a request (gevent's fork + exec, the child watched by the loop).
+    assert_eq!(
+        get(srv.addr, "/subprocess"),
+        Some((200, "child says hi\n".into()))
+    );
     // A request body read from wsgi.input.
     let mut c = TcpStream::connect(srv.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

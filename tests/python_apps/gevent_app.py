@@ -47,6 +47,13 @@ def application(env, start_response):
         gevent.spawn(later)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"spawned"]
+    if path == "/subprocess":
+        # fork + exec in a request; the child is watched on the loop (a pidfd on the ring).
+        from gevent import subprocess
+
+        out = subprocess.check_output(["sh", "-c", "echo child says hi"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [out]
     if path == "/post":
         body = env["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
