@@ -266,3 +266,12 @@ fn wait_for_hub_lets_a_stopping_worker_finish_its_background_greenlets() {
     let stopped = log.find("worker 0 stopped gracefully").unwrap();
     assert!(done < stopped, "{log}");
 }
+
+#[test]
+fn a_uwsgi_signal_handler_runs_in_a_greenlet_of_the_hub() {
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/signal"), Some((200, "raised".into())));
+    srv.wait_for("gevent signal 17 handled by worker 1");
+    // The hub goes on serving.
+    assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
+}

@@ -319,10 +319,13 @@ fn start_eventfd() -> io::Result<glommio::Task<()>> {
     }))
 }
 
-/// Serve one request in a greenlet of gevent's hub: its registered I/O is done here while the
-/// greenlet waits in the hub; a dropped future (harakiri, client gone) kills the greenlet
-/// with `Harakiri` from a hub callback.
-pub(crate) async fn drive_request(ex: &Rc<Exchange>, req: &mut Request, resp: &mut Response) {
+/// Serve one request (or run a signal handler: no `io`) in a greenlet of gevent's hub: its
+/// registered I/O is done here while the greenlet waits in the hub; a dropped future
+/// (harakiri, client gone) kills the greenlet with `Harakiri` from a hub callback.
+pub(crate) async fn drive_request(
+    ex: &Rc<Exchange>,
+    mut io: Option<(&mut Request, &mut Response)>,
+) {
     ensure_started();
     let spawned = Python::attach(|py| -> PyResult<()> {
         let mut parts = ex.py.borrow_mut();
@@ -356,7 +359,10 @@ pub(crate) async fn drive_request(ex: &Rc<Exchange>, req: &mut Request, resp: &m
             break;
         }
         ex.switched_out.set(false);
-        ex.service(req, resp).await;
+        match io.as_mut() {
+            Some((req, resp)) => ex.service(req, resp).await,
+            None => ex.service_bare().await,
+        }
         call_on_greenlet(ex, "resume", None);
     }
     drop(guard);

@@ -283,7 +283,7 @@ impl PyApp {
         .map_err(|e| io::Error::other(format!("building the WSGI environ: {e}")))?;
         *ex.py.borrow_mut() = Some(parts);
         if self.gevent {
-            gevent::drive_request(&ex, req, resp).await;
+            gevent::drive_request(&ex, Some((req, &mut *resp))).await;
         } else {
             drive(&ex, Some((req, &mut *resp))).await;
         }
@@ -429,7 +429,12 @@ pub(crate) async fn run_signal_handler(handler: Rc<Py<PyAny>>, num: u8) {
     match parts {
         Ok(p) => {
             *ex.py.borrow_mut() = Some(p);
-            drive(&ex, None).await;
+            if engine(|e| e.gevent.is_some()) {
+                // Under --gevent, in a greenlet of the hub like a request.
+                gevent::drive_request(&ex, None).await;
+            } else {
+                drive(&ex, None).await;
+            }
         }
         Err(e) => tracing::error!("signal {num}: cannot run the Python handler: {e}"),
     }

@@ -5,6 +5,18 @@ import gevent
 import uwsgi
 
 
+def on_signal(num):
+    # Runs in a greenlet of gevent's hub: it may wait with gevent and with the uwsgi API.
+    gevent.sleep(0.01)
+    uwsgi.async_sleep(0.01)
+    uwsgi.suspend()
+    sys.stderr.write("gevent signal %d handled by worker %d\n" % (num, uwsgi.worker_id()))
+    sys.stderr.flush()
+
+
+uwsgi.register_signal(17, "workers", on_signal)
+
+
 class Slow:
     """A response that waits in gevent forever; its close() is logged."""
 
@@ -54,6 +66,10 @@ def application(env, start_response):
         out = subprocess.check_output(["sh", "-c", "echo child says hi"])
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [out]
+    if path == "/signal":
+        uwsgi.signal(17)
+        start_response("200 OK", [])
+        return [b"raised"]
     if path == "/post":
         body = env["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
