@@ -86,6 +86,8 @@ fn requests_run_in_gevent_greenlets_on_ringsgis_loop() {
     let srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
     assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
     assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    // The app created the hub at import: its parent is still the engine's greenlet.
+    assert_eq!(get(srv.addr, "/hubparent"), Some((200, "engine".into())));
     // The uwsgi module finds the request from its greenlet, across gevent switches, and its
     // waits work.
     let (status, body) = get(srv.addr, "/uwsgi").unwrap();

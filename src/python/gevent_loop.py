@@ -16,6 +16,8 @@ import select as _select_mod
 import traceback
 from collections import deque
 
+from greenlet import getcurrent as _getcurrent
+
 import _ringsgi
 
 # Originals, bound before any monkey patching (patch_all replaces os.waitpid, signal.signal,
@@ -1035,6 +1037,11 @@ def gevent_main(r, script, argv, serve):
 
     if serve:
         hub = gevent.get_hub()
+        if hub.parent is not _getcurrent():
+            # The app created the hub while it was imported (on the executor's main
+            # greenlet): this greenlet becomes its parent, so that nothing gevent throws to
+            # the hub's parent (LoopExit, SystemExit) lands in the executor.
+            hub.parent = _getcurrent()
         hub.loop.serve = True
         while True:
             try:

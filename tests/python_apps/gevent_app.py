@@ -4,6 +4,10 @@ import sys
 import gevent
 import uwsgi
 
+# The app creates gevent's hub while it is imported (on the executor's main greenlet); the
+# engine must still make its own greenlet the hub's parent (/hubparent).
+gevent.spawn(lambda: None)
+
 
 def on_signal(num):
     # Runs in a greenlet of gevent's hub: it may wait with gevent and with the uwsgi API.
@@ -70,6 +74,11 @@ def application(env, start_response):
         uwsgi.signal(17)
         start_response("200 OK", [])
         return [b"raised"]
+    if path == "/hubparent":
+        parent = gevent.get_hub().parent
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        # The thread's main greenlet (the executor) has no parent; the engine's has.
+        return [b"engine" if parent.parent is not None else b"executor"]
     if path == "/post":
         body = env["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
