@@ -82,6 +82,28 @@ fn gevents_loop_is_ringsgis_and_a_pyrun_script_can_wait() {
 }
 
 #[test]
+fn a_loop_run_inside_the_hubs_loop_leaves_the_hubs_completions_alone() {
+    let mut args = vec![
+        "--gevent".to_owned(),
+        "10".into(),
+        "--pyrun".into(),
+        app("gevent_nested.py"),
+    ];
+    args.extend(venv());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("nested ok [b'hello']"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
 fn requests_run_in_gevent_greenlets_on_ringsgis_loop() {
     let srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
     assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));

@@ -41,6 +41,9 @@ struct State {
     /// In-flight polls by registration; dropping one cancels its poll.
     polls: RefCell<HashMap<u64, glommio::Task<()>>>,
     next_reg: Cell<u64>,
+    next_loop: Cell<u64>,
+    /// The loop that parked (its id): only its completions end the executor's wait.
+    parked_loop: Cell<u64>,
     /// Something for the hub arrived while it was parked.
     notified: Cell<bool>,
     waker: RefCell<Option<Waker>>,
@@ -82,13 +85,47 @@ fn on_ring() -> bool {
     active()
 }
 
-/// A fresh registration number for an io watcher's poll.
+/// Registration numbers carry their loop's id in the top bits: a loop run inside a callback
+/// of the hub's loop (gevent's tests do that) takes only its own completions.
+const LOOP_SHIFT: u32 = 40;
+
+fn loop_of(reg: u64) -> u64 {
+    reg >> LOOP_SHIFT
+}
+
+/// A new loop on this thread: its id.
 #[pyfunction]
-fn next_reg() -> u64 {
+fn loop_open() -> u64 {
+    STATE.with(|s| {
+        let id = s.next_loop.get() + 1;
+        s.next_loop.set(id);
+        id
+    })
+}
+
+/// A loop is destroyed (or collected): cancel its polls, drop its completions.
+#[pyfunction]
+fn loop_close(id: u64) {
+    let tasks: Vec<glommio::Task<()>> = STATE.with(|s| {
+        s.events.borrow_mut().retain(|&(r, _)| loop_of(r) != id);
+        let mut polls = s.polls.borrow_mut();
+        let regs: Vec<u64> = polls
+            .keys()
+            .copied()
+            .filter(|&r| loop_of(r) == id)
+            .collect();
+        regs.iter().filter_map(|r| polls.remove(r)).collect()
+    });
+    drop(tasks);
+}
+
+/// A fresh registration number of loop `id` for an io watcher's poll.
+#[pyfunction]
+fn next_reg(id: u64) -> u64 {
     STATE.with(|s| {
         let r = s.next_reg.get() + 1;
         s.next_reg.set(r);
-        r
+        (id << LOOP_SHIFT) | (r & ((1 << LOOP_SHIFT) - 1))
     })
 }
 
@@ -113,24 +150,39 @@ fn poll_start(reg: u64, fd: i32, events: u32) {
 /// Cancel the poll `reg` (dropping its task cancels the ring operation).
 #[pyfunction]
 fn poll_cancel(reg: u64) {
-    let task = STATE.with(|s| s.polls.borrow_mut().remove(&reg));
+    let task = STATE.with(|s| {
+        // A completion not taken yet goes too: only live registrations stay queued.
+        s.events.borrow_mut().retain(|&(r, _)| r != reg);
+        s.polls.borrow_mut().remove(&reg)
+    });
     drop(task);
 }
 
-/// The polls completed since the last call.
+/// The polls of loop `id` completed since its last call.
 #[pyfunction]
-fn take_events(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let events = STATE.with(|s| std::mem::take(&mut *s.events.borrow_mut()));
-    PyList::new(py, events)
+fn take_events(py: Python<'_>, id: u64) -> PyResult<Bound<'_, PyList>> {
+    let mine: Vec<(u64, u32)> = STATE.with(|s| {
+        let mut events = s.events.borrow_mut();
+        if events.iter().all(|&(r, _)| loop_of(r) == id) {
+            return std::mem::take(&mut *events);
+        }
+        let (mine, others) = events.drain(..).partition(|&(r, _)| loop_of(r) == id);
+        *events = others;
+        mine
+    });
+    PyList::new(py, mine)
 }
 
 /// Record the hub's wait (its next deadline; `None`: until something happens) and the
 /// greenlet to switch back into; the caller then switches to the executor (raw `suspend`).
 #[pyfunction]
-#[pyo3(signature = (timeout))]
-fn park_hub(py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+#[pyo3(signature = (timeout, id))]
+fn park_hub(py: Python<'_>, timeout: Option<f64>, id: u64) -> PyResult<()> {
     let t = timeout.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
-    STATE.with(|s| s.timeout.set(t));
+    STATE.with(|s| {
+        s.timeout.set(t);
+        s.parked_loop.set(id);
+    });
     let hub = ffi::current(py)?;
     super::greenlet::set_resume_target(hub);
     Ok(())
@@ -186,6 +238,8 @@ pub(crate) fn install(
     for f in [
         wrap_pyfunction!(on_ring, boot)?,
         wrap_pyfunction!(next_reg, boot)?,
+        wrap_pyfunction!(loop_open, boot)?,
+        wrap_pyfunction!(loop_close, boot)?,
         wrap_pyfunction!(poll_start, boot)?,
         wrap_pyfunction!(poll_cancel, boot)?,
         wrap_pyfunction!(take_events, boot)?,
@@ -280,7 +334,9 @@ async fn wait() {
     let timeout = STATE.with(|s| s.timeout.take());
     let ready = std::future::poll_fn(|cx| {
         STATE.with(|s| {
-            if s.notified.replace(false) || !s.events.borrow().is_empty() {
+            let id = s.parked_loop.get();
+            if s.notified.replace(false) || s.events.borrow().iter().any(|&(r, _)| loop_of(r) == id)
+            {
                 Poll::Ready(())
             } else {
                 *s.waker.borrow_mut() = Some(cx.waker().clone());

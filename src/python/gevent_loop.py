@@ -14,6 +14,7 @@ import time
 import fcntl as _fcntl
 import select as _select_mod
 import traceback
+import weakref as _weakref
 from collections import deque
 
 from greenlet import getcurrent as _getcurrent
@@ -462,6 +463,13 @@ class RingLoop(object):
         # cannot use the executor's ring: it waits with poll(2) in its own thread, woken by
         # a pipe. The worker's own hub never does.
         self._forked = not _ringsgi.on_ring()
+        # This loop's id for its ring registrations; closed by destroy() or collection.
+        self._lid = _ringsgi.loop_open()
+        self._fin = None
+        if not self._forked:
+            self._fin = _weakref.finalize(self, _ringsgi.loop_close, self._lid)
+            # Not at interpreter exit: the executor may be gone by then.
+            self._fin.atexit = False
         self._wake_pipe = None
         self._wake_watcher = None
         self._starting_timers_update = False
@@ -606,6 +614,10 @@ class RingLoop(object):
             # executor that is not its own.
             self._pid = pid
             self._forked = True
+            if self._fin is not None:
+                # The parent's ring registrations are not this process's to cancel.
+                self._fin.detach()
+                self._fin = None
             for reg, w in list(self._regs.items()):
                 w._reg = None
                 self._regs.pop(reg, None)
@@ -620,9 +632,9 @@ class RingLoop(object):
         if self._destroyed:
             return
         self._destroyed = True
-        for reg in list(self._regs):
-            if not self._forked:
-                _poll_cancel(reg)
+        if self._fin is not None:
+            self._fin()
+            self._fin = None
         self._regs.clear()
         self._by_fd.clear()
         self._callbacks.clear()
@@ -763,9 +775,9 @@ class RingLoop(object):
     def _wait(self, timeout):
         if self._forked:
             return self._wait_forked(timeout)
-        _park_hub(timeout)
+        _park_hub(timeout, self._lid)
         _raw_suspend()
-        return _take_events()
+        return _take_events(self._lid)
 
     def _dispatch(self, events):
         ready = []
@@ -865,7 +877,7 @@ class RingLoop(object):
             self._io_arm(w)
 
     def _io_arm(self, w):
-        reg = _ringsgi.next_reg()
+        reg = _ringsgi.next_reg(self._lid)
         w._reg = reg
         self._regs[reg] = w
         if self._forked:
