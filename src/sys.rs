@@ -317,3 +317,35 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     Ok(())
 }
+
+/// A blocking, close-on-exec eventfd (counter 0), read through glommio ([`glommio_file`]).
+#[cfg(feature = "python")]
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new descriptor that
+    // nothing else owns.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Add `n` to eventfd `fd`'s counter; callable from any thread. A failure (a saturated
+/// counter: the reader is woken anyway) is ignored.
+#[cfg(feature = "python")]
+pub(crate) fn eventfd_write(fd: std::os::fd::RawFd, n: u64) {
+    let buf = n.to_ne_bytes();
+    // SAFETY: `buf` is 8 valid bytes for the duration of the call; the caller keeps `fd` open.
+    let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+}
+
+/// A descriptor as a glommio file, read on glommio's own ring (whose sleep a write from
+/// another thread wakes, as the pump's eventfd does).
+#[cfg(feature = "python")]
+pub(crate) fn glommio_file(fd: std::os::fd::OwnedFd) -> glommio::io::BufferedFile {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the BufferedFile takes ownership of the descriptor, which the OwnedFd gave up.
+    unsafe { glommio::io::BufferedFile::from_raw_fd(fd.into_raw_fd()) }
+}

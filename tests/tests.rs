@@ -40,3 +40,6 @@ mod python_wsgi;
 
 // Client addresses behind balancers: PROXY protocol (nginx stream), trusted X-Forwarded-For.
 mod proxy;
+// The gevent engine (--gevent): gevent's loop on the worker's ring.
+#[cfg(feature = "python")]
+mod gevent;

@@ -93,6 +93,10 @@ pub fn defaults() -> &'static [(&'static str, &'static str)] {
         ("virtualenv", "none"),
         ("greenlet", "false"),
         ("pyrun", "none"),
+        ("gevent", "none"),
+        ("gevent-monkey-patch", "false"),
+        ("gevent-early-monkey-patch", "false"),
+        ("gevent-wait-for-hub", "false"),
     ]
 }
 
@@ -132,6 +136,14 @@ pub struct PythonOptions {
     pub pyrun: Option<PathBuf>,
     /// Its arguments.
     pub pyrun_args: Vec<String>,
+    /// The gevent engine (`--gevent N`; the slots are `async_slots`).
+    pub gevent: bool,
+    /// `patch_all()` when the worker's loop starts (`--gevent-monkey-patch`).
+    pub gevent_monkey_patch: bool,
+    /// `patch_all()` before the app is loaded (`--gevent-early-monkey-patch`).
+    pub gevent_early_monkey_patch: bool,
+    /// A stopping worker waits for the hub to have nothing left (`--gevent-wait-for-hub`).
+    pub gevent_wait_for_hub: bool,
 }
 
 /// An app mounted at a URL path prefix.
@@ -690,11 +702,16 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
         uwsgi_sockets,
         cores,
         cpus,
-        async_slots: raw.async_slots.unwrap_or(DEFAULT_ASYNC),
+        // --gevent N is the number of slots (uWSGI: `--gevent N` sets the async cores).
+        async_slots: raw.gevent.or(raw.async_slots).unwrap_or(DEFAULT_ASYNC),
         listen,
         reuse_port: raw.reuse_port.unwrap_or(false),
         mounts,
-        socket_timeout: secs(raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT)),
+        // uWSGI's gevent plugin raises the socket timeout to at least 30 s.
+        socket_timeout: secs({
+            let t = raw.socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT);
+            if raw.gevent.is_some() { t.max(30.0) } else { t }
+        }),
         keepalive_timeout: secs(raw.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT)),
         header_timeout: secs(raw.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT)),
         proxy_protocol: raw.enable_proxy_protocol.unwrap_or(false),
@@ -763,6 +780,10 @@ fn resolve_with(raw: RawConfig, host: &Host) -> Result<Config, ConfigError> {
             greenlet: raw.greenlet.unwrap_or(false),
             pyrun: raw.pyrun,
             pyrun_args: raw.pyrun_args,
+            gevent: raw.gevent.is_some(),
+            gevent_monkey_patch: raw.gevent_monkey_patch.unwrap_or(false),
+            gevent_early_monkey_patch: raw.gevent_early_monkey_patch.unwrap_or(false),
+            gevent_wait_for_hub: raw.gevent_wait_for_hub.unwrap_or(false),
         },
     })
 }
@@ -1278,7 +1299,8 @@ mod tests {
             "callable" => "\"app\"",
             "pythonpath" => "[\"/tmp\"]",
             "virtualenv" | "pyrun" => "\"/tmp\"",
-            "greenlet" => "true",
+            "greenlet" => "false",
+            "gevent-monkey-patch" | "gevent-early-monkey-patch" | "gevent-wait-for-hub" => "true",
             _ => "2",
         };
         let src: String = defaults()
@@ -1309,6 +1331,34 @@ mod tests {
         let mut keys: BTreeSet<&str> = defaults().iter().map(|(k, _)| *k).collect();
         keys.extend(["config", "help", "version"]);
         assert_eq!(longs, keys);
+    }
+
+    /// `--gevent N`: N slots, the gevent engine, a socket timeout of at least 30 s (uWSGI's
+    /// gevent plugin); not together with --greenlet.
+    #[test]
+    fn gevent_sets_the_slots_and_raises_the_socket_timeout() {
+        let c = load(&["--http", ":0", "--gevent", "7", "--socket-timeout", "4"]).unwrap();
+        assert_eq!(c.async_slots, 7);
+        assert!(c.python.gevent);
+        assert_eq!(c.socket_timeout, Duration::from_secs(30));
+        let c = load(&["--http", ":0", "--gevent", "7", "--socket-timeout", "45"]).unwrap();
+        assert_eq!(c.socket_timeout, Duration::from_secs(45));
+        let c = load(&["--http", ":0", "--socket-timeout", "4"]).unwrap();
+        assert!(!c.python.gevent);
+        assert_eq!(c.socket_timeout, Duration::from_secs(4));
+        let c = load(&[
+            "--http",
+            ":0",
+            "--gevent",
+            "7",
+            "--gevent-monkey-patch",
+            "--gevent-wait-for-hub",
+        ])
+        .unwrap();
+        assert!(c.python.gevent_monkey_patch && c.python.gevent_wait_for_hub);
+        assert!(!c.python.gevent_early_monkey_patch);
+        assert!(load(&["--http", ":0", "--gevent", "7", "--greenlet"]).is_err());
+        assert!(load(&["--http", ":0", "--gevent", "0"]).is_err());
     }
 
     /// The documented default texts agree with the values the resolver applies.
@@ -1419,6 +1469,10 @@ mod tests {
                 })
                 .to_owned(),
                 "greenlet" => c.python.greenlet.to_string(),
+                "gevent" => (if c.python.gevent { "?" } else { "none" }).to_owned(),
+                "gevent-monkey-patch" => c.python.gevent_monkey_patch.to_string(),
+                "gevent-early-monkey-patch" => c.python.gevent_early_monkey_patch.to_string(),
+                "gevent-wait-for-hub" => c.python.gevent_wait_for_hub.to_string(),
                 "pyrun" => (if c.python.pyrun.is_some() {
                     "?"
                 } else {

@@ -44,7 +44,7 @@ pub struct RawConfig {
     pub cores: Option<usize>,
 
     /// Request slots per worker [default: 100]
-    #[arg(long = "async", visible_alias = "gevent", value_name = "N", value_parser = parse_async,
+    #[arg(long = "async", value_name = "N", value_parser = parse_async,
           allow_negative_numbers = true)]
     #[serde(rename = "async")]
     pub async_slots: Option<usize>,
@@ -271,6 +271,30 @@ pub struct RawConfig {
           default_missing_value = "true")]
     pub greenlet: Option<bool>,
 
+    /// Python: the gevent engine with N request slots per worker: gevent's loop runs on the
+    /// worker's ring, each request in a gevent greenlet (socket timeout at least 30 s)
+    /// [default: none]
+    #[arg(long, value_name = "N", value_parser = parse_async)]
+    pub gevent: Option<usize>,
+
+    /// Python: gevent.monkey.patch_all() when the worker's loop starts, after the app is
+    /// loaded (with --gevent) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub gevent_monkey_patch: Option<bool>,
+
+    /// Python: gevent.monkey.patch_all() before the app is loaded (with --gevent)
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub gevent_early_monkey_patch: Option<bool>,
+
+    /// Python: a stopping worker waits (within --reload-mercy) until gevent's hub has
+    /// nothing left to run (background greenlets, timers) (with --gevent) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub gevent_wait_for_hub: Option<bool>,
+
     /// Python: run FILE as __main__ in a worker's executor and exit with its status (args
     /// after "--" become sys.argv[1:]) [default: none]
     #[arg(long, value_name = "FILE")]
@@ -310,7 +334,7 @@ pub fn merge(cli: RawConfig, file: RawConfig) -> RawConfig {
         reload_mercy, stats_http, metrics, max_requests, max_worker_lifetime, reload_on_rss,
         pidfile, uid, gid, refuse_root, chdir, config, chmod_socket, chown_socket, static_index,
         logto, logformat, touch_logreopen, wsgi_file, module, callable, virtualenv, greenlet,
-        pyrun;
+        pyrun, gevent, gevent_monkey_patch, gevent_early_monkey_patch, gevent_wait_for_hub;
         http_socket, socket, mount, crazy_names, timer, cron, file_monitor, static_map,
         pythonpath, pyrun_args
     )
@@ -383,6 +407,14 @@ impl RawConfig {
         check("module", &self.module, |s| parse_module(s).map(drop))?;
         check("callable", &self.callable, |s| parse_callable(s).map(drop))?;
         check("async", &self.async_slots, int(ASYNC))?;
+        check("gevent", &self.gevent, int(ASYNC))?;
+        if self.gevent.is_some() && self.greenlet == Some(true) {
+            return Err(FieldError {
+                key: "gevent",
+                value: self.gevent.unwrap_or(0).to_string(),
+                reason: "--gevent and --greenlet are two engines: give one".to_owned(),
+            });
+        }
         check("listen", &self.listen, |v| LISTEN.check(u64::from(*v)))?;
         check("app", &self.app, |s| check_app_name(s))?;
         each("mount", &self.mount, |s| parse_mount(s).map(drop))?;

@@ -220,6 +220,10 @@ def setup_paths(pythonpath, virtualenv):
             sys.path.insert(0, sp)
         sys.prefix = sys.exec_prefix = venv
         os.environ["VIRTUAL_ENV"] = venv
+        # Child Python processes (subprocess with sys.executable) use the venv too.
+        python = os.path.join(venv, "bin", "python")
+        if os.path.exists(python):
+            sys.executable = python
     for p in reversed(pythonpath):
         sys.path.insert(0, os.path.abspath(p))
     if "" not in sys.path and "." not in sys.path:

@@ -102,6 +102,28 @@ pub(crate) fn new_greenlet(py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<P
     }
 }
 
+/// The running greenlet's address (an identity while the greenlet is alive), 0 without
+/// greenlet.
+pub(crate) fn current_addr(_py: Python<'_>) -> usize {
+    let Some(api) = api() else {
+        return 0;
+    };
+    // SAFETY: the GIL is held (`_py`);
+    // `current` returns a new reference, released at once: the address is only compared.
+    unsafe {
+        let cur = (api.current)();
+        ffi::Py_XDECREF(cur);
+        cur as usize
+    }
+}
+
+/// The running greenlet (a new reference).
+pub(crate) fn current(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let api = api().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no greenlet"))?;
+    // SAFETY: GIL held (`py`); `current` returns a new reference or null with an exception.
+    unsafe { Bound::from_owned_ptr_or_err(py, (api.current)()).map(Bound::unbind) }
+}
+
 /// Switch into greenlet `g` (starting it with `args` the first time). Returns what it switched
 /// back with (its result when it ended), or the exception it ended with.
 ///

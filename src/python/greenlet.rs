@@ -47,9 +47,22 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Exchange>>> = const { RefCell::new(None) };
 }
 
-/// The request running now, if any.
+/// The request running now, if any (under --gevent: the request whose greenlet runs).
 pub(crate) fn current() -> Option<Rc<Exchange>> {
+    if super::gevent::active() {
+        return Python::attach(super::gevent::current);
+    }
     CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Under --gevent: the next switch into the running exchange (the hub's parent) goes to `g`,
+/// the greenlet that parked (the hub), instead of the exchange's own greenlet.
+pub(crate) fn set_resume_target(g: Py<PyAny>) {
+    CURRENT.with(|c| {
+        if let Some(ex) = c.borrow().as_ref() {
+            *ex.resume_to.borrow_mut() = Some(g);
+        }
+    });
 }
 
 /// Run `f` with `ex` as the current request.
@@ -62,6 +75,9 @@ pub(crate) fn with_current<R>(ex: &Rc<Exchange>, f: impl FnOnce() -> R) -> R {
 
 /// Whether the running request was cancelled (a greenlet must not wait any more).
 pub(crate) fn cancelled() -> bool {
+    if super::gevent::active() {
+        return current().is_some_and(|e| e.cancelled.get());
+    }
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(|e| e.cancelled.get()))
 }
 
@@ -134,6 +150,8 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
         let r = match (job, &p.greenlet) {
             (Job::Resume, Some(g)) => {
                 ex.set_fdevent_timeout(py, &p.environ);
+                let target = ex.resume_to.borrow_mut().take();
+                let g = target.as_ref().unwrap_or(g);
                 as_request(ex, || ffi::switch(py, g, None))
             }
             (Job::Resume, None) => {

@@ -5,12 +5,14 @@
 //! - `wsgi`: the environ, `start_response`, `wsgi.input`, output and waits of one exchange.
 //! - `greenlet`: the runner, the one place that switches into request greenlets.
 //! - `uwsgi_module`: the `uwsgi` module (uWSGI's async API).
+//! - `gevent`: the gevent engine's primitives (gevent's loop on the ring, `gevent_loop.py`).
 //! - `ffi`: the raw C interfaces (thread state, greenlet's C API, `suspend`).
 //! - `boot.py`: the Python half (runs a request, loads the app), module `_ringsgi`.
 //!
 //! docs/python.md describes the engine and its flags.
 
 mod ffi;
+mod gevent;
 mod greenlet;
 mod uwsgi_module;
 mod wsgi;
@@ -44,6 +46,11 @@ pub(crate) struct Engine {
     base: Py<PyDict>,
     harakiri: Py<PyAny>,
     greenlet: bool,
+    /// --gevent-monkey-patch (done when the loop starts: in each worker after its app is
+    /// loaded, before a --pyrun script).
+    gevent_monkey_patch: bool,
+    /// The gevent engine's loop module (`_ringsgi_gevent`), with --gevent.
+    gevent: Option<Py<PyModule>>,
 }
 
 thread_local! {
@@ -87,10 +94,30 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
         boot.getattr("setup_paths")
             .and_then(|f| f.call1((paths, venv)))
             .map_err(|e| one_line(py, &boot, e))?;
-        let suspend = ffi::suspend_function(py).map_err(describe)?;
+        let mut suspend = ffi::suspend_function(py).map_err(describe)?;
         boot.setattr("suspend", &suspend).map_err(describe)?;
+        boot.setattr("raw_suspend", &suspend).map_err(describe)?;
         let park = ffi::park_function(py).map_err(describe)?;
         boot.setattr("park", park).map_err(describe)?;
+        let mut gevent_mod = None;
+        if opts.gevent {
+            let m = ffi::load_greenlet(py)
+                .and_then(|()| gevent::install(py, &boot, opts.gevent_wait_for_hub))
+                .map_err(|e| {
+                    format!(
+                        "--gevent: cannot load gevent ({}): install it (pip install gevent) in \
+                         the --virtualenv or a --pythonpath",
+                        one_line(py, &boot, e)
+                    )
+                })?;
+            // A request's waits go through gevent's hub (gevent.rs).
+            suspend = m.bind(py).getattr("gsuspend").map_err(describe)?.unbind();
+            boot.setattr("suspend", &suspend).map_err(describe)?;
+            gevent_mod = Some(m);
+            if opts.gevent_early_monkey_patch {
+                monkey_patch(py).map_err(|e| one_line(py, &boot, e))?;
+            }
+        }
         let uwsgi = uwsgi_module::create(py, suspend.bind(py), config).map_err(describe)?;
         sys.getattr("modules")
             .and_then(|m| m.set_item("uwsgi", &uwsgi))
@@ -148,12 +175,26 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
             harakiri: boot.getattr("Harakiri").map_err(describe)?.unbind(),
             boot: boot.unbind(),
             base: base.unbind(),
-            greenlet: opts.greenlet,
+            greenlet: opts.greenlet || opts.gevent,
+            gevent: gevent_mod,
+            gevent_monkey_patch: opts.gevent_monkey_patch,
         })
     })?;
     ENGINE.with(|e| {
         let _ = e.set(engine);
     });
+    Ok(())
+}
+
+/// --gevent-wait-for-hub: whether this worker's gevent hub still has something to run
+/// (background greenlets, timers): a stopping worker waits for it within --reload-mercy.
+pub(crate) fn gevent_hub_busy() -> bool {
+    gevent::hub_busy()
+}
+
+/// `gevent.monkey.patch_all()`.
+fn monkey_patch(py: Python<'_>) -> PyResult<()> {
+    py.import("gevent.monkey")?.getattr("patch_all")?.call0()?;
     Ok(())
 }
 
@@ -188,7 +229,10 @@ struct PyApp {
     app: Py<PyAny>,
     /// The prefixes it is mounted at, longest first (SCRIPT_NAME).
     prefixes: Vec<String>,
+    /// Each request in a greenlet (--greenlet or --gevent).
     greenlet: bool,
+    /// The gevent engine (--gevent).
+    gevent: bool,
 }
 
 impl App for PyApp {
@@ -241,7 +285,11 @@ impl PyApp {
         })
         .map_err(|e| io::Error::other(format!("building the WSGI environ: {e}")))?;
         *ex.py.borrow_mut() = Some(parts);
-        drive(&ex, Some((req, &mut *resp))).await;
+        if self.gevent {
+            gevent::drive_request(&ex, Some((req, &mut *resp))).await;
+        } else {
+            drive(&ex, Some((req, &mut *resp))).await;
+        }
         let deferred = ex.deferred.borrow_mut().take();
         if let Some(d) = deferred {
             pull(&ex, d, resp).await;
@@ -384,7 +432,12 @@ pub(crate) async fn run_signal_handler(handler: Rc<Py<PyAny>>, num: u8) {
     match parts {
         Ok(p) => {
             *ex.py.borrow_mut() = Some(p);
-            drive(&ex, None).await;
+            if engine(|e| e.gevent.is_some()) {
+                // Under --gevent, in a greenlet of the hub like a request.
+                gevent::drive_request(&ex, None).await;
+            } else {
+                drive(&ex, None).await;
+            }
         }
         Err(e) => tracing::error!("signal {num}: cannot run the Python handler: {e}"),
     }
@@ -418,12 +471,23 @@ pub fn register(config: &Config, apps: &mut Apps) {
             &m.app,
             move || preflight(&name, &check_spec, &check_opts, &check_cfg),
             move || {
-                let app = init(&opts, &cfg).and_then(|()| load(&spec, &opts.callable));
+                let app = init(&opts, &cfg)
+                    .and_then(|()| load(&spec, &opts.callable))
+                    .and_then(|app| {
+                        // --gevent-monkey-patch: when the worker's loop starts, after the app
+                        // is loaded (the hub itself starts at the first request).
+                        if opts.gevent && opts.gevent_monkey_patch {
+                            Python::attach(monkey_patch)
+                                .map_err(|e| format!("--gevent-monkey-patch: {e}"))?;
+                        }
+                        Ok(app)
+                    });
                 match app {
                     Ok(app) => PyApp {
                         app,
                         prefixes: prefixes.clone(),
-                        greenlet: opts.greenlet,
+                        greenlet: opts.greenlet || opts.gevent,
+                        gevent: opts.gevent,
                     },
                     Err(e) => {
                         tracing::error!("cannot load the WSGI app: {e}");
@@ -484,6 +548,38 @@ fn preflight(
     }
 }
 
+/// `--pyrun` under --gevent: the script runs in the hub's parent greenlet, so that
+/// `gevent.wait()` and `Hub.join()` work in it; the hub waits on this executor's ring.
+async fn run_script_gevent(path: PathBuf, args: Vec<String>) -> i32 {
+    let ex = Rc::new(Exchange::new(
+        true,
+        format!("--pyrun {}", path.display()),
+        -1,
+    ));
+    let patch = engine(|e| e.gevent_monkey_patch);
+    let parts = Python::attach(|py| -> PyResult<PyParts> {
+        if patch {
+            monkey_patch(py)?;
+        }
+        let r = Py::new(py, Req { ex: ex.clone() })?;
+        gevent::script_parts(
+            py,
+            r.into_bound(py).into_any(),
+            path.display().to_string(),
+            &args,
+        )
+    });
+    match parts {
+        Ok(p) => *ex.py.borrow_mut() = Some(p),
+        Err(e) => {
+            eprintln!("ringsgi: --pyrun: {e}");
+            return 1;
+        }
+    }
+    gevent::run_script(ex.clone()).await;
+    ex.exit.get().unwrap_or(1)
+}
+
 /// `--pyrun FILE [-- ARGS...]`: run FILE as `__main__` in a one-core ringsgi runtime with
 /// the configured engine; returns its exit status.
 pub fn pyrun(config: &Config) -> i32 {
@@ -507,6 +603,9 @@ pub fn pyrun(config: &Config) -> i32 {
 }
 
 async fn run_script(path: PathBuf, args: Vec<String>) -> i32 {
+    if engine(|e| e.gevent.is_some()) {
+        return run_script_gevent(path, args).await;
+    }
     let greenlet = engine(|e| e.greenlet);
     let ex = Rc::new(Exchange::new(
         greenlet,

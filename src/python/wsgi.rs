@@ -84,6 +84,12 @@ pub(crate) struct Exchange {
     pub(crate) deferred: RefCell<Option<Deferred>>,
     /// A write to the client failed: the exceptions that follow are the client's doing.
     pub(crate) gone: Cell<bool>,
+    /// --gevent: the request's greenlet switched out to have its registered I/O done.
+    pub(crate) switched_out: Cell<bool>,
+    /// --gevent: the request greenlet's address (its key for the `uwsgi` module), 0 if none.
+    pub(crate) gkey: Cell<usize>,
+    /// --gevent: the greenlet the runner switches into next (the hub, after it parked).
+    pub(crate) resume_to: RefCell<Option<Py<PyAny>>>,
 }
 
 /// A response iterable pulled by the engine (no greenlet): the iterator, the iterable (for
@@ -124,6 +130,9 @@ impl Exchange {
             py: RefCell::new(None),
             deferred: RefCell::new(None),
             gone: Cell::new(false),
+            switched_out: Cell::new(false),
+            gkey: Cell::new(0),
+            resume_to: RefCell::new(None),
         }
     }
 
@@ -676,6 +685,10 @@ impl Req {
 
     fn done(&self) {
         self.ex.finished.set(true);
+        super::gevent::unbind(&self.ex);
+        if let Some(w) = self.ex.waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     fn exit_status(&self, status: i32) {

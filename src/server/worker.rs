@@ -189,7 +189,10 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
     ctx.drain();
     let deadline = std::time::Instant::now() + mercy;
     let busy = || {
-        ctx.slots.busy_count() + crate::primitives::background_tasks() as usize + ctx.open_conns()
+        ctx.slots.busy_count()
+            + crate::primitives::background_tasks() as usize
+            + ctx.open_conns()
+            + usize::from(gevent_hub_busy())
     };
     tracing::info!(
         "worker {} stopping: {} requests in progress, {} connections, {} background tasks, up to {} s",
@@ -215,6 +218,18 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
         );
     } else {
         tracing::info!("worker {} stopped gracefully", ctx.worker);
+    }
+}
+
+/// --gevent-wait-for-hub: gevent's hub still has background greenlets or timers.
+fn gevent_hub_busy() -> bool {
+    #[cfg(feature = "python")]
+    {
+        crate::python::gevent_hub_busy()
+    }
+    #[cfg(not(feature = "python"))]
+    {
+        false
     }
 }
 

@@ -1,0 +1,301 @@
+//! The gevent engine (`--gevent N`, `--features python`): gevent's loop on the worker's ring,
+//! requests in gevent greenlets, monkey-patched apps, the seed's examples, harakiri.
+//!
+//! Needs gevent, flask and requests importable: set `RINGSGI_TEST_VENV` to a virtualenv made
+//! with `tests/python_apps/requirements-gevent.txt`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, get};
+
+fn app(name: &str) -> String {
+    format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> String {
+    format!("{}/examples/python", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv() -> Vec<String> {
+    match std::env::var("RINGSGI_TEST_VENV") {
+        Ok(v) if !v.is_empty() => vec!["--virtualenv".into(), v],
+        _ => Vec::new(),
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let mut args: Vec<String> = vec!["--cores".into(), "1".into()];
+    args.extend(venv());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&refs)
+}
+
+/// Send `n` GETs of `target` on `n` connections opened first, then read every response:
+/// the statuses and bodies, in order.
+fn concurrent_gets(addr: std::net::SocketAddr, target: &str, n: usize) -> Vec<(u16, String)> {
+    let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            c,
+            "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+    }
+    conns
+        .into_iter()
+        .map(|mut c| {
+            let mut raw = Vec::new();
+            let _ = c.read_to_end(&mut raw);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
+            (status, body)
+        })
+        .collect()
+}
+
+#[test]
+fn gevents_loop_is_ringsgis_and_a_pyrun_script_can_wait() {
+    let mut args = vec![
+        "--gevent".to_owned(),
+        "10".into(),
+        "--pyrun".into(),
+        app("gevent_script.py"),
+    ];
+    args.extend(venv());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("loop _ringsgi_gevent RingLoop"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("waited [1]"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_loop_run_inside_the_hubs_loop_leaves_the_hubs_completions_alone() {
+    let mut args = vec![
+        "--gevent".to_owned(),
+        "10".into(),
+        "--pyrun".into(),
+        app("gevent_nested.py"),
+    ];
+    args.extend(venv());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("nested ok [b'hello']"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn requests_run_in_gevent_greenlets_on_ringsgis_loop() {
+    let srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    // The app created the hub at import: its parent is still the engine's greenlet.
+    assert_eq!(get(srv.addr, "/hubparent"), Some((200, "engine".into())));
+    // The uwsgi module finds the request from its greenlet, across gevent switches, and its
+    // waits work.
+    let (status, body) = get(srv.addr, "/uwsgi").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("same"), "{body}");
+    // A subprocess started in a request (gevent's fork + exec, the child watched by the loop).
+    assert_eq!(
+        get(srv.addr, "/subprocess"),
+        Some((200, "child says hi\n".into()))
+    );
+    // A request body read from wsgi.input.
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = vec![b'x'; 100_000];
+    write!(
+        c,
+        "POST /post HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(&body).unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.ends_with("got 100000"), "{out}");
+}
+
+#[test]
+fn the_crazy_example_gives_uwsgis_output() {
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_crazy.py")]);
+    let (status, body) = get(srv.addr, "/").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "sleeping for 3 seconds...<br/>done<br>getting some ips...<br/>\
+         ip = 127.0.0.1<br/>ip = 127.0.0.1<br/>"
+    );
+    // long_task ran inside the request; bg_task goes on after the response ended.
+    srv.wait_for("GET / => 200");
+    srv.wait_for("background task 9");
+    let log = srv.log_text();
+    let numbers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.len() == 1 && l.as_bytes()[0].is_ascii_digit())
+        .collect();
+    assert_eq!(
+        numbers,
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        "{log}"
+    );
+    let served = log.find("GET / => 200").unwrap();
+    let last_bg = log.find("background task 9").unwrap();
+    assert!(last_bg > served, "bg_task outlived its request:\n{log}");
+}
+
+#[test]
+fn the_articles_flask_app_sleeps_100_requests_at_once_with_monkey_patching() {
+    let pp = examples();
+    let srv = start(&[
+        "--gevent",
+        "100",
+        "--gevent-monkey-patch",
+        "--pythonpath",
+        &pp,
+        "--module",
+        "flask_sleep:app",
+    ]);
+    let started = Instant::now();
+    let results = concurrent_gets(srv.addr, "/", 100);
+    let took = started.elapsed();
+    assert!(
+        results
+            .iter()
+            .all(|(s, b)| *s == 200 && b == "Hello World!"),
+        "{results:?}"
+    );
+    // All 100 slept at once: time.sleep waited in gevent's hub, on the ring.
+    assert_eq!(get(srv.addr, "/inflight"), Some((200, "100".into())));
+    eprintln!("100 concurrent time.sleep(1) requests took {took:?}");
+}
+
+/// An upstream that answers nobody until `n` requests are waiting on it at once: it
+/// deadlocks (the test times out) unless the server's views wait for it concurrently.
+fn barrier_upstream(n: usize) -> (u16, std::thread::JoinHandle<usize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut waiting = Vec::new();
+        while waiting.len() < n && Instant::now() < deadline {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|k| k > 0) {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        line.clear();
+                    }
+                    waiting.push(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("upstream accept: {e}"),
+            }
+        }
+        let seen = waiting.len();
+        for mut s in waiting {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+        seen
+    });
+    (port, h)
+}
+
+#[test]
+fn a_flask_view_calling_a_slow_upstream_with_requests_waits_concurrently() {
+    let pp = examples();
+    let srv = start(&[
+        "--gevent",
+        "100",
+        "--gevent-monkey-patch",
+        "--pythonpath",
+        &pp,
+        "--module",
+        "flask_upstream:app",
+    ]);
+    let (port, upstream) = barrier_upstream(20);
+    let results = concurrent_gets(srv.addr, &format!("/?port={port}"), 20);
+    assert_eq!(upstream.join().unwrap(), 20);
+    assert!(
+        results
+            .iter()
+            .all(|(s, b)| *s == 200 && b == "upstream said: ok"),
+        "{results:?}"
+    );
+    assert_eq!(get(srv.addr, "/inflight"), Some((200, "20".into())));
+}
+
+#[test]
+fn harakiri_kills_the_requests_greenlet_its_close_runs_and_the_client_gets_504() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--harakiri",
+        "1",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/slow").map(|r| r.0), Some(504));
+    srv.wait_for("HARAKIRI ON WORKER 0");
+    srv.wait_for("slow body closed");
+    // The worker goes on serving.
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
+fn wait_for_hub_lets_a_stopping_worker_finish_its_background_greenlets() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--gevent-wait-for-hub",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/bg"), Some((200, "spawned".into())));
+    srv.signal("TERM");
+    srv.wait_for("worker 0 stopped gracefully");
+    let log = srv.log_text();
+    let done = log
+        .find("background greenlet done")
+        .unwrap_or_else(|| panic!("the background greenlet was not waited for:\n{log}"));
+    let stopped = log.find("worker 0 stopped gracefully").unwrap();
+    assert!(done < stopped, "{log}");
+}
+
+#[test]
+fn a_uwsgi_signal_handler_runs_in_a_greenlet_of_the_hub() {
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/signal"), Some((200, "raised".into())));
+    srv.wait_for("gevent signal 17 handled by worker 1");
+    // The hub goes on serving.
+    assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
+}

@@ -1,0 +1,87 @@
+# Test app for --gevent (tests/gevent.rs).
+import sys
+
+import gevent
+import uwsgi
+
+# The app creates gevent's hub while it is imported (on the executor's main greenlet); the
+# engine must still make its own greenlet the hub's parent (/hubparent).
+gevent.spawn(lambda: None)
+
+
+def on_signal(num):
+    # Runs in a greenlet of gevent's hub: it may wait with gevent and with the uwsgi API.
+    gevent.sleep(0.01)
+    uwsgi.async_sleep(0.01)
+    uwsgi.suspend()
+    sys.stderr.write("gevent signal %d handled by worker %d\n" % (num, uwsgi.worker_id()))
+    sys.stderr.flush()
+
+
+uwsgi.register_signal(17, "workers", on_signal)
+
+
+class Slow:
+    """A response that waits in gevent forever; its close() is logged."""
+
+    def __init__(self, errors):
+        self.errors = errors
+
+    def __iter__(self):
+        gevent.sleep(60)
+        yield b"never"
+
+    def close(self):
+        self.errors.write("slow body closed\n")
+        self.errors.flush()
+
+
+def application(env, start_response):
+    path = env["PATH_INFO"]
+    if path == "/slow":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Slow(env["wsgi.errors"])
+    if path == "/loop":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [type(gevent.get_hub().loop).__name__.encode()]
+    if path == "/uwsgi":
+        # The uwsgi module finds the current request from the greenlet, also after a switch.
+        before = uwsgi.connection_fd()
+        gevent.sleep(0.01)
+        after = uwsgi.connection_fd()
+        uwsgi.async_sleep(0.01)
+        uwsgi.suspend()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"fd %d %s" % (before, b"same" if before == after and before > 0 else b"differs")]
+    if path == "/bg":
+        # A background greenlet that outlives the request by 0.5 s.
+        def later():
+            gevent.sleep(0.5)
+            sys.stderr.write("background greenlet done\n")
+            sys.stderr.flush()
+
+        gevent.spawn(later)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"spawned"]
+    if path == "/subprocess":
+        # fork + exec in a request; the child is watched on the loop (a pidfd on the ring).
+        from gevent import subprocess
+
+        out = subprocess.check_output(["sh", "-c", "echo child says hi"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [out]
+    if path == "/signal":
+        uwsgi.signal(17)
+        start_response("200 OK", [])
+        return [b"raised"]
+    if path == "/hubparent":
+        parent = gevent.get_hub().parent
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        # The thread's main greenlet (the executor) has no parent; the engine's has.
+        return [b"engine" if parent.parent is not None else b"executor"]
+    if path == "/post":
+        body = env["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got %d" % len(body)]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello World!"]
