@@ -175,6 +175,9 @@ fn pep3333(mut srv: Server) {
         assert_eq!(get(addr, path).map(|r| r.0), Some(500), "{path}");
         srv.wait_for(needle);
     }
+    // An exception in close() is logged; the response was complete and stays so.
+    assert_eq!(get(addr, "/badclose"), Some((200, "all of it".into())));
+    srv.wait_for("OSError: close failed");
     assert_eq!(
         get(addr, "/excinfo-before"),
         Some((503, "error page".into()))

@@ -150,8 +150,9 @@ def run(app, environ, r):
         if close is not None:
             try:
                 close()
-            except BaseException as e:
-                r.fail(e, traceback.format_exc())
+            except BaseException:
+                # The response itself is complete: log, do not cut it.
+                r.log_exception(traceback.format_exc())
         r.done()
 
 
@@ -301,5 +302,5 @@ def finish(result, r):
     if close is not None:
         try:
             close()
-        except BaseException as e:
-            r.fail(e, traceback.format_exc())
+        except BaseException:
+            r.log_exception(traceback.format_exc())

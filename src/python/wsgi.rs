@@ -656,6 +656,19 @@ impl Req {
         }
     }
 
+    /// An exception that does not change the response (in `close()`): logged and counted.
+    fn log_exception(&self, traceback: &str) {
+        if let Some(b) = crate::scoreboard::mine() {
+            b.exceptions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::error!(
+            "{}: Python exception in close():\n{}",
+            self.ex.label,
+            traceback.trim_end()
+        );
+    }
+
     fn done(&self) {
         self.ex.finished.set(true);
         super::gevent::unbind(&self.ex);

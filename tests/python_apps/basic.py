@@ -81,6 +81,15 @@ def application(environ, start_response):
                 start_response("500 Oops", [], sys.exc_info())
             yield b"never"
         return gen()
+    if path == "/badclose":
+        class Body:
+            def __iter__(self):
+                yield b"all of it"
+
+            def close(self):
+                raise OSError("close failed")
+        start_response("200 OK", [])
+        return Body()
     if path == "/badheader":
         start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
         return [b"no"]
