@@ -10,7 +10,7 @@
 //! - the hub's wait: when nothing is runnable the hub calls [`park_hub`] with its next
 //!   deadline and switches to the executor (the raw `suspend`); the hub driver ([`run_hub`])
 //!   waits on the ring with the GIL released until a poll completes, the deadline passes, a
-//!   request needs the hub, or another thread wakes it (an eventfd polled on the ring:
+//!   request needs the hub, or another thread wakes it (an eventfd read on glommio's ring:
 //!   `async_.send()`, `run_callback_threadsafe`), then the runner switches back into the hub.
 //! - requests ([`drive_request`]): each runs in a greenlet of gevent's hub; its WSGI I/O
 //!   (output, body, the `uwsgi` waits) is done by its Rust future while the greenlet waits in
