@@ -4,7 +4,7 @@
 //! close, poll + linked timeout; connections are taken with `accept4`, see `accept.rs`).
 //! glommio keeps its own three rings for its timers, its blocking pool and file I/O; this
 //! module adds a fourth ring that we own so that we can create it with
-//! `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` and use the opcodes glommio lacks.
+//! `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG` and use the opcodes glommio lacks.
 //!
 //! # Shape
 //!
@@ -150,9 +150,15 @@ impl Driver {
     /// Create this thread's ring and make it the current driver. Call once per worker thread,
     /// inside the glommio executor, then spawn [`pump::run`].
     pub fn install(entries: u32) -> io::Result<Rc<Driver>> {
+        // COOP_TASKRUN, not DEFER_TASKRUN: under DEFER_TASKRUN the kernel announces queued
+        // work only through the eventfd, and on Linux 6.18 it sends that signal from an RCU
+        // callback some 16 ms late (see the pump's module docs). Under COOP_TASKRUN it queues
+        // the work as task work on this thread and wakes it, even while it sleeps in
+        // glommio's io_uring_enter; running the work posts our CQEs and signals the eventfd
+        // directly, in microseconds (`tests::raw_defer_taskrun_ring_eventfd_signal_latency`).
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_defer_taskrun()
+            .setup_coop_taskrun()
             .setup_taskrun_flag()
             .setup_cqsize(entries * 4)
             .build(entries)?;
@@ -163,8 +169,10 @@ impl Driver {
         }
         // SAFETY: `efd` is a fresh descriptor owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
-        // Plain (not `_async`) registration: under DEFER_TASKRUN the async variant never
-        // signals. Start disabled: the pump enables it only while parking.
+        // Plain (not `_async`) registration: the async variant signals only for completions
+        // posted by io-wq workers, and ours are posted by task work on this thread (under
+        // DEFER_TASKRUN it never signalled at all). Start disabled: the pump enables it only
+        // while parking.
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let mut ring = ring;
         ring.completion().disable_eventfd();
@@ -271,12 +279,21 @@ impl Driver {
         }
     }
 
-    /// Submit an `ASYNC_CANCEL` for `user_data` (fire and forget).
+    /// Submit an `ASYNC_CANCEL` for `user_data` (fire and forget), at once.
+    ///
+    /// At once, not at the pump's next turn: on our `COOP_TASKRUN` ring the kernel runs task
+    /// work at the exit of any syscall of this thread, so a dropped receive whose socket
+    /// became readable would otherwise retry and take the data at the next syscall of
+    /// whatever task runs before the pump (`recv_timeout_then_data`: the test's own write).
+    /// Submitted first, the cancellation wins over that retry, as it did under
+    /// `DEFER_TASKRUN`. An error here leaves the SQE queued; the pump's flush submits it
+    /// and reports the error.
     fn cancel(&self, user_data: u64) {
         let e = opcode::AsyncCancel::new(user_data)
             .build()
             .user_data(DETACHED);
         self.push(&[e]);
+        let _ = self.flush();
     }
 
     /// Submit an SQE whose completion nobody awaits (detached close).
@@ -463,14 +480,14 @@ impl Driver {
         }
     }
 
-    /// Run **all** deferred task work before the pump parks, so that completions are posted
-    /// and the deferred lists are empty: the kernel signals the eventfd only when its work list
-    /// goes from empty to non-empty, so work left behind would never wake us (a lost wakeup).
+    /// Run **all** pending task work before the pump parks, so that completions are posted
+    /// while the eventfd is enabled and the pump sees them in its re-check.
     ///
-    /// A plain `io_uring_enter(GETEVENTS)` is not enough: since Linux 6.13 it runs at most 20
-    /// items (`IO_LOCAL_TW_DEFAULT_MAX`) and parks the rest on a retry list that neither the
-    /// eventfd nor `IORING_SQ_TASKRUN` reports. Asking for `min_complete` = the CQ size with a
-    /// zero timeout makes the kernel run up to that many items, then return `ETIME` at once.
+    /// Asking for `min_complete` = the CQ size with a zero timeout makes the kernel run the
+    /// work, then return `ETIME` at once. (This mattered most under `DEFER_TASKRUN`, which the
+    /// ring used until Linux 6.18's late eventfd signals were found: there a plain
+    /// `io_uring_enter(GETEVENTS)` ran at most 20 deferred items since Linux 6.13 and parked the
+    /// rest on a retry list that neither the eventfd nor `IORING_SQ_TASKRUN` reported.)
     fn enter_getevents(&self) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.stats.enters += 1;

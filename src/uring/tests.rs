@@ -767,27 +767,48 @@ fn a_cancelled_accept_wait_strands_no_connection() {
 }
 
 /// The kernel behaviour behind the pump's late and lost wakeups, on a raw ring (no glommio):
-/// a `DEFER_TASKRUN` ring with a registered eventfd; a `POLL_ADD` waits on a pipe; another
-/// thread writes one byte; we wait on the eventfd alone (with poll(2), or with a `READ` on a
-/// second, plain ring as glommio does) or on the ring's fd, at most 1 s. Reports how long
-/// each wakeup took.
-/// Informational (`--ignored --nocapture`): on Linux 6.18 here the eventfd signal took a
-/// median 16-19 ms (as if deferred; a direct signal takes microseconds), and poll(2) on the
-/// ring's own fd returned only after about 1 s every time (median 1.001 s).
+/// a ring with a registered eventfd; a `POLL_ADD` waits on a pipe; another thread writes one
+/// byte (a plain pipe write: no eventfd is in that wakeup chain); we wait on the eventfd
+/// alone (with poll(2), or with a `READ` on a second, plain ring as glommio does) or on the
+/// ring's fd, at most 1 s. Reports how long each wakeup took, for a `DEFER_TASKRUN` ring
+/// like ours and for a `COOP_TASKRUN` one.
+/// Informational (`--ignored --nocapture`). On Linux 6.18.44 here: `DEFER_TASKRUN`, the
+/// eventfd signal took a median 16 ms (p90 20-28 ms): event tracing shows every one of them
+/// sent by the RCU callback `io_eventfd_do_signal` (`call_rcu_hurry`), about 16 ms after the
+/// pipe write queued the work; poll(2) on the ring's own fd returned only after about 1 s
+/// every time. `COOP_TASKRUN`: a median 35-80 µs (the kernel wakes the waiting thread to run
+/// its task work, which posts the CQE and signals the eventfd directly).
 #[test]
 #[ignore = "measures the kernel; run with --ignored --nocapture"]
 fn raw_defer_taskrun_ring_eventfd_signal_latency() {
-    for waiter in [Waiter::Poll, Waiter::Ring, Waiter::RingFd] {
-        let (lost, mut waits) = eventfd_signal_probe(waiter, 100);
+    for (kind, waiter) in [
+        (RingKind::DeferTaskrun, Waiter::Poll),
+        (RingKind::DeferTaskrun, Waiter::Ring),
+        (RingKind::DeferTaskrun, Waiter::RingFd),
+        (RingKind::CoopTaskrun, Waiter::Poll),
+        (RingKind::CoopTaskrun, Waiter::Ring),
+    ] {
+        let (lost, mut waits) = eventfd_signal_probe(kind, waiter, 100);
         waits.sort();
         eprintln!(
-            "wakeup for deferred work (waiter: {waiter:?}): {} waits, {lost} never woken within 1 s; median {:?}, p90 {:?}, max {:?}",
+            "wakeup for completed work (ring: {kind:?}, waiter: {waiter:?}): {} waits, {lost} never woken within 1 s; median {:?}, p90 {:?}, max {:?}",
             waits.len(),
             waits[waits.len() / 2],
             waits[waits.len() * 9 / 10],
             waits[waits.len() - 1]
         );
     }
+}
+
+/// The ring [`eventfd_signal_probe`] queues its work on (both `SINGLE_ISSUER | TASKRUN_FLAG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RingKind {
+    /// `DEFER_TASKRUN`, like ours: the completion is queued as deferred work, which the kernel
+    /// announces only through the eventfd.
+    DeferTaskrun,
+    /// `COOP_TASKRUN`: the completion is queued as task work on the submitter thread, which
+    /// the kernel wakes (`TIF_NOTIFY_SIGNAL`) and which posts the CQE when it runs the work.
+    CoopTaskrun,
 }
 
 /// How [`eventfd_signal_probe`] waits.
@@ -802,15 +823,16 @@ enum Waiter {
 }
 
 /// Returns (waits never signalled, the time each signalled wait took after the write).
-fn eventfd_signal_probe(waiter: Waiter, n: usize) -> (usize, Vec<Duration>) {
+fn eventfd_signal_probe(kind: RingKind, waiter: Waiter, n: usize) -> (usize, Vec<Duration>) {
     use io_uring::{IoUring, opcode, types};
     let (r, w) = pipe();
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .build(16)
-        .unwrap();
+    let mut b = IoUring::builder();
+    b.setup_single_issuer().setup_taskrun_flag();
+    match kind {
+        RingKind::DeferTaskrun => b.setup_defer_taskrun(),
+        RingKind::CoopTaskrun => b.setup_coop_taskrun(),
+    };
+    let mut ring: IoUring = b.build(16).unwrap();
     // SAFETY: eventfd(2).
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     ring.submitter().register_eventfd(efd).unwrap();
