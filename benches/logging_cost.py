@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--ringsgi", help="server binary (default target/release/ringsgi)")
     ap.add_argument("--wrk", default="wrk")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print wrk's output to stderr")
     args = ap.parse_args()
     args.ringsgi = bl.ringsgi_binary(args.ringsgi)
     args.wrk = bl.need(args.wrk)

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Lines a worker's queue holds before it drops new ones.
 const QUEUE_LINES: usize = 16 * 1024;
 
+/// Largest batch of lines a logger thread writes with one `write`.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// How often a writer looks at the `--touch-logreopen` file.
 const REOPEN_CHECK: Duration = Duration::from_secs(1);
 
@@ -171,17 +174,32 @@ pub(crate) fn start_worker_thread() -> io::Result<()> {
 
 fn writer(mut dest: Dest, rx: Receiver<Vec<u8>>) {
     let mut reported = 0;
+    // Lines that are queued together are written with one `write`: under load a worker's
+    // lines arrive faster than one syscall each could keep up with.
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     loop {
-        let line = match rx.recv_timeout(REOPEN_CHECK) {
+        let first = match rx.recv_timeout(REOPEN_CHECK) {
             Ok(l) => Some(l),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        match line {
+        match first {
             Some(l) => {
-                dest.write_line(&l);
+                batch.extend_from_slice(&l);
+                let mut n = 1;
+                while batch.len() < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(l) => {
+                            batch.extend_from_slice(&l);
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                dest.write_line(&batch);
+                batch.clear();
                 let (lock, cond) = &WRITTEN;
-                *lock.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                *lock.lock().unwrap_or_else(|p| p.into_inner()) += n;
                 cond.notify_all();
             }
             None => dest.check_reopen(),
