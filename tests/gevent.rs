@@ -58,49 +58,37 @@ fn concurrent_gets(addr: std::net::SocketAddr, target: &str, n: usize) -> Vec<(u
         .collect()
 }
 
-#[test]
-fn gevents_loop_is_ringsgis_and_a_pyrun_script_can_wait() {
+/// Run `script` with `--gevent 10 --pyrun` (and the venv); its stdout, after checking that
+/// it exited 0.
+fn pyrun_gevent(script: &str) -> String {
     let mut args = vec![
         "--gevent".to_owned(),
         "10".into(),
         "--pyrun".into(),
-        app("gevent_script.py"),
+        app(script),
     ];
     args.extend(venv());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
         .args(&args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("loop _ringsgi_gevent RingLoop"),
-        "{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("waited [1]"), "{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn gevents_loop_is_ringsgis_and_a_pyrun_script_can_wait() {
+    let stdout = pyrun_gevent("gevent_script.py");
+    assert!(stdout.contains("loop _ringsgi_gevent RingLoop"), "{stdout}");
+    assert!(stdout.contains("waited [1]"), "{stdout}");
 }
 
 #[test]
 fn a_loop_run_inside_the_hubs_loop_leaves_the_hubs_completions_alone() {
-    let mut args = vec![
-        "--gevent".to_owned(),
-        "10".into(),
-        "--pyrun".into(),
-        app("gevent_nested.py"),
-    ];
-    args.extend(venv());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringsgi"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("nested ok [b'hello']"),
-        "{stdout}\n{stderr}"
-    );
+    let stdout = pyrun_gevent("gevent_nested.py");
+    assert!(stdout.contains("nested ok [b'hello']"), "{stdout}");
 }
 
 #[test]
