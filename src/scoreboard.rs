@@ -171,6 +171,8 @@ impl WorkerBoard {
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
         self.deadline_ms.store(0, Ordering::Relaxed);
+        // No request line: an earlier one must not be taken for this poll's.
+        self.info[0].store(0, Ordering::Relaxed);
         self.busy_since_ms.store(now_ms, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
