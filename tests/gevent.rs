@@ -387,3 +387,53 @@ fn a_uwsgi_signal_handler_runs_in_a_greenlet_of_the_hub() {
     // The hub goes on serving.
     assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
 }
+
+#[test]
+fn a_stopping_worker_names_its_busy_cores_as_uwsgi_does_and_stops_after_the_mercy() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--reload-mercy",
+        "2",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"GET /slow?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    srv.wait_for("slow started");
+    srv.signal("TERM");
+    let line = srv.wait_for("is managing");
+    assert!(
+        line.contains("worker 0 (pid: ")
+            && line.contains("core ")
+            && line.contains("is managing \"GET /slow?x=1\" for 127.0.0.1"),
+        "{line}"
+    );
+    srv.wait_for("waiting for 1 running requests on worker 0 (pid: ");
+    // After --reload-mercy the worker gives up on it and stops (the request is cut, as by
+    // uWSGI's NO MERCY kill).
+    srv.wait_for("--reload-mercy passed");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}\n{}", srv.log_text());
+}
+
+#[test]
+fn background_greenlets_are_waited_for_only_within_the_reload_mercy() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--gevent-wait-for-hub",
+        "--reload-mercy",
+        "1",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/bgforever"), Some((200, "spawned".into())));
+    srv.signal("TERM");
+    // The hub still has the greenlet when the mercy ends: the worker stops anyway.
+    srv.wait_for("--reload-mercy passed");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}\n{}", srv.log_text());
+}

@@ -202,9 +202,36 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
         crate::primitives::background_tasks(),
         mercy.as_secs_f64()
     );
+    // uWSGI's lines for the requests still running (its gevent plugin's wording): each busy
+    // slot once, then how many are left every second.
+    let pid = std::process::id();
+    for (core, s) in crate::scoreboard::slot_boards(ctx.worker_board())
+        .iter()
+        .enumerate()
+    {
+        if s.read().0 {
+            let (method, uri) = s.request_line().unwrap_or_default();
+            let addr = s
+                .peer()
+                .map_or_else(|| "unix".to_owned(), |a| a.ip().to_string());
+            tracing::info!(
+                "worker {} (pid: {pid}) core {core} is managing \"{method} {uri}\" for {addr}",
+                ctx.worker
+            );
+        }
+    }
+    let mut next_report = std::time::Instant::now();
     loop {
         if busy() == 0 || std::time::Instant::now() >= deadline {
             break;
+        }
+        let running = ctx.slots.busy_count();
+        if running > 0 && std::time::Instant::now() >= next_report {
+            tracing::info!(
+                "waiting for {running} running requests on worker {} (pid: {pid})...",
+                ctx.worker
+            );
+            next_report += Duration::from_secs(1);
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -68,6 +68,11 @@ def application(env, start_response):
 
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"%d %f" % (os.getpid(), time.monotonic())]
+    if path == "/bgforever":
+        # A background greenlet that never ends on its own.
+        gevent.spawn(gevent.sleep, 3600)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"spawned"]
     if path == "/bgraise":
         # A greenlet that raises after its request ended.
         def later():
@@ -81,6 +86,8 @@ def application(env, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Endless(env["wsgi.errors"])
     if path == "/slow":
+        env["wsgi.errors"].write("slow started\n")
+        env["wsgi.errors"].flush()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Slow(env["wsgi.errors"])
     if path == "/loop":
