@@ -28,7 +28,8 @@ Servers (PORT and N filled in, L = the listen backlog):
 
 For each run: ab's time, failures, p50/p99/max; the server's CPU-seconds (all its processes)
 during the load and per request; peak RSS of all its processes (VmRSS summed, sampled every
-20 ms) and memory per in-flight request = (peak - idle) / concurrency. The machine is shared:
+20 ms), peak PSS (smaps_rollup, every 100 ms: pages a forking master shares with its workers
+counted once) and memory per in-flight request = (peak RSS - idle RSS) / concurrency. The machine is shared:
 compare within a round; CPU-seconds and memory are the trustworthy figures.
 
     tests/python/setup-venv.sh --bench
@@ -90,6 +91,30 @@ def parse_p99(text):
     return int(m.group(1)) if m else -1
 
 
+def group_pss_kb(pgid):
+    """Summed PSS of the group (shared pages split among their users: uWSGI's workers share
+    the app its master imported before forking; summed RSS counts those pages once per process)."""
+    total = 0
+    for pid in bl.group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+class PssSampler(bl.RssSampler):
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, group_pss_kb(self.pgid))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+
 def one_run(procs, name, scenario, args, tmp, upstream_url):
     module, conc, nreq, slots, path = SCENARIOS[scenario]
     port = bl.free_port()
@@ -117,7 +142,8 @@ def one_run(procs, name, scenario, args, tmp, upstream_url):
         nprocs = len(bl.group_pids(p.pid))
         cpu0 = bl.group_cpu_seconds(p.pid)
         load = [args.ab, "-s", "60", "-c", str(conc), "-n", str(nreq), f"http://127.0.0.1:{port}{path}"]
-        with bl.RssSampler(p.pid, 0.02) as rss:
+        pss_idle = group_pss_kb(p.pid)
+        with bl.RssSampler(p.pid, 0.02) as rss, PssSampler(p.pid, 0.1) as pss:
             text = procs.run(load, timeout=300)
         cpu = bl.group_cpu_seconds(p.pid) - cpu0
         if p.poll() is not None:
@@ -134,6 +160,8 @@ def one_run(procs, name, scenario, args, tmp, upstream_url):
         rss_idle_kb=rss_idle,
         rss_peak_kb=rss.peak_kb,
         rss_growth_per_req_b=(rss.peak_kb - rss_idle) * 1024 / conc,
+        pss_idle_kb=pss_idle,
+        pss_peak_kb=pss.peak_kb,
         procs=nprocs,
         loadavg=os.getloadavg()[0],
     )
@@ -209,7 +237,8 @@ def main():
                                 f"{res['complete']}  failed {res['failed']}  non-2xx {res['non2xx']}  "
                                 f"p50 {res['p50_ms']} p99 {res['p99_ms']} max {res['p100_ms']} ms | RSS idle "
                                 f"{res['rss_idle_kb'] / 1024:.1f} MiB peak {res['rss_peak_kb'] / 1024:.1f} MiB "
-                                f"growth {res['rss_growth_per_req_b'] / 1024:.1f} KiB/req | cpu {res['cpu_s']:.2f} s "
+                                f"growth {res['rss_growth_per_req_b'] / 1024:.1f} KiB/req | PSS idle {res['pss_idle_kb'] / 1024:.1f} "
+                                f"peak {res['pss_peak_kb'] / 1024:.1f} MiB | cpu {res['cpu_s']:.2f} s "
                                 f"= {res['cpu_ms_per_req']:.3f} ms/req  procs {res['procs']}  load {res['loadavg']:.2f}",
                                 flush=True,
                             )
@@ -223,8 +252,8 @@ def main():
     for scenario in scenarios:
         module, conc, nreq, slots, _ = SCENARIOS[scenario]
         print(f"\n{scenario}: {module}, ab -c{conc} -n{nreq}, {slots} slots per worker (medians over rounds)\n")
-        print("| server | ab time | failed + non-2xx (all runs) | p99 | peak RSS (all processes) | per in-flight request | CPU per request |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| server | ab time | failed + non-2xx (all runs) | p99 | peak RSS (all processes) | peak PSS | per in-flight request (RSS) | CPU per request |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name in names:
             rs = [x for x in results if x["server"] == name and x["scenario"] == scenario]
             if not rs:
@@ -234,10 +263,12 @@ def main():
                 "failed": sum(x["failed"] + x["non2xx"] + nreq - x["complete"] for x in rs),
                 "p99_ms": bl.median([x["p99_ms"] for x in rs]),
                 "peak_mib": bl.median([x["rss_peak_kb"] for x in rs]) / 1024,
+                "pss_peak_mib": bl.median([x["pss_peak_kb"] for x in rs]) / 1024,
                 "growth_kib": bl.median([x["rss_growth_per_req_b"] for x in rs]) / 1024,
                 "cpu_ms": bl.median([x["cpu_ms_per_req"] for x in rs]),
             }
             print(f"| {name} | {s['seconds']:.3f} s | {s['failed']} | {s['p99_ms']:.0f} ms | {s['peak_mib']:.1f} MiB | "
+                  f"{s['pss_peak_mib']:.1f} MiB | "
                   f"{s['growth_kib']:.1f} KiB | {s['cpu_ms']:.3f} ms |")
     if args.json:
         with open(args.json, "w") as f:
