@@ -144,14 +144,24 @@ def one_run(procs, name, scenario, args, tmp, upstream_url):
         load = [args.ab, "-s", "60", "-c", str(conc), "-n", str(nreq), f"http://127.0.0.1:{port}{path}"]
         pss_idle = group_pss_kb(p.pid)
         with bl.RssSampler(p.pid, 0.02) as rss, PssSampler(p.pid, 0.1) as pss:
-            text = procs.run(load, timeout=300)
+            try:
+                text = procs.run(load, timeout=300)
+                aborted = None
+            except RuntimeError as e:
+                # ab gives up at the first reset connection: the run counts as failed.
+                text, aborted = str(e), str(e).strip().splitlines()[-2:]
         cpu = bl.group_cpu_seconds(p.pid) - cpu0
         if p.poll() is not None:
             raise RuntimeError(f"{name} died during the run:\n{bl.log_tail(p)}")
     finally:
         procs.stop(p)
-    res = parse_ab(text)
+    if aborted:
+        res = {"seconds": float("nan"), "complete": 0, "failed": 0, "non2xx": 0, "rps": 0.0,
+               "p50_ms": -1, "p100_ms": -1, "connect_max_ms": -1}
+    else:
+        res = parse_ab(text)
     res.update(
+        aborted=aborted,
         server=name,
         scenario=scenario,
         p99_ms=parse_p99(text),
@@ -239,7 +249,8 @@ def main():
                                 f"{res['rss_idle_kb'] / 1024:.1f} MiB peak {res['rss_peak_kb'] / 1024:.1f} MiB "
                                 f"growth {res['rss_growth_per_req_b'] / 1024:.1f} KiB/req | PSS idle {res['pss_idle_kb'] / 1024:.1f} "
                                 f"peak {res['pss_peak_kb'] / 1024:.1f} MiB | cpu {res['cpu_s']:.2f} s "
-                                f"= {res['cpu_ms_per_req']:.3f} ms/req  procs {res['procs']}  load {res['loadavg']:.2f}",
+                                f"= {res['cpu_ms_per_req']:.3f} ms/req  procs {res['procs']}  load {res['loadavg']:.2f}"
+                                + (f"  AB ABORTED: {res['aborted']}" if res["aborted"] else ""),
                                 flush=True,
                             )
             finally:
@@ -258,16 +269,19 @@ def main():
             rs = [x for x in results if x["server"] == name and x["scenario"] == scenario]
             if not rs:
                 continue
+            ok = [x for x in rs if not x["aborted"]]
             s = summary[f"{scenario}/{name}"] = {
-                "seconds": bl.median([x["seconds"] for x in rs]),
+                "seconds": bl.median([x["seconds"] for x in ok] or [float("nan")]),
+                "aborted": sum(1 for x in rs if x["aborted"]),
                 "failed": sum(x["failed"] + x["non2xx"] + nreq - x["complete"] for x in rs),
-                "p99_ms": bl.median([x["p99_ms"] for x in rs]),
+                "p99_ms": bl.median([x["p99_ms"] for x in ok] or [float("nan")]),
                 "peak_mib": bl.median([x["rss_peak_kb"] for x in rs]) / 1024,
                 "pss_peak_mib": bl.median([x["pss_peak_kb"] for x in rs]) / 1024,
                 "growth_kib": bl.median([x["rss_growth_per_req_b"] for x in rs]) / 1024,
-                "cpu_ms": bl.median([x["cpu_ms_per_req"] for x in rs]),
+                "cpu_ms": bl.median([x["cpu_ms_per_req"] for x in ok] or [float("nan")]),
             }
-            print(f"| {name} | {s['seconds']:.3f} s | {s['failed']} | {s['p99_ms']:.0f} ms | {s['peak_mib']:.1f} MiB | "
+            note = f" ({s['aborted']} ab runs aborted)" if s["aborted"] else ""
+            print(f"| {name} | {s['seconds']:.3f} s | {s['failed']}{note} | {s['p99_ms']:.0f} ms | {s['peak_mib']:.1f} MiB | "
                   f"{s['pss_peak_mib']:.1f} MiB | "
                   f"{s['growth_kib']:.1f} KiB | {s['cpu_ms']:.3f} ms |")
     if args.json:
