@@ -37,6 +37,7 @@ compare within a round; CPU-seconds and memory are the trustworthy figures.
     python3 benches/gevent_vs_uwsgi.py                        # 2 rounds, all scenarios
     python3 benches/gevent_vs_uwsgi.py --rounds 1 --scenarios sleep --only ringsgi,uwsgi
 
+Exits non-zero if ringsgi failed a request (the peers' failures are reported only).
 Needs: ab (apache2-utils); the bench venv (gevent, Flask, requests, gunicorn, uwsgi).
 """
 
@@ -288,7 +289,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"machine": bl.machine(), "binary": binary, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                        "args": vars(args), "runs": results, "summary": summary}, f, indent=2)
-    return 0
+    # Non-zero when ringsgi failed a request (the peers' failures are reported, not fatal).
+    return 1 if any(v["failed"] for k, v in summary.items() if k.endswith("/ringsgi")) else 0
 
 
 if __name__ == "__main__":
