@@ -198,14 +198,16 @@ pub(crate) fn engine_ctx(of: &ReqCtx) -> ReqCtx {
 /// deadline and its blocked-executor line names it. Outside `run_as` it does nothing.
 #[cfg_attr(not(feature = "python"), allow(dead_code))]
 pub(crate) fn switch_to(ctx: &Rc<ReqCtx>, label: &[u8]) {
-    let inside = CURRENT.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            return false;
-        }
-        *c = Some(ctx.clone());
-        true
-    });
+    let inside = CURRENT
+        .try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                return false;
+            }
+            *c = Some(ctx.clone());
+            true
+        })
+        .unwrap_or(false);
     if inside && let Some(b) = ctx.board {
         let info = if ctx.info.is_empty() {
             label

@@ -561,7 +561,7 @@ mod tests {
         let (m, u) = s.request_line().unwrap();
         assert_eq!((m.as_str(), u.len()), ("POST", SLOT_LINE - 5));
         assert_eq!(s.peer(), Some("[::1]:80".parse().unwrap()));
-        s.enter(9, b"GET", b"/", None);
+        s.enter(8, b"GET", b"/", None);
         assert_eq!(s.peer(), None);
         s.leave();
         assert_eq!(s.read(), (false, 1, 8));

@@ -227,7 +227,10 @@ pub(crate) fn current(py: Python<'_>) -> Option<Rc<Exchange>> {
 pub(crate) fn unbind(ex: &Exchange) {
     let key = ex.gkey.replace(0);
     if key != 0 {
-        STATE.with(|s| s.requests.borrow_mut().remove(&key));
+        // Dropped after the borrow: nothing that could switch greenlets (and so reach
+        // `on_switch`) runs while the map is borrowed mutably.
+        let gone = STATE.with(|s| s.requests.borrow_mut().remove(&key));
+        drop(gone);
     }
 }
 
@@ -287,7 +290,8 @@ fn on_switch(_event: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) {
         return;
     };
     let addr = target.as_ptr() as usize;
-    STATE.with(|s| {
+    // `try_with`: a switch during the thread's teardown finds no state, and does nothing.
+    let _ = STATE.try_with(|s| {
         if let Some(ex) = s.requests.borrow().get(&addr) {
             if let Some(c) = &ex.hctx {
                 crate::harakiri::switch_to(c, ex.label.as_bytes());
@@ -426,7 +430,8 @@ pub(crate) async fn drive_request(
         let g = loop_fn(py, "spawn")?.call1((p.func.bind(py), p.args.bind(py)))?;
         let key = g.as_ptr() as usize;
         ex.gkey.set(key);
-        STATE.with(|s| s.requests.borrow_mut().insert(key, ex.clone()));
+        let old = STATE.with(|s| s.requests.borrow_mut().insert(key, ex.clone()));
+        drop(old);
         p.greenlet = Some(g.unbind());
         Ok(())
     });
