@@ -389,7 +389,7 @@ fn a_uwsgi_signal_handler_runs_in_a_greenlet_of_the_hub() {
 }
 
 #[test]
-fn a_stopping_worker_names_its_busy_cores_as_uwsgi_does_and_stops_after_the_mercy() {
+fn a_stopping_worker_names_its_busy_cores_as_uwsgi_does_and_kills_them_after_the_mercy() {
     let mut srv = start(&[
         "--gevent",
         "10",
@@ -412,9 +412,14 @@ fn a_stopping_worker_names_its_busy_cores_as_uwsgi_does_and_stops_after_the_merc
         "{line}"
     );
     srv.wait_for("waiting for 1 running requests on worker 0 (pid: ");
-    // After --reload-mercy the worker gives up on it and stops (the request is cut, as by
-    // uWSGI's NO MERCY kill).
-    srv.wait_for("--reload-mercy passed");
+    // After --reload-mercy the request's greenlet is killed (its close() runs), then the
+    // worker stops.
+    srv.wait_for("--reload-mercy passed with 1 requests");
+    srv.wait_for("slow body closed");
+    // The client gets an answer (the app raised: 500), not a reset.
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
     let status = srv.stop();
     assert!(status.success(), "{status:?}\n{}", srv.log_text());
 }

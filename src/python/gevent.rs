@@ -503,6 +503,26 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A stopping worker whose --reload-mercy passed: throw `Harakiri` into every request
+/// greenlet still running (from hub callbacks), so that their `finally` blocks and `close()`
+/// run before the worker exits. How many were told.
+pub(crate) fn cancel_requests() -> usize {
+    let running: Vec<Rc<Exchange>> = STATE.with(|s| {
+        s.requests
+            .borrow()
+            .values()
+            .filter(|ex| !ex.finished.get())
+            .cloned()
+            .collect()
+    });
+    for ex in &running {
+        ex.cancelled.set(true);
+        let t = Python::attach(super::harakiri_type);
+        call_on_greenlet(ex, "kill", t);
+    }
+    running.len()
+}
+
 /// --gevent-wait-for-hub: whether the hub still has work (background greenlets, timers).
 pub(crate) fn hub_busy() -> bool {
     if !STATE.with(|s| s.started.get() && s.wait_for_hub.get()) {

@@ -243,8 +243,28 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
             ctx.open_conns(),
             crate::primitives::background_tasks()
         );
+        // Under --gevent the requests still running get `Harakiri` thrown in, so that their
+        // `finally` blocks and `close()` run before the process exits (bounded: 1 s more).
+        if ctx.slots.busy_count() > 0 && gevent_cancel_requests() > 0 {
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            while ctx.slots.busy_count() > 0 && std::time::Instant::now() < until {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
     } else {
         tracing::info!("worker {} stopped gracefully", ctx.worker);
+    }
+}
+
+/// --gevent: cancel the request greenlets still running (after --reload-mercy); how many.
+fn gevent_cancel_requests() -> usize {
+    #[cfg(feature = "python")]
+    {
+        crate::python::gevent_cancel_requests()
+    }
+    #[cfg(not(feature = "python"))]
+    {
+        0
     }
 }
 
