@@ -442,3 +442,37 @@ fn background_greenlets_are_waited_for_only_within_the_reload_mercy() {
     let status = srv.stop();
     assert!(status.success(), "{status:?}\n{}", srv.log_text());
 }
+
+#[test]
+fn a_sighup_reload_under_load_loses_no_gevent_request() {
+    let mut args: Vec<String> = vec!["--cores".into(), "2".into()];
+    args.extend(venv());
+    for a in [
+        "--gevent",
+        "10",
+        "--reload-mercy",
+        "20",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ] {
+        args.push(a.into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut srv = Server::start(&refs);
+    // Requests that wait 20 ms in gevent: every reload finds some in progress.
+    let load = crate::lifecycle::Load::start(srv.addr, "/gsleep", 8);
+    load.wait_more(100);
+    srv.signal("HUP");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 2);
+    load.wait_more(100);
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    let log = srv.drain().to_vec();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("taking too much time to die")
+                || l.contains("--reload-mercy passed")),
+        "{}",
+        log.join("\n")
+    );
+}

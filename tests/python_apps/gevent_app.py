@@ -68,6 +68,11 @@ def application(env, start_response):
 
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"%d %f" % (os.getpid(), time.monotonic())]
+    if path == "/gsleep":
+        # A request that waits 20 ms in gevent (reload under load).
+        gevent.sleep(0.02)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
     if path == "/bgforever":
         # A background greenlet that never ends on its own.
         gevent.spawn(gevent.sleep, 3600)
