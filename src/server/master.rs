@@ -1026,7 +1026,9 @@ fn report_blocked(index: usize, pid: Pid, b: &WorkerBoard, now_ms: u64, logged: 
     }
     *logged = busy.busy_since_ms;
     let what = if busy.info.is_empty() {
-        "outside any recorded request (the engine, or a greenlet of no request)".to_owned()
+        "with no request recorded (the request line is kept with --harakiri, and always under \
+         --gevent, where this means gevent's hub or a greenlet of no request)"
+            .to_owned()
     } else {
         format!(
             "in SLOT {} serving {} (started {} ms ago)",
