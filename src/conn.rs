@@ -1098,6 +1098,7 @@ async fn respond(
         slot_id,
         index.method.of(&bufs.head),
         index.target.of(&bufs.head),
+        peer,
     );
     let mut body = Body::new(fd, input, body_start, framing, ctx.limits.max_body);
     body.timeout = ctx.socket_timeout;
@@ -1348,10 +1349,20 @@ struct SlotStat {
 }
 
 impl SlotStat {
-    fn enter(ctx: &ConnCtx, slot: crate::slot::SlotId, method: &[u8], uri: &[u8]) -> SlotStat {
+    fn enter(
+        ctx: &ConnCtx,
+        slot: crate::slot::SlotId,
+        method: &[u8],
+        uri: &[u8],
+        peer: &Peer,
+    ) -> SlotStat {
         let slot = crate::scoreboard::slot_boards(ctx.board_index).get(slot.0 as usize);
         if let Some(s) = slot {
-            s.enter(crate::sys::coarse_epoch_secs(), method, uri);
+            let peer = match peer {
+                Peer::Tcp(a) => Some(*a),
+                Peer::Unix => None,
+            };
+            s.enter(crate::sys::coarse_epoch_secs(), method, uri, peer);
         }
         SlotStat { slot }
     }

@@ -184,6 +184,46 @@ pub(crate) fn current() -> Option<Rc<ReqCtx>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// A context with no deadline on the same board as `of`, for an engine's own code that runs
+/// requests inside its polls (gevent's hub): its polls mark the worker busy without a request
+/// line until [`switch_to`] names the request that runs.
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) fn engine_ctx(of: &ReqCtx) -> ReqCtx {
+    ReqCtx::new(SlotId(u32::MAX), Instant::now(), None, Vec::new(), of.board)
+}
+
+/// Inside [`run_as`], an engine switched to another request's code (gevent's hub switching
+/// greenlets): `ctx` becomes current and the scoreboard names it from now on, busy since now (`label` when it
+/// has no request line of its own), so that the master's hard harakiri sees that request's
+/// deadline and its blocked-executor line names it. Outside `run_as` it does nothing.
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) fn switch_to(ctx: &Rc<ReqCtx>, label: &[u8]) {
+    let inside = CURRENT
+        .try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                return false;
+            }
+            *c = Some(ctx.clone());
+            true
+        })
+        .unwrap_or(false);
+    if inside && let Some(b) = ctx.board {
+        let info = if ctx.info.is_empty() {
+            label
+        } else {
+            &ctx.info
+        };
+        b.enter(
+            ctx.slot.0,
+            crate::sys::monotonic_ms(),
+            ctx.deadline_ms(),
+            ctx.started_ms,
+            info,
+        );
+    }
+}
+
 /// Run `f` as request `ctx`: current for [`worker_id`], [`slot_id`], [`set_user_harakiri`],
 /// and, when it has a deadline, marked busy in the scoreboard for the master's hard harakiri.
 pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {

@@ -171,6 +171,8 @@ impl WorkerBoard {
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
         self.deadline_ms.store(0, Ordering::Relaxed);
+        // No request line: an earlier one must not be taken for this poll's.
+        self.info[0].store(0, Ordering::Relaxed);
         self.busy_since_ms.store(now_ms, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
@@ -290,6 +292,8 @@ pub(crate) struct SlotBoard {
     /// `METHOD URI` of the request in progress (cut at `SLOT_LINE` bytes), for the stats'
     /// `vars`.
     line: [AtomicU64; SLOT_LINE / 8],
+    /// The client's address (see [`SlotBoard::peer`]): family and port, then the IP.
+    peer: [AtomicU64; 3],
 }
 
 /// Bytes of a slot's request line kept for stats.
@@ -298,7 +302,13 @@ const SLOT_LINE: usize = 96;
 impl SlotBoard {
     /// A request starts on this slot (worker side): a clock read and a copy of at most
     /// `SLOT_LINE` bytes, no formatting.
-    pub(crate) fn enter(&self, epoch_secs: u64, method: &[u8], uri: &[u8]) {
+    pub(crate) fn enter(
+        &self,
+        epoch_secs: u64,
+        method: &[u8],
+        uri: &[u8],
+        peer: Option<std::net::SocketAddr>,
+    ) {
         let seq = self.line_seq.load(Ordering::Relaxed);
         self.line_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
@@ -315,6 +325,16 @@ impl SlotBoard {
             );
         }
         self.line_len.store((m + 1 + u) as u32, Ordering::Relaxed);
+        let (head, ip) = match peer {
+            Some(std::net::SocketAddr::V4(a)) => {
+                (4 << 32 | u64::from(a.port()), u128::from(a.ip().to_bits()))
+            }
+            Some(std::net::SocketAddr::V6(a)) => (6 << 32 | u64::from(a.port()), a.ip().to_bits()),
+            None => (0, 0),
+        };
+        self.peer[0].store(head, Ordering::Relaxed);
+        self.peer[1].store(ip as u64, Ordering::Relaxed);
+        self.peer[2].store((ip >> 64) as u64, Ordering::Relaxed);
         self.line_seq.store(seq.wrapping_add(2), Ordering::Release);
         self.start.store(epoch_secs, Ordering::Relaxed);
         self.in_request.store(1, Ordering::Release);
@@ -340,6 +360,20 @@ impl SlotBoard {
         let text = String::from_utf8_lossy(&bytes);
         let (m, u) = text.split_once(' ')?;
         Some((m.to_owned(), u.to_owned()))
+    }
+
+    /// The client of the request in progress (`None`: a unix socket, or a torn read). Read by
+    /// its own worker (graceful stop's busy-slot lines), so no sequence check is needed there.
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        let head = self.peer[0].load(Ordering::Relaxed);
+        let ip = u128::from(self.peer[1].load(Ordering::Relaxed))
+            | u128::from(self.peer[2].load(Ordering::Relaxed)) << 64;
+        let port = head as u16;
+        match head >> 32 {
+            4 => Some((std::net::Ipv4Addr::from_bits(ip as u32), port).into()),
+            6 => Some((std::net::Ipv6Addr::from_bits(ip), port).into()),
+            _ => None,
+        }
     }
 
     /// The request on this slot ended (worker side).
@@ -514,15 +548,21 @@ mod tests {
             requests: AtomicU64::new(0),
             start: AtomicU64::new(0),
             line: Default::default(),
+            peer: Default::default(),
         };
         assert_eq!(s.request_line(), None);
-        s.enter(7, b"GET", b"/a?b=c");
+        assert_eq!(s.peer(), None);
+        s.enter(7, b"GET", b"/a?b=c", Some("10.1.2.3:4567".parse().unwrap()));
         assert_eq!(s.read(), (true, 0, 7));
         assert_eq!(s.request_line(), Some(("GET".into(), "/a?b=c".into())));
+        assert_eq!(s.peer(), Some("10.1.2.3:4567".parse().unwrap()));
         let long = vec![b'x'; 300];
-        s.enter(8, b"POST", &long);
+        s.enter(8, b"POST", &long, Some("[::1]:80".parse().unwrap()));
         let (m, u) = s.request_line().unwrap();
         assert_eq!((m.as_str(), u.len()), ("POST", SLOT_LINE - 5));
+        assert_eq!(s.peer(), Some("[::1]:80".parse().unwrap()));
+        s.enter(8, b"GET", b"/", None);
+        assert_eq!(s.peer(), None);
         s.leave();
         assert_eq!(s.read(), (false, 1, 8));
     }

@@ -257,6 +257,106 @@ fn harakiri_kills_the_requests_greenlet_its_close_runs_and_the_client_gets_504()
     srv.wait_for("slow body closed");
     // The worker goes on serving.
     assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    // The hub runs as no request: a request blocking the core for 0.6 s (under its own 1 s
+    // deadline) after /slow's deadline passed is not taken for /slow stuck past its deadline
+    // (the hub once ran with the deadline of the request that started it: SIGKILL).
+    let (status, body) = get(srv.addr, "/block?0.6").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let log = srv.log_text();
+    assert!(!log.contains("executor stuck"), "{log}");
+}
+
+#[test]
+fn a_request_greenlet_that_never_yields_is_named_by_the_hard_harakiri() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--harakiri",
+        "1",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    // A request greenlet that never yields (a real time.sleep): the master names it (not the hub, nor
+    // the first request of the worker) and kills the worker.
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.write_all(b"GET /block?30 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let line = srv.wait_for("executor stuck");
+    assert!(line.contains("GET /block?30"), "{line}");
+    // Its replacement serves.
+    srv.wait_for_count(" ready (pid ", 2);
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
+fn a_blocking_call_without_monkey_patching_stalls_only_its_worker_and_is_named() {
+    let mut args: Vec<String> = vec!["--cores".into(), "2".into()];
+    args.extend(venv());
+    for a in ["--gevent", "10", "--wsgi-file", &app("gevent_app.py")] {
+        args.push(a.into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut srv = Server::start(&refs);
+    // A real time.sleep(3) (gevent_app.py does not monkey-patch): its worker stalls.
+    let mut blocked = TcpStream::connect(srv.addr).unwrap();
+    blocked
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    blocked
+        .write_all(b"GET /block?3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The master reports the blocked executor and names the request holding it.
+    let line = srv.wait_for("executor blocked for");
+    assert!(line.contains("GET /block?3 "), "{line}");
+    // Meanwhile the other worker serves.
+    let (status, other) = get(srv.addr, "/pid").unwrap();
+    assert_eq!(status, 200, "{other}");
+    let mut out = String::new();
+    blocked.read_to_string(&mut out).unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    let parse = |b: &str| -> (u32, f64) {
+        let (pid, t) = b.trim().split_once(' ').unwrap();
+        (pid.parse().unwrap(), t.parse().unwrap())
+    };
+    let (blocked_pid, blocked_end) = parse(body);
+    let (other_pid, other_at) = parse(&other);
+    assert_ne!(blocked_pid, other_pid);
+    // Served while the blocked worker was still inside its time.sleep (CLOCK_MONOTONIC is
+    // the same in both processes).
+    assert!(other_at < blocked_end, "{other} vs {body}");
+}
+
+#[test]
+fn a_greenlet_raising_after_its_request_ended_is_logged_and_harms_nothing() {
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/bgraise"), Some((200, "spawned".into())));
+    srv.wait_for("bg boom after the request");
+    // The hub and the worker go on: requests, background greenlets, gevent waits.
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+    assert_eq!(get(srv.addr, "/bg"), Some((200, "spawned".into())));
+    srv.wait_for("background greenlet done");
+    let (status, body) = get(srv.addr, "/uwsgi").unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_client_gone_mid_request_ends_its_greenlet_and_runs_close() {
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    {
+        let mut c = TcpStream::connect(srv.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"));
+        // Dropped here with the stream unread: the next writes fail.
+    }
+    srv.wait_for("endless body closed");
+    srv.wait_for("GET /endless => 200");
+    // The slot came back and the hub serves on.
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
 }
 
 #[test]
@@ -286,4 +386,93 @@ fn a_uwsgi_signal_handler_runs_in_a_greenlet_of_the_hub() {
     srv.wait_for("gevent signal 17 handled by worker 1");
     // The hub goes on serving.
     assert_eq!(get(srv.addr, "/loop"), Some((200, "RingLoop".into())));
+}
+
+#[test]
+fn a_stopping_worker_names_its_busy_cores_as_uwsgi_does_and_kills_them_after_the_mercy() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--reload-mercy",
+        "2",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"GET /slow?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    srv.wait_for("slow started");
+    srv.signal("TERM");
+    let line = srv.wait_for("is managing");
+    assert!(
+        line.contains("worker 0 (pid: ")
+            && line.contains("core ")
+            && line.contains("is managing \"GET /slow?x=1\" for 127.0.0.1"),
+        "{line}"
+    );
+    srv.wait_for("waiting for 1 running requests on worker 0 (pid: ");
+    // After --reload-mercy the request's greenlet is killed (its close() runs), then the
+    // worker stops.
+    srv.wait_for("--reload-mercy passed with 1 requests");
+    srv.wait_for("slow body closed");
+    // The client gets an answer (the app raised: 500), not a reset.
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}\n{}", srv.log_text());
+}
+
+#[test]
+fn background_greenlets_are_waited_for_only_within_the_reload_mercy() {
+    let mut srv = start(&[
+        "--gevent",
+        "10",
+        "--gevent-wait-for-hub",
+        "--reload-mercy",
+        "1",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ]);
+    assert_eq!(get(srv.addr, "/bgforever"), Some((200, "spawned".into())));
+    srv.signal("TERM");
+    // The hub still has the greenlet when the mercy ends: the worker stops anyway.
+    srv.wait_for("--reload-mercy passed");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}\n{}", srv.log_text());
+}
+
+#[test]
+fn a_sighup_reload_under_load_loses_no_gevent_request() {
+    let mut args: Vec<String> = vec!["--cores".into(), "2".into()];
+    args.extend(venv());
+    for a in [
+        "--gevent",
+        "10",
+        "--reload-mercy",
+        "20",
+        "--wsgi-file",
+        &app("gevent_app.py"),
+    ] {
+        args.push(a.into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut srv = Server::start(&refs);
+    // Requests that wait 20 ms in gevent: every reload finds some in progress.
+    let load = crate::lifecycle::Load::start(srv.addr, "/gsleep", 8);
+    load.wait_more(100);
+    srv.signal("HUP");
+    srv.wait_for_count("after draining (graceful reload (SIGHUP))", 2);
+    load.wait_more(100);
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    let log = srv.drain().to_vec();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("taking too much time to die")
+                || l.contains("--reload-mercy passed")),
+        "{}",
+        log.join("\n")
+    );
 }

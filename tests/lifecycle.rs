@@ -17,7 +17,7 @@ use crate::support::{Conn, Server, TempDir, get, start_fails};
 /// client does that (RFC 9112 §9.3.1), and it is how a draining server closes idle
 /// connections. Anything else (refused connection, error status, response cut short, a fresh
 /// connection closed without an answer) is a failure.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -25,7 +25,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: SocketAddr, target: &'static str, clients: usize) -> Load {
+    pub(crate) fn start(addr: SocketAddr, target: &'static str, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -92,7 +92,7 @@ impl Load {
     }
 
     /// Wait (at most 30 s) until `n` more requests succeeded.
-    fn wait_more(&self, n: u64) {
+    pub(crate) fn wait_more(&self, n: u64) {
         let target = self.ok() + n;
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.ok() < target {
@@ -106,7 +106,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();

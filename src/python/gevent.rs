@@ -56,6 +56,9 @@ struct State {
     active: Cell<bool>,
     /// --gevent-wait-for-hub.
     wait_for_hub: Cell<bool>,
+    /// The hub's harakiri context (no deadline, no request): current while a greenlet of no
+    /// request runs.
+    hub_ctx: RefCell<Option<Rc<crate::harakiri::ReqCtx>>>,
 }
 
 thread_local! {
@@ -224,7 +227,10 @@ pub(crate) fn current(py: Python<'_>) -> Option<Rc<Exchange>> {
 pub(crate) fn unbind(ex: &Exchange) {
     let key = ex.gkey.replace(0);
     if key != 0 {
-        STATE.with(|s| s.requests.borrow_mut().remove(&key));
+        // Dropped after the borrow: nothing that could switch greenlets (and so reach
+        // `on_switch`) runs while the map is borrowed mutably.
+        let gone = STATE.with(|s| s.requests.borrow_mut().remove(&key));
+        drop(gone);
     }
 }
 
@@ -274,13 +280,48 @@ fn loop_fn<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     })
 }
 
+/// greenlet's trace (`greenlet.settrace`), called on every switch of the worker's thread:
+/// the request whose greenlet runs next becomes the current one for harakiri and the
+/// scoreboard (the master's hard harakiri and blocked-executor line name it); any other
+/// greenlet (the hub, background greenlets) runs as the hub.
+#[pyfunction]
+fn on_switch(_event: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) {
+    let Ok(target) = args.get_item(1) else {
+        return;
+    };
+    let addr = target.as_ptr() as usize;
+    // `try_with`: a switch during the thread's teardown finds no state, and does nothing.
+    let _ = STATE.try_with(|s| {
+        if let Some(ex) = s.requests.borrow().get(&addr) {
+            if let Some(c) = &ex.hctx {
+                crate::harakiri::switch_to(c, ex.label.as_bytes());
+            }
+        } else if let Some(c) = s.hub_ctx.borrow().as_ref() {
+            crate::harakiri::switch_to(c, b"");
+        }
+    });
+}
+
 /// Start the hub driver once per worker (server mode).
 pub(crate) fn ensure_started() {
     if STATE.with(|s| s.started.replace(true)) {
         return;
     }
-    let ex = Rc::new(Exchange::new(true, "gevent hub".to_owned(), -1));
+    // The hub runs as no request: not with the deadline of the request that started it.
+    let mut hub = Exchange::new(true, "gevent hub".to_owned(), -1);
+    hub.hctx = hub
+        .hctx
+        .as_deref()
+        .map(|c| Rc::new(crate::harakiri::engine_ctx(c)));
+    STATE.with(|s| *s.hub_ctx.borrow_mut() = hub.hctx.clone());
+    let ex = Rc::new(hub);
     let parts = Python::attach(|py| -> PyResult<super::wsgi::PyParts> {
+        if ex.hctx.is_some() {
+            let trace = wrap_pyfunction!(on_switch, py)?;
+            py.import("greenlet")?
+                .getattr("settrace")?
+                .call1((trace,))?;
+        }
         let r = Py::new(py, super::wsgi::Req { ex: ex.clone() })?;
         let args = PyTuple::new(
             py,
@@ -389,7 +430,8 @@ pub(crate) async fn drive_request(
         let g = loop_fn(py, "spawn")?.call1((p.func.bind(py), p.args.bind(py)))?;
         let key = g.as_ptr() as usize;
         ex.gkey.set(key);
-        STATE.with(|s| s.requests.borrow_mut().insert(key, ex.clone()));
+        let old = STATE.with(|s| s.requests.borrow_mut().insert(key, ex.clone()));
+        drop(old);
         p.greenlet = Some(g.unbind());
         Ok(())
     });
@@ -459,6 +501,26 @@ impl Drop for KillOnDrop {
         let t = Python::attach(super::harakiri_type);
         call_on_greenlet(ex, "kill", t);
     }
+}
+
+/// A stopping worker whose --reload-mercy passed: throw `Harakiri` into every request
+/// greenlet still running (from hub callbacks), so that their `finally` blocks and `close()`
+/// run before the worker exits. How many were told.
+pub(crate) fn cancel_requests() -> usize {
+    let running: Vec<Rc<Exchange>> = STATE.with(|s| {
+        s.requests
+            .borrow()
+            .values()
+            .filter(|ex| !ex.finished.get())
+            .cloned()
+            .collect()
+    });
+    for ex in &running {
+        ex.cancelled.set(true);
+        let t = Python::attach(super::harakiri_type);
+        call_on_greenlet(ex, "kill", t);
+    }
+    running.len()
 }
 
 /// --gevent-wait-for-hub: whether the hub still has work (background greenlets, timers).

@@ -192,6 +192,15 @@ pub(crate) fn gevent_hub_busy() -> bool {
     gevent::hub_busy()
 }
 
+/// A stopping worker's --reload-mercy passed: cancel the gevent request greenlets still
+/// running (their `close()` runs); how many.
+pub(crate) fn gevent_cancel_requests() -> usize {
+    if !gevent::active() {
+        return 0;
+    }
+    gevent::cancel_requests()
+}
+
 /// `gevent.monkey.patch_all()`.
 fn monkey_patch(py: Python<'_>) -> PyResult<()> {
     py.import("gevent.monkey")?.getattr("patch_all")?.call0()?;

@@ -60,6 +60,8 @@ pub(super) struct WorkerRec {
     harakiri: bool,
     /// Hard harakiri kills of this index.
     pub(super) hard_harakiri: u64,
+    /// `busy_since_ms` of the blocked executor last reported (see [`BLOCKED_LOG_MS`]).
+    blocked_logged: u64,
     /// A reload was asked for this index and has not started yet.
     reload_pending: bool,
 }
@@ -188,6 +190,7 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
                 respawns: 0,
                 harakiri: false,
                 hard_harakiri: 0,
+                blocked_logged: 0,
                 reload_pending: false,
             })
             .collect(),
@@ -787,6 +790,7 @@ impl Master<'_> {
         };
         for (i, rec) in self.workers.iter_mut().enumerate() {
             let Some(pid) = rec.pid else { continue };
+            report_blocked(i, pid, &boards[rec.board], now_ms, &mut rec.blocked_logged);
             if !rec.harakiri && check(i, pid, rec.board) {
                 rec.harakiri = true;
                 rec.hard_harakiri += 1;
@@ -1002,6 +1006,41 @@ impl Master<'_> {
             );
         }
     }
+}
+
+/// An executor inside one poll (or, under gevent, one greenlet's run) for longer than this is
+/// reported once: the request holding the core (a blocking call without monkey patching, a
+/// CPU loop) stalls everything else on that worker.
+const BLOCKED_LOG_MS: u64 = 1000;
+
+/// Log once per episode a worker whose executor has not turned for [`BLOCKED_LOG_MS`], naming
+/// the request that holds it when the scoreboard knows it (gevent, or --harakiri set).
+fn report_blocked(index: usize, pid: Pid, b: &WorkerBoard, now_ms: u64, logged: &mut u64) {
+    if b.pid.load(Ordering::Acquire) != pid.as_raw() {
+        return;
+    }
+    let Some(busy) = b.busy() else { return };
+    let held = now_ms.saturating_sub(busy.busy_since_ms);
+    if held < BLOCKED_LOG_MS || *logged == busy.busy_since_ms {
+        return;
+    }
+    *logged = busy.busy_since_ms;
+    let what = if busy.info.is_empty() {
+        "with no request recorded (the request line is kept with --harakiri, and always under \
+         --gevent, where this means gevent's hub or a greenlet of no request)"
+            .to_owned()
+    } else {
+        format!(
+            "in SLOT {} serving {} (started {} ms ago)",
+            busy.slot,
+            busy.info,
+            now_ms.saturating_sub(busy.started_ms)
+        )
+    };
+    tracing::warn!(
+        "worker {index} (pid {pid}): executor blocked for {held} ms {what}: nothing else runs on \
+         this worker until it yields (a blocking call without gevent's monkey patching?)"
+    );
 }
 
 /// How long past its deadline a request may keep its worker's executor busy in one poll before

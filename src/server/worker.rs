@@ -202,9 +202,36 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
         crate::primitives::background_tasks(),
         mercy.as_secs_f64()
     );
+    // uWSGI's lines for the requests still running (its gevent plugin's wording): each busy
+    // slot once, then how many are left every second.
+    let pid = std::process::id();
+    for (core, s) in crate::scoreboard::slot_boards(ctx.worker_board())
+        .iter()
+        .enumerate()
+    {
+        if s.read().0 {
+            let (method, uri) = s.request_line().unwrap_or_default();
+            let addr = s
+                .peer()
+                .map_or_else(|| "unix".to_owned(), |a| a.ip().to_string());
+            tracing::info!(
+                "worker {} (pid: {pid}) core {core} is managing \"{method} {uri}\" for {addr}",
+                ctx.worker
+            );
+        }
+    }
+    let mut next_report = std::time::Instant::now();
     loop {
         if busy() == 0 || std::time::Instant::now() >= deadline {
             break;
+        }
+        let running = ctx.slots.busy_count();
+        if running > 0 && std::time::Instant::now() >= next_report {
+            tracing::info!(
+                "waiting for {running} running requests on worker {} (pid: {pid})...",
+                ctx.worker
+            );
+            next_report += Duration::from_secs(1);
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
@@ -216,8 +243,28 @@ async fn graceful_stop(ctx: &Rc<ConnCtx>, accepts: Vec<glommio::Task<()>>, mercy
             ctx.open_conns(),
             crate::primitives::background_tasks()
         );
+        // Under --gevent the requests still running get `Harakiri` thrown in, so that their
+        // `finally` blocks and `close()` run before the process exits (bounded: 1 s more).
+        if ctx.slots.busy_count() > 0 && gevent_cancel_requests() > 0 {
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            while ctx.slots.busy_count() > 0 && std::time::Instant::now() < until {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
     } else {
         tracing::info!("worker {} stopped gracefully", ctx.worker);
+    }
+}
+
+/// --gevent: cancel the request greenlets still running (after --reload-mercy); how many.
+fn gevent_cancel_requests() -> usize {
+    #[cfg(feature = "python")]
+    {
+        crate::python::gevent_cancel_requests()
+    }
+    #[cfg(not(feature = "python"))]
+    {
+        0
     }
 }
 

@@ -36,9 +36,63 @@ class Slow:
         self.errors.flush()
 
 
+class Endless:
+    """A stream that never ends, waiting in gevent between chunks; its close() is logged."""
+
+    def __init__(self, errors):
+        self.errors = errors
+
+    def __iter__(self):
+        while True:
+            yield b"x" * 16384
+            gevent.sleep(0.001)
+
+    def close(self):
+        self.errors.write("endless body closed\n")
+        self.errors.flush()
+
+
 def application(env, start_response):
     path = env["PATH_INFO"]
+    if path == "/block":
+        # A blocking call without monkey patching: the whole worker waits with it.
+        import os
+        import time
+
+        time.sleep(float(env.get("QUERY_STRING") or 2))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d %f" % (os.getpid(), time.monotonic())]
+    if path == "/pid":
+        import os
+        import time
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d %f" % (os.getpid(), time.monotonic())]
+    if path == "/gsleep":
+        # A request that waits 20 ms in gevent (reload under load).
+        gevent.sleep(0.02)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/bgforever":
+        # A background greenlet that never ends on its own.
+        gevent.spawn(gevent.sleep, 3600)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"spawned"]
+    if path == "/bgraise":
+        # A greenlet that raises after its request ended.
+        def later():
+            gevent.sleep(0.1)
+            raise ValueError("bg boom after the request")
+
+        gevent.spawn(later)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"spawned"]
+    if path == "/endless":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Endless(env["wsgi.errors"])
     if path == "/slow":
+        env["wsgi.errors"].write("slow started\n")
+        env["wsgi.errors"].flush()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Slow(env["wsgi.errors"])
     if path == "/loop":
