@@ -15,12 +15,21 @@ use send_wrapper::SendWrapper;
 
 use crate::request::{Body, BodyState};
 
-/// The connection's body stream, shared between the request's [`RequestBody`] (wherever the
-/// service keeps it) and the adapter, which takes it back when the request ends.
-pub(crate) type Shared = Rc<RefCell<Option<Body>>>;
+/// Where the connection's body stream is, shared between the request's [`RequestBody`]
+/// (wherever the service keeps it) and the adapter, which takes it back when the request ends.
+pub(crate) enum Stream {
+    /// Between reads.
+    Idle(Body),
+    /// Moved into a read in progress (a read dropped midway loses it: the connection closes).
+    Reading,
+    /// The request is over: nothing more may be read.
+    Over,
+}
 
-/// One read of the next piece of the body: owns a handle on [`Shared`] and holds its borrow
-/// across the ring's `recv`.
+pub(crate) type Shared = Rc<RefCell<Stream>>;
+
+/// One read of the next piece of the body: takes the stream out of [`Shared`] and puts it
+/// back when done, unless the request ended meanwhile.
 type Read = Pin<Box<dyn Future<Output = io::Result<Option<Bytes>>>>>;
 
 /// The body of a request handed to a tower service.
@@ -80,25 +89,33 @@ impl http_body::Body for RequestBody {
             return Poll::Ready(None);
         }
         if inner.read.is_none() {
-            match inner.shared.try_borrow().as_deref() {
-                Ok(Some(b)) if b.is_done() => {
+            match &*inner.shared.borrow() {
+                Stream::Idle(b) if b.is_done() => {
                     inner.ended = true;
                     return Poll::Ready(None);
                 }
-                Ok(Some(_)) => {}
-                // Taken back by the adapter (the request is over), or being read by a clone
-                // of this body's state (never: a body has one reader).
-                Ok(None) | Err(_) => {
+                Stream::Idle(_) => {}
+                // The request is over (or, never, a second reader).
+                Stream::Reading | Stream::Over => {
                     inner.ended = true;
                     return Poll::Ready(Some(Err(gone())));
                 }
             }
             let shared = inner.shared.clone();
             inner.read = Some(Box::pin(async move {
-                let mut guard = shared.try_borrow_mut().map_err(|_| gone())?;
-                let body = guard.as_mut().ok_or_else(gone)?;
+                let Stream::Idle(mut body) = shared.replace(Stream::Reading) else {
+                    return Err(gone());
+                };
                 crate::harakiri::note_wait("reading the request body");
-                Ok(body.read_chunk().await?.map(Bytes::copy_from_slice))
+                let r = body
+                    .read_chunk()
+                    .await
+                    .map(|c| c.map(Bytes::copy_from_slice));
+                let mut stream = shared.borrow_mut();
+                if matches!(*stream, Stream::Reading) {
+                    *stream = Stream::Idle(body);
+                }
+                r
             }));
         }
         let read = inner.read.as_mut().expect("a read is in progress");
@@ -119,22 +136,20 @@ impl http_body::Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         let inner = &*self.0;
-        inner.ended
-            || (inner.read.is_none()
-                && matches!(inner.shared.try_borrow().as_deref(), Ok(Some(b)) if b.is_done()))
+        inner.ended || matches!(&*inner.shared.borrow(), Stream::Idle(b) if b.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
         if self.0.ended {
             return SizeHint::with_exact(0);
         }
-        match self.0.shared.try_borrow().as_deref() {
-            Ok(Some(b)) => match b.state {
+        match &*self.0.shared.borrow() {
+            Stream::Idle(b) => match b.state {
                 BodyState::Length(n) => SizeHint::with_exact(n),
                 BodyState::Done => SizeHint::with_exact(0),
                 BodyState::Chunked(_) => SizeHint::default(),
             },
-            _ => SizeHint::default(),
+            Stream::Reading | Stream::Over => SizeHint::default(),
         }
     }
 }

@@ -44,7 +44,7 @@
 
 mod body;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -137,35 +137,40 @@ pub fn local<F: Future>(future: F) -> impl Future<Output = F::Output> + Send {
 struct BodyGuard<'a> {
     slot: &'a mut Body,
     shared: body::Shared,
+    /// Stops a read still in progress after the request (see `Body::revoked`).
+    revoked: Rc<Cell<bool>>,
 }
 
 impl<'a> BodyGuard<'a> {
     fn take(slot: &'a mut Body) -> BodyGuard<'a> {
-        // The placeholder says "unread input, cannot be drained": if the real stream cannot be
-        // put back (the service kept its body, mid-read), the connection is closed.
+        // The placeholder says "unread input that cannot be drained": if the stream cannot be
+        // put back (a read of it is in progress), the connection is closed.
         let mut placeholder = Body::new(slot.fd, Vec::new(), 0, BodyFraming::Length(1), None);
         placeholder.broken = true;
-        let body = std::mem::replace(slot, placeholder);
+        let mut body = std::mem::replace(slot, placeholder);
+        let revoked = Rc::new(Cell::new(false));
+        body.revoked = Some(revoked.clone());
         BodyGuard {
             slot,
-            shared: Rc::new(RefCell::new(Some(body))),
+            shared: Rc::new(RefCell::new(body::Stream::Idle(body))),
+            revoked,
         }
     }
 
     /// The framing error the body met (`413` over `--limit-post`, `400` malformed), if any.
     fn framing_error(&self) -> Option<crate::proto::ParseError> {
-        self.shared
-            .try_borrow()
-            .ok()
-            .and_then(|b| b.as_ref().and_then(|b| b.error))
+        match &*self.shared.borrow() {
+            body::Stream::Idle(b) => b.error,
+            body::Stream::Reading | body::Stream::Over => None,
+        }
     }
 }
 
 impl Drop for BodyGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut shared) = self.shared.try_borrow_mut()
-            && let Some(body) = shared.take()
-        {
+        self.revoked.set(true);
+        if let body::Stream::Idle(mut body) = self.shared.replace(body::Stream::Over) {
+            body.revoked = None;
             *self.slot = body;
         }
     }
