@@ -163,7 +163,9 @@ async fn client(Extension(peer): Extension<ringsgi::Peer>) -> String {
 
 /// A plain tower service (no axum) that fails: `/fail/head` answers with an invalid head (a
 /// 1xx status as the final response), anything else returns an error. Both become a `500`.
-async fn failing(req: http::Request<RequestBody>) -> Result<http::Response<String>, std::io::Error> {
+async fn failing(
+    req: http::Request<RequestBody>,
+) -> Result<http::Response<String>, std::io::Error> {
     if req.uri().path() == "/fail/head" {
         let resp = http::Response::builder()
             .status(http::StatusCode::EARLY_HINTS)
@@ -177,6 +179,8 @@ async fn failing(req: http::Request<RequestBody>) -> Result<http::Response<Strin
 fn main() {
     let mut apps = Apps::new();
     apps.register("axum", || ringsgi::tower::app(router()))
-        .register("failing", || ringsgi::tower::app(tower::service_fn(failing)));
+        .register("failing", || {
+            ringsgi::tower::app(tower::service_fn(failing))
+        });
     common::serve("axum", apps)
 }

@@ -236,7 +236,10 @@ fn limit_post_gives_413_whatever_the_service_answers() {
 fn panics_errors_and_invalid_heads_are_500_for_that_request_alone() {
     let mut srv = start(&[]);
     let mut c = Conn::open(srv.addr);
-    assert_eq!(text(&request(&mut c, "GET", "/count", b"")), r#"{"count":1,"worker":0}"#);
+    assert_eq!(
+        text(&request(&mut c, "GET", "/count", b"")),
+        r#"{"count":1,"worker":0}"#
+    );
     for (target, log) in [
         ("/panic", "handler panicked: the /panic route panics"),
         ("/fail", "handler error: the upstream is down: 500"),
@@ -251,7 +254,10 @@ fn panics_errors_and_invalid_heads_are_500_for_that_request_alone() {
     }
     // The worker lived through it (its State goes on), and the connection opened before is
     // still served.
-    assert_eq!(text(&request(&mut c, "GET", "/count", b"")), r#"{"count":2,"worker":0}"#);
+    assert_eq!(
+        text(&request(&mut c, "GET", "/count", b"")),
+        r#"{"count":2,"worker":0}"#
+    );
     assert!(!srv.drain().iter().any(|l| l.contains("respawn")));
 }
 
@@ -276,7 +282,12 @@ fn behind_nginx_over_uwsgi() {
     );
     let mut c = nginx.conn();
     let r = ask(&mut c, "GET", "/users/9", &[], b"");
-    assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"id":9}"#[..]), "{}", nginx.error_log());
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &br#"{"id":9}"#[..]),
+        "{}",
+        nginx.error_log()
+    );
     let r = ask(&mut c, "GET", "/query?name=nginx", &[], b"");
     assert_eq!(r.body, b"hello nginx");
     // A 1 MB JSON body, through nginx and back.
