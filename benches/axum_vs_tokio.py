@@ -5,14 +5,15 @@ Tokio server, in the same run (issue 13).
 ringsgi serves `examples/axum.rs` (`ringsgi::tower::app(router)`, one worker); the peer is
 `benches/peers/axum_tokio` (`axum::serve` on one current-thread Tokio runtime), whose Router has
 the same routes minus the ringsgi-only ones. Both are pinned to CPU 0; the load generator is
-`wrk -t1 -c64` on `/hello`, pinned to CPU 1. Runs alternate between the two servers so that
-drifting background load hits both alike. Each run starts a fresh server, checks it answers,
+`wrk -t1 -c64` on `/hello`, pinned to CPU 1. Each round runs the servers in a rotated order so
+that drifting background load hits all alike. Each run starts a fresh server, checks it answers,
 measures its idle CPU use over 2 s, runs a short warm-up, then the measured wrk run. The number
 that matters is requests per server CPU-second: requests completed divided by the CPU time
 (utime+stime of every process of the server, from /proc/PID/stat) used during the measured run.
 
     cargo build --release --example axum
     cargo build --release --manifest-path benches/peers/axum_tokio/Cargo.toml
+    cargo build --release                             # the `app` series (--no-app: without)
     python3 benches/axum_vs_tokio.py                  # 3 rounds of 10 s each
     python3 benches/axum_vs_tokio.py --rounds 5 --duration 20 --json out.json
 
@@ -30,22 +31,16 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
-SERVERS = ("ringsgi", "tokio")
+SERVERS = ("ringsgi", "tokio", "app")
 PATH = "/hello"
 
 
 def server_argv(name, args, port):
     pin = ["taskset", "-c", str(args.server_cpu)]
-    if name == "ringsgi":
-        return pin + [
-            args.ringsgi,
-            "--cores",
-            "1",
-            "--http",
-            f"127.0.0.1:{port}",
-            "--disable-logging",
-        ]
-    return pin + [args.peer, f"127.0.0.1:{port}"]
+    if name == "tokio":
+        return pin + [args.peer, f"127.0.0.1:{port}"]
+    ringsgi = [args.ringsgi] if name == "ringsgi" else [args.app, "--app", "hello"]
+    return pin + ringsgi + ["--cores", "1", "--http", f"127.0.0.1:{port}", "--disable-logging"]
 
 
 def one_run(procs, name, args, tmp):
@@ -79,6 +74,8 @@ def main():
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--ringsgi", help="ringsgi's axum example (default target/release/examples/axum)")
     ap.add_argument("--peer", help="the Tokio peer (default benches/peers/axum_tokio/target/release/axum-tokio-peer)")
+    ap.add_argument("--app", help="ringsgi's binary for the `app` series (default target/release/ringsgi)")
+    ap.add_argument("--no-app", action="store_true", help="leave the `app` series out")
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="print wrk's output to stderr")
@@ -91,13 +88,16 @@ def main():
         "benches/peers/axum_tokio/target/release/axum-tokio-peer",
         "cargo build --release --manifest-path benches/peers/axum_tokio/Cargo.toml",
     )
+    servers = SERVERS[:2] if args.no_app else SERVERS
+    if not args.no_app:
+        args.app = binary(args.app, "target/release/ringsgi", "cargo build --release")
     args.wrk = bl.need(args.wrk)
     bl.need("taskset")
     bl.raise_nofile()
     bl.on_signal_raise()
 
     print(f"# axum_vs_tokio: {bl.machine()}; tree {bl.git_revision()}")
-    print(f"# ringsgi: {args.ringsgi}; tokio peer: {args.peer}")
+    print(f"# ringsgi: {args.ringsgi}; tokio peer: {args.peer}; app: {args.app}")
     print(
         f"# server: 1 worker/thread on CPU {args.server_cpu}; load: taskset -c {args.client_cpu} "
         f"wrk -t1 -c{args.connections} -d{args.duration}s {PATH} (keep-alive), {args.rounds} rounds"
@@ -107,7 +107,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ringsgi-bench-") as tmp:
         try:
             for r in range(args.rounds):
-                order = SERVERS if r % 2 == 0 else SERVERS[::-1]
+                order = servers[r % len(servers) :] + servers[: r % len(servers)]
                 for name in order:
                     res = one_run(procs, name, args, tmp)
                     res["round"] = r + 1
@@ -128,7 +128,7 @@ def main():
             procs.close()
 
     summary = {}
-    for name in SERVERS:
+    for name in servers:
         rs = [x for x in results if x["server"] == name]
         summary[name] = {
             "rps_median": bl.median([x["rps"] for x in rs]),
@@ -155,7 +155,7 @@ def main():
         "errors | stuck runs | idle CPU (max, s per 2 s) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name in SERVERS:
+    for name in servers:
         s = summary[name]
         print(
             f"| {name} | {s['rps_median']:.0f} | {s['req_per_cpu_s_median']:.0f} | {s['cpu_us_per_req_median']:.2f} | "
@@ -167,6 +167,18 @@ def main():
         f"per round {', '.join(f'{x:.2f}' for x in per_round)}"
     )
     print(f"ratio ringsgi/tokio, req/s: {ratio_rps:.2f}x")
+    if "app" in summary:
+        per_round_app = []
+        for r in range(1, args.rounds + 1):
+            x = next(x for x in results if x["round"] == r and x["server"] == "ringsgi")
+            y = next(y for y in results if y["round"] == r and y["server"] == "app")
+            per_round_app.append(x["req_per_cpu_s"] / y["req_per_cpu_s"])
+        print(
+            f"ratio ringsgi (axum)/app (plain App), req per CPU-s: "
+            f"{a['req_per_cpu_s_median'] / summary['app']['req_per_cpu_s_median']:.2f}x median, "
+            f"per round {', '.join(f'{x:.2f}' for x in per_round_app)}; CPU µs per request added by "
+            f"the adapter and axum: {a['cpu_us_per_req_median'] - summary['app']['cpu_us_per_req_median']:.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -185,7 +197,7 @@ def main():
                 f,
                 indent=2,
             )
-    bad = sum(summary[n]["errors"] + summary[n]["stuck_runs"] for n in SERVERS)
+    bad = sum(summary[n]["errors"] + summary[n]["stuck_runs"] for n in servers)
     return 1 if bad else 0
 
 
