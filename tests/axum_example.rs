@@ -159,8 +159,9 @@ fn stream_goes_out_frame_by_frame_with_its_trailer() {
 #[test]
 fn each_frame_is_a_switch_point() {
     // One core. The stream's second frame comes a minute after its first: meanwhile the
-    // worker serves other requests.
-    let srv = start(&[]);
+    // worker serves other requests. (`--reload-mercy 1`: the stop at the end does not wait
+    // a minute for the stream.)
+    let srv = start(&["--reload-mercy", "1"]);
     let mut slow = Conn::open(srv.addr);
     slow.send(b"GET /stream?delay_ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n");
     let mut first = vec![0u8; 64];
