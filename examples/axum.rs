@@ -16,6 +16,7 @@
 //! - `curl 'localhost:8080/sleep?ms=250'` → `slept 250 ms` (ringsgi's `sleep` from a `Send`
 //!   handler, through `ringsgi::tower::local`)
 //! - `curl localhost:8080/client` → the client's address (the `ringsgi::Peer` extension)
+//! - `curl --data-binary @big.file localhost:8080/echo` → the body streamed back as it is read
 //! - `curl localhost:8080/fail` → `500` (the service returns an error),
 //!   `curl localhost:8080/fail/head` → `500` (an invalid response head)
 //!
@@ -57,6 +58,7 @@ fn router() -> Router {
         .route("/panic", get(panics))
         .route("/sleep", get(sleep))
         .route("/client", get(client))
+        .route("/echo", post(echo))
         .with_state(Counter(Arc::new(AtomicU64::new(0))))
 }
 
@@ -155,6 +157,12 @@ async fn sleep(Query(q): Query<Ms>) -> String {
     // handler await it; it is checked to run on this worker's thread.
     local(ringsgi::sleep(Duration::from_millis(q.ms))).await;
     format!("slept {} ms", q.ms)
+}
+
+/// The request body streamed straight back, frame by frame, as it is read: constant memory
+/// whatever its size (axum's 2 MB limit is for the extractors that buffer).
+async fn echo(body: axum::body::Body) -> axum::body::Body {
+    body
 }
 
 async fn client(Extension(peer): Extension<ringsgi::Peer>) -> String {

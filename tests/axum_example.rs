@@ -206,6 +206,34 @@ fn request_bodies_stream_larger_than_a_buffer() {
 }
 
 #[test]
+fn a_request_body_streams_back_as_the_response_body() {
+    // 5 MB, over axum's 2 MB limit for buffering extractors: /echo hands the RequestBody
+    // itself back as the response body, written frame by frame as it is read, with the
+    // Content-Length of the request (its exact size hint).
+    let mut srv = start(&[]);
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut c = Conn::open(srv.addr);
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let writer = {
+        let mut s = c.stream.try_clone().unwrap();
+        let body = body.clone();
+        std::thread::spawn(move || s.write_all(&body).unwrap())
+    };
+    let r = c.read(false).unwrap();
+    writer.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5000000"));
+    assert!(r.body == body, "the echoed body differs");
+    srv.wait_for("POST /echo => 200 5000000 bytes");
+}
+
+#[test]
 fn an_unread_body_is_not_read_ahead() {
     // A POST to a GET route: axum answers 405 without reading the body. The client sends
     // the head of a 50 MB upload and none of its bytes: the answer comes all the same, since
