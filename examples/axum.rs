@@ -18,7 +18,8 @@
 //! - `curl localhost:8080/client` → the client's address (the `ringsgi::Peer` extension)
 //! - `curl --data-binary @big.file localhost:8080/echo` → the body streamed back as it is read
 //! - `curl localhost:8080/fail` → `500` (the service returns an error),
-//!   `curl localhost:8080/fail/head` → `500` (an invalid response head)
+//!   `curl localhost:8080/fail/head` → `500` (an invalid response head),
+//!   `curl -d x localhost:8080/fail/keep-body` → `kept` (a body kept past its request)
 //!
 //! Every ringsgi flag works (`--harakiri`, `--limit-post`, `--socket` for nginx's `uwsgi_pass`,
 //! `--logformat`...).
@@ -169,11 +170,30 @@ async fn client(Extension(peer): Extension<ringsgi::Peer>) -> String {
     format!("{peer}")
 }
 
-/// A plain tower service (no axum) that fails: `/fail/head` answers with an invalid head (a
-/// 1xx status as the final response), anything else returns an error. Both become a `500`.
+/// A plain tower service (no axum, so no `Send` needed) that misbehaves: `/fail/head` answers
+/// with an invalid head (a 1xx status as the final response) and anything else returns an
+/// error (both become a `500`), except `/fail/keep-body`, which hands the request body to a
+/// background task that reads it after the response: the read fails, the connection is not
+/// touched.
 async fn failing(
     req: http::Request<RequestBody>,
 ) -> Result<http::Response<String>, std::io::Error> {
+    if req.uri().path() == "/fail/keep-body" {
+        let mut body = req.into_body();
+        ringsgi::spawn(async move {
+            ringsgi::sleep(Duration::from_millis(50)).await;
+            let r = std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx))
+                .await;
+            let what = match r {
+                Some(Ok(_)) => "data".to_owned(),
+                Some(Err(e)) => format!("error: {e}"),
+                None => "the end".to_owned(),
+            };
+            tracing::info!("kept body read after its request: {what}");
+        })
+        .detach();
+        return Ok(http::Response::new("kept\n".to_owned()));
+    }
     if req.uri().path() == "/fail/head" {
         let resp = http::Response::builder()
             .status(http::StatusCode::EARLY_HINTS)

@@ -303,6 +303,24 @@ fn panics_errors_and_invalid_heads_are_500_for_that_request_alone() {
 }
 
 #[test]
+fn a_body_kept_past_its_request_cannot_read_the_connection() {
+    // The service gives the body to a task that reads it 50 ms after the response: by then
+    // the connection has its body back (drained for keep-alive) and may serve the next
+    // request; the late read gets an error, not that request's bytes.
+    let mut srv = start(&[]);
+    let mut c = Conn::open(srv.addr);
+    let r = request(&mut c, "POST", "/fail/keep-body", b"0123456789");
+    assert_eq!((r.status, text(&r)), (200, "kept\n"));
+    let r = request(&mut c, "POST", "/json", b"[1]");
+    assert_eq!((r.status, text(&r)), (200, "[1]"));
+    srv.wait_for(
+        "kept body read after its request: error: the request this body belongs to is over",
+    );
+    let r = request(&mut c, "GET", "/users/3", b"");
+    assert_eq!(text(&r), r#"{"id":3}"#);
+}
+
+#[test]
 fn harakiri_cancels_a_sleeping_handler() {
     let mut srv = start(&["--harakiri", "0.5", "--harakiri-verbose"]);
     let r = get(srv.addr, "/sleep?ms=30000");

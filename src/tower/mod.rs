@@ -332,10 +332,11 @@ where
         }
         return resp.finish().await;
     }
-    // The first frame before the head: an error there is still a clean 500, and a body that
-    // ends with it gets a Content-Length.
-    let mut pending = next_frame(&mut body).await?;
+    // The size hint before any frame is taken (after one, it counts what is left). The first
+    // frame before the head: an error there is still a clean 500, and a body that ends with it
+    // gets a Content-Length.
     let mut length = declared.or_else(|| body.size_hint().exact());
+    let mut pending = next_frame(&mut body).await?;
     if length.is_none() && (pending.is_none() || body.is_end_stream()) {
         length = Some(match &pending {
             Some(frame) => frame.data_ref().map_or(0, |d| d.remaining() as u64),
