@@ -19,6 +19,7 @@
 //! - `curl --data-binary @big.file localhost:8080/echo` → the body streamed back as it is read
 //! - `curl localhost:8080/fail` → `500` (the service returns an error),
 //!   `curl localhost:8080/fail/head` → `500` (an invalid response head),
+//!   `curl localhost:8080/fail/body` → `500` (a body that fails before its first byte),
 //!   `curl -d x localhost:8080/fail/keep-body` → `kept` (a body kept past its request)
 //!
 //! Every ringsgi flag works (`--harakiri`, `--limit-post`, `--socket` for nginx's `uwsgi_pass`,
@@ -170,14 +171,34 @@ async fn client(Extension(peer): Extension<ringsgi::Peer>) -> String {
     format!("{peer}")
 }
 
+/// A body that fails before its first byte.
+struct Broken;
+
+impl http_body::Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::other(
+            "the body's source is gone",
+        ))))
+    }
+}
+
 /// A plain tower service (no axum, so no `Send` needed) that misbehaves: `/fail/head` answers
-/// with an invalid head (a 1xx status as the final response) and anything else returns an
-/// error (both become a `500`), except `/fail/keep-body`, which hands the request body to a
+/// with an invalid head (a 1xx status as the final response), `/fail/body` with a body that
+/// fails at once, and anything else returns an error (all three become a `500`), except `/fail/keep-body`, which hands the request body to a
 /// background task that reads it after the response: the read fails, the connection is not
 /// touched.
 async fn failing(
     req: http::Request<RequestBody>,
-) -> Result<http::Response<String>, std::io::Error> {
+) -> Result<http::Response<axum::body::Body>, std::io::Error> {
+    if req.uri().path() == "/fail/body" {
+        return Ok(http::Response::new(axum::body::Body::new(Broken)));
+    }
     if req.uri().path() == "/fail/keep-body" {
         let mut body = req.into_body();
         ringsgi::spawn(async move {
@@ -192,12 +213,12 @@ async fn failing(
             tracing::info!("kept body read after its request: {what}");
         })
         .detach();
-        return Ok(http::Response::new("kept\n".to_owned()));
+        return Ok(http::Response::new("kept\n".into()));
     }
     if req.uri().path() == "/fail/head" {
         let resp = http::Response::builder()
             .status(http::StatusCode::EARLY_HINTS)
-            .body(String::new())
+            .body(axum::body::Body::empty())
             .expect("a valid response");
         return Ok(resp);
     }

@@ -288,6 +288,10 @@ fn panics_errors_and_invalid_heads_are_500_for_that_request_alone() {
             "/fail/head",
             "handler error: invalid response: status 103 is not a final status: 500",
         ),
+        (
+            "/fail/body",
+            "handler error: response body: the body's source is gone: 500",
+        ),
     ] {
         let r = request(&mut Conn::open(srv.addr), "GET", target, b"");
         assert_eq!(r.status, 500, "{target}: {r:?}");
