@@ -13,6 +13,7 @@
 //! - `static_files`: `--static-map` directories, served before the apps (path safety,
 //!   validators, ranges as pure functions; file I/O on the ring).
 //! - [`Request`], [`Response`], [`App`]: the application API.
+//! - [`tower`]: tower services (an axum `Router`) served as apps.
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
 //! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board
 //!   the master reads to kill a worker stuck in a handler that never yields.
@@ -55,6 +56,7 @@ pub mod proto;
 pub mod python;
 pub mod server;
 pub mod stats;
+pub mod tower;
 
 mod app;
 mod conn;

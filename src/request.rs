@@ -224,6 +224,10 @@ pub(crate) struct Body {
     pub(crate) error: Option<ParseError>,
     /// Most bytes read from the socket in one `recv`.
     pub(crate) read_size: usize,
+    /// Set when the request is over while something still holds this body (a tower service's
+    /// body read by a task that outlives its request): no more reads, since the descriptor
+    /// may already belong to another connection.
+    pub(crate) revoked: Option<std::rc::Rc<std::cell::Cell<bool>>>,
 }
 
 impl Body {
@@ -249,6 +253,7 @@ impl Body {
             broken: false,
             error: None,
             read_size: 16 * 1024,
+            revoked: None,
         }
     }
 
@@ -308,6 +313,13 @@ impl Body {
 
     /// Read more bytes from the socket into `input`.
     async fn fill(&mut self) -> io::Result<()> {
+        if self.revoked.as_ref().is_some_and(|r| r.get()) {
+            self.broken = true;
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request this body belongs to is over",
+            ));
+        }
         if self.continue_pending {
             self.continue_pending = false;
             let (r, _) = uring::send::send_all(

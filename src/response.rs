@@ -390,6 +390,23 @@ impl Response {
         }
     }
 
+    /// End a streamed response with trailer fields (`trailers`: `Name: value\r\n` lines, checked
+    /// by the caller). Only a chunked body can carry them (in its last chunk, RFC 9112 §7.1.2);
+    /// with any other framing they are dropped and this is [`finish`](Self::finish).
+    pub(crate) async fn finish_with_trailers(&mut self, trailers: &[u8]) -> io::Result<()> {
+        if trailers.is_empty()
+            || self.head_only
+            || self.state != State::Streaming(ResponseFraming::Chunked)
+        {
+            return self.finish().await;
+        }
+        self.out.extend_from_slice(b"0\r\n");
+        self.out.extend_from_slice(trailers);
+        self.out.extend_from_slice(b"\r\n");
+        self.state = State::Finished;
+        self.flush().await
+    }
+
     /// Write `out` to the socket.
     async fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {

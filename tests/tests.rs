@@ -28,6 +28,9 @@ mod nginx;
 // systemd: socket activation (systemd-socket-activate) and sd_notify (READY, WATCHDOG, ...).
 mod systemd;
 
+// tower services as apps: examples/axum.rs end to end, also behind nginx (issue 13).
+mod axum_example;
+
 // Request logs: --logto, --logformat (uWSGI templates, JSON), --touch-logreopen.
 mod logging;
 // Python WSGI apps (embedded CPython, greenlet engine, the uwsgi API): `--features python`.
