@@ -16,8 +16,10 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     let mut rsp = Response::new(Full::new(Bytes::from_static(b"Hello World!")));
     rsp.headers_mut()
         .insert(SERVER, hyper::header::HeaderValue::from_static("hyper"));
-    rsp.headers_mut()
-        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    rsp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
     Ok(rsp)
 }
 

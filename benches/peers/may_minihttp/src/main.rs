@@ -16,7 +16,9 @@ impl HttpService for Hello {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).expect("usage: peer-may-minihttp ADDR");
+    let addr = std::env::args()
+        .nth(1)
+        .expect("usage: peer-may-minihttp ADDR");
     may::config().set_workers(1);
     let server = HttpServer(Hello).start(addr).expect("listen");
     server.wait();
