@@ -143,7 +143,7 @@ pub(crate) fn zero_shared_pages<T: Shareable>(items: &[T]) -> std::ops::Range<us
     }
     let page = page_size() as usize;
     let start = items.as_ptr() as usize;
-    let end = start + size * items.len();
+    let end = start + std::mem::size_of_val(items);
     let (from, to) = (start.next_multiple_of(page), end / page * page);
     if to <= from {
         return 0..0;
