@@ -27,7 +27,7 @@
 //! the eventfd, and on Linux 6.18 every such signal was sent by an RCU callback
 //! (`io_eventfd_do_signal`, queued with `call_rcu_hurry`) about 16 ms after the work was
 //! queued, and some never came (see ARCHITECTURE.md): an idle worker answered a median
-//! 14 ms late and the watchdog below found true saves.
+//! 14 ms late and the watchdog the pump then had found true saves.
 //!
 //! # No timer
 //!
@@ -35,9 +35,10 @@
 //! or by a task that pushed an SQE, and by nothing else. There used to be a 100 ms watchdog
 //! timer per park as a last line of defence; with the `COOP_TASKRUN` ring it found no work
 //! that no wakeup had announced in the issue #12 campaign (`benches/bridge_campaign.py`,
-//! figures in `docs/benchmarks.md`), so it was removed. `uring::tests::
-//! bridge_never_loses_a_wakeup` and the integration tests under load would now hang (and
-//! fail on their bounded waits) if a wakeup were lost, instead of being rescued silently.
+//! figures in `docs/benchmarks.md`), so it was removed. A lost wakeup now fails
+//! `uring::tests::bridge_never_loses_a_wakeup` and
+//! `tests/idle.rs::a_quiet_worker_wakes_for_each_request_without_a_timer` (nothing else is
+//! armed there to rescue it) instead of costing 100 ms silently.
 
 use std::future::Future;
 use std::io;
