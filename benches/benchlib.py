@@ -142,12 +142,16 @@ class RssSampler:
     def __init__(self, pgid, interval=0.05):
         self.pgid, self.interval = pgid, interval
         self.peak_kb, self.samples = 0, 0
+        self.peak_at = 0.0  # seconds after the start of sampling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        t0 = time.monotonic()
         while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, group_rss_kb(self.pgid))
+            kb = group_rss_kb(self.pgid)
+            if kb > self.peak_kb:
+                self.peak_kb, self.peak_at = kb, time.monotonic() - t0
             self.samples += 1
             self._stop.wait(self.interval)
 

@@ -172,7 +172,8 @@ def wrk_run(a, srv, port, pids, idle_rss, cpu0):
           f"(at most {a.duration - 1} requests per connection in {a.duration} s)")
     print(f"errors {res['errors']} {res['socket_errors']} non-2xx {res['non2xx']}")
     print(f"server RSS idle {idle_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB "
-          f"({rss.samples} samples), {(peak - idle_rss) * 1024 / a.conns:.0f} bytes per connection "
+          f"({rss.samples} samples, peak at {rss.peak_at:.1f} s), "
+          f"{(peak - idle_rss) * 1024 / a.conns:.0f} bytes per connection "
           f"with a request in flight")
     print(f"server CPU {(cpu1 - cpu0) / 100:.2f} s = "
           f"{(cpu1 - cpu0) * 10 / max(1, res['requests']):.3f} ms per request")
