@@ -142,12 +142,16 @@ class RssSampler:
     def __init__(self, pgid, interval=0.05):
         self.pgid, self.interval = pgid, interval
         self.peak_kb, self.samples = 0, 0
+        self.peak_at = 0.0  # seconds after the start of sampling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        t0 = time.monotonic()
         while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, group_rss_kb(self.pgid))
+            kb = group_rss_kb(self.pgid)
+            if kb > self.peak_kb:
+                self.peak_kb, self.peak_at = kb, time.monotonic() - t0
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -249,6 +253,16 @@ def wait_ready(p, host, port, path="/", timeout=10.0):
                     if not chunk:
                         break
                     data += chunk
+                    # Some peers (may_minihttp) keep an HTTP/1.0 connection open: stop at the
+                    # end of the body when its length is known.
+                    head, sep, body = data.partition(b"\r\n\r\n")
+                    lengths = [
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")[1:]
+                        if line.lower().startswith(b"content-length:")
+                    ]
+                    if sep and lengths and len(body) >= lengths[0]:
+                        break
             if data.startswith(b"HTTP/1.") and data.split(b" ", 2)[1] == b"200" and b"\r\n\r\n" in data:
                 return
             last = data[:80]

@@ -11,6 +11,15 @@ latency percentiles, peak RSS of all server processes, bytes per in-flight reque
 ((peak - idle RSS) / 10,000), server CPU per request.
 
     python3 benches/sleep_10k.py [--conns 10000] [--procs 2] [--ringsgi target/release/ringsgi]
+
+`--client wrk` (issue #12) replaces the Python waves with `wrk -t2 -c10000 -d20s --timeout 10s`
+on the same server: every connection keeps one 1 s request in flight for 20 s. Its ceiling is
+connections / 1 s = 10,000 req/s; since a request takes a little more than 1 s, each connection
+completes at most 19 requests in wrk's 20 s, so 9,500 req/s is the most wrk can report. Reported:
+wrk's req/s against both, errors, the peak RSS of all server processes (sampled every 50 ms) and
+per connection above idle, server CPU per request.
+
+    python3 benches/sleep_10k.py --client wrk [--duration 20] [--threads 2]
 """
 
 import argparse
@@ -75,7 +84,13 @@ def main():
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--waves", type=int, default=2)
     ap.add_argument("--ringsgi", default="target/release/ringsgi")
+    ap.add_argument("--client", choices=("python", "wrk"), default="python")
+    ap.add_argument("--duration", type=int, default=20, help="wrk: seconds (default 20)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk: threads (default 2)")
+    ap.add_argument("--wrk", default="wrk")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
     a = ap.parse_args()
+    bl.raise_nofile()
     old_somax = int(open("/proc/sys/net/core/somaxconn").read())
     if old_somax < 16384:
         subprocess.run(["sysctl", "-qw", "net.core.somaxconn=16384"], check=True)
@@ -86,9 +101,18 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         bl_wait(port)
+        # The workers exist and answer before the idle figures are taken (the master binds,
+        # so a connect succeeds before it forks them).
+        deadline = time.time() + 10
+        while len(server_pids(srv.pid)) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        bl_get(port)
+        time.sleep(0.5)
         pids = server_pids(srv.pid)
         idle_rss = rss_kb(pids)
         cpu0 = cpu_ticks(pids)
+        if a.client == "wrk":
+            return wrk_run(a, srv, port, pids, idle_rss, cpu0)
         out = mp.Queue()
         start_at = time.time() + 0.5
         share = a.conns // a.procs
@@ -126,6 +150,38 @@ def main():
             subprocess.run(["sysctl", "-qw", f"net.core.somaxconn={old_somax}"])
 
 
+def wrk_run(a, srv, port, pids, idle_rss, cpu0):
+    argv = [a.wrk, f"-t{a.threads}", f"-c{a.conns}", f"-d{a.duration}s", "--timeout", "10s",
+            f"http://127.0.0.1:{port}/"]
+    with bl.RssSampler(srv.pid) as rss:
+        t0 = time.time()
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration + 120)
+        wall = time.time() - t0
+    cpu1 = cpu_ticks(pids)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out.stderr}")
+    res = bl.parse_wrk(out.stdout)
+    ceiling = a.conns / 1.0
+    wrk_ceiling = a.conns * (a.duration - 1) / a.duration
+    peak = max(rss.peak_kb, idle_rss)
+    print(f"# sleep_10k --client wrk: {' '.join(argv[:-1])}; server {a.ringsgi} --cores 2 "
+          f"--async {a.conns} --app sleep (1 s)")
+    print(f"{res['requests']} requests in {res['seconds']:.2f} s (wall {wall:.1f} s): "
+          f"{res['rps']:.0f} req/s = {res['rps'] / ceiling * 100:.1f}% of {ceiling:.0f} "
+          f"(connections / sleep), {res['rps'] / wrk_ceiling * 100:.1f}% of {wrk_ceiling:.0f} "
+          f"(at most {a.duration - 1} requests per connection in {a.duration} s)")
+    print(f"errors {res['errors']} {res['socket_errors']} non-2xx {res['non2xx']}")
+    print(f"server RSS idle {idle_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB "
+          f"({rss.samples} samples, peak at {rss.peak_at:.1f} s), "
+          f"{(peak - idle_rss) * 1024 / a.conns:.0f} bytes per connection "
+          f"with a request in flight")
+    print(f"server CPU {(cpu1 - cpu0) / 100:.2f} s = "
+          f"{(cpu1 - cpu0) * 10 / max(1, res['requests']):.3f} ms per request")
+    if a.verbose:
+        print(out.stdout)
+    return 1 if res["errors"] else 0
+
+
 def bl_wait(port):
     import socket
     for _ in range(200):
@@ -135,6 +191,14 @@ def bl_wait(port):
         except OSError:
             time.sleep(0.02)
     raise RuntimeError("server did not start")
+
+
+def bl_get(port):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /?ms=0 HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
 
 
 def server_pids(master):
@@ -173,4 +237,4 @@ def cpu_ticks(pids):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

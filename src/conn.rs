@@ -4,6 +4,7 @@
 //! app (panics caught) → finish the response → drain the body → release the slot → keep-alive
 //! (idle connections are parked after 100 ms: no task, no buffer) or close.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
@@ -164,8 +165,10 @@ enum Next {
 /// connection its input buffer and its task, nothing more, so a client that sends its head
 /// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
 /// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
-pub(crate) async fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
-    serve_from(fd, peer, ctx, Start::Accepted).await
+///
+/// Returns `serve_from`'s future itself (an `async fn` wrapper would store its arguments again).
+pub(crate) fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) -> impl Future<Output = ()> {
+    serve_from(fd, peer, ctx, Start::Accepted)
 }
 
 /// Where a connection task starts.
@@ -851,18 +854,8 @@ async fn uwsgi_request(
     });
     match converted {
         Ok((p, Some(meta))) => {
-            let (next, _) = respond(
-                ctx,
-                fd,
-                peer,
-                slot,
-                bufs,
-                input,
-                p.len(),
-                Some(meta),
-                started,
-            )
-            .await;
+            slot.put_bufs(bufs);
+            let (next, _) = respond(ctx, fd, peer, slot, input, p.len(), Some(meta), started).await;
             next
         }
         Ok((_, None)) => {
@@ -1051,24 +1044,29 @@ fn log_request(
 /// Answer one request whose complete head (`head_len` bytes at the start of `input`) is
 /// indexed in `slot`'s index. Returns what to do next and the connection's input buffer with
 /// the consumed bytes removed.
-async fn request(
-    ctx: &ConnCtx,
+///
+/// Not an `async fn`: it returns `respond`'s future itself. An `async fn` layer here stored its
+/// arguments twice and `respond`'s whole future inside its own (520 bytes more in every
+/// connection task; issue #12).
+fn request<'a>(
+    ctx: &'a ConnCtx,
     fd: i32,
-    peer: &Peer,
+    peer: &'a Peer,
     mut slot: SlotGuard,
     input: Vec<u8>,
     head_len: usize,
-) -> (Next, Vec<u8>) {
+) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
     let started = Instant::now();
     let mut bufs = slot.take_bufs();
     // Move the head into the slot, the body stream over the connection buffer.
     bufs.head.clear();
     bufs.head.extend_from_slice(&input[..head_len]);
-    respond(ctx, fd, peer, slot, bufs, input, head_len, None, started).await
+    slot.put_bufs(bufs);
+    respond(ctx, fd, peer, slot, input, head_len, None, started)
 }
 
-/// Serve a request whose head is in `bufs.head` and indexed in `bufs.index`, its body starting
-/// at `body_start` in `input`: call the app, finish the response, drain the body, give the
+/// Serve a request whose head is in the slot's buffers (`head`, indexed in `index`), its body
+/// starting at `body_start` in `input`: call the app, finish the response, drain the body, give the
 /// buffers back to the slot. `cgi` is set for a uwsgi request (never kept alive, streamed
 /// responses delimited by close).
 #[allow(clippy::too_many_arguments)]
@@ -1077,14 +1075,15 @@ async fn respond(
     fd: i32,
     peer: &Peer,
     mut slot: SlotGuard,
-    mut bufs: SlotBufs,
     input: Vec<u8>,
     body_start: usize,
     cgi: Option<CgiMeta>,
     started: Instant,
 ) -> (Next, Vec<u8>) {
     let slot_id = slot.id();
-    let index = std::mem::take(&mut bufs.index);
+    // Taken here, not passed in: every argument of an `async fn` is stored twice in its
+    // future, and a `bufs` argument cost 272 bytes in every connection task (issue #12).
+    let SlotBufs { head, index, out } = slot.take_bufs();
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
@@ -1092,28 +1091,13 @@ async fn respond(
         && !ctx.keepalive_timeout.is_zero()
         && cgi.is_none()
         && !ctx.stopping.get();
-    let head_only = index.method.of(&bufs.head) == b"HEAD";
+    let head_only = index.method.of(&head) == b"HEAD";
     let _stat = SlotStat::enter(
         ctx,
         slot_id,
-        index.method.of(&bufs.head),
-        index.target.of(&bufs.head),
+        index.method.of(&head),
+        index.target.of(&head),
         peer,
-    );
-    let mut body = Body::new(fd, input, body_start, framing, ctx.limits.max_body);
-    body.timeout = ctx.socket_timeout;
-    body.continue_pending = expect_continue && !body.is_done();
-    let SlotBufs {
-        head,
-        index: _,
-        out,
-    } = std::mem::replace(
-        &mut bufs,
-        SlotBufs {
-            head: Vec::new(),
-            index: http::HeadIndex::default(),
-            out: Vec::new(),
-        },
     );
     let mut req = Request {
         head,
@@ -1124,9 +1108,12 @@ async fn respond(
         },
         worker: ctx.worker,
         slot: slot_id,
-        body,
+        // Built in place: a `body` local moved in here would keep its own place in the future.
+        body: Body::new(fd, input, body_start, framing, ctx.limits.max_body),
         cgi,
     };
+    req.body.timeout = ctx.socket_timeout;
+    req.body.continue_pending = expect_continue && !req.body.is_done();
     // Behind a trusted HTTP proxy the client is the one its headers name.
     if req.cgi.is_none()
         && let Peer::Tcp(p) = req.peer
@@ -1177,13 +1164,15 @@ async fn respond(
             })
             .await
         }
-        None if !statics => Some(Ok(resp.send_error(404).await)),
+        None if !statics => Some(Ok(rare(resp.send_error(404)).await)),
         app => {
             // Static files first (GET/HEAD under a --static-map), then the app, under the
             // same deadline; a missing file falls through to the app, as in uWSGI.
             let app = app.cloned();
             let (req, resp) = (&mut req, &mut resp);
-            let handler = std::pin::pin!(async move {
+            // Boxed: the static-file path's future (~1 KB) would otherwise be part of every
+            // connection task, served by `--static-map` or not (issue #12).
+            let handler = Box::pin(async move {
                 if let Some(done) = static_files::serve(&ctx.statics, req, resp).await {
                     return done;
                 }
@@ -1220,7 +1209,7 @@ async fn respond(
             started.elapsed().as_millis()
         );
         let status = if !resp.is_started() && !resp.broken {
-            let _ = resp.send_error(504).await;
+            let _ = rare(resp.send_error(504)).await;
             504
         } else {
             resp.status
@@ -1247,9 +1236,9 @@ async fn respond(
                     req.method(),
                     req.target()
                 );
-                let _ = resp.send_error(500).await;
+                let _ = rare(resp.send_error(500)).await;
             } else if !resp.is_finished() && !resp.broken {
-                let _ = resp.finish().await;
+                let _ = rare(resp.finish()).await;
             }
         }
         Ok(Err(e)) => {
@@ -1263,7 +1252,7 @@ async fn respond(
                     req.method(),
                     req.target()
                 );
-                let _ = resp.send_error(status).await;
+                let _ = rare(resp.send_error(status)).await;
             } else {
                 tracing::warn!(
                     "{} {}: handler error after the response started: {e}; closing",
@@ -1289,7 +1278,7 @@ async fn respond(
                 ctx.worker
             );
             if !resp.is_started() && !resp.broken {
-                let _ = resp.send_error(500).await;
+                let _ = rare(resp.send_error(500)).await;
             }
             resp.keep_alive = false;
         }
@@ -1302,7 +1291,7 @@ async fn respond(
     };
     if matches!(next, Next::KeepAlive) && !req.body.is_done() {
         // A client still waiting for 100-continue will not send the body: close.
-        if req.body.continue_pending || !req.body.drain(MAX_DRAIN).await {
+        if req.body.continue_pending || !rare(req.body.drain(MAX_DRAIN)).await {
             next = Next::Close;
         }
     }
@@ -1340,6 +1329,14 @@ async fn respond(
     });
     drop(slot);
     (next, input)
+}
+
+/// Await `f` from the heap. For the rare awaits of [`respond`] (error answers, a streamed
+/// response's end, an unread body): an `async fn`'s future holds every future it awaits, each
+/// in its own variant, and the largest sets the size of every connection task, idle or not;
+/// boxed, these cost an allocation only when they happen (issue #12).
+fn rare<F: Future>(f: F) -> std::pin::Pin<Box<F>> {
+    Box::pin(f)
 }
 
 /// Keeps the scoreboard's view of a slot (uWSGI's per-core stats) up to date for as long as a

@@ -416,9 +416,16 @@ pub(crate) fn slot_boards(board: usize) -> &'static [SlotBoard] {
 }
 
 /// Zero the slot entries of board `board` (master, before a worker is forked onto it).
+///
+/// Whole pages are released rather than written ([`crate::sys::zero_shared_pages`]), so that
+/// the master does not keep `--async` records per worker resident.
 pub(crate) fn clear_slot_boards(board: usize) {
-    for s in slot_boards(board) {
-        s.clear();
+    let slots = slot_boards(board);
+    let zeroed = crate::sys::zero_shared_pages(slots);
+    for (i, s) in slots.iter().enumerate() {
+        if !zeroed.contains(&i) {
+            s.clear();
+        }
     }
 }
 
@@ -575,5 +582,30 @@ mod tests {
         assert_eq!(b.busy().unwrap().info.len(), INFO_BYTES);
         b.enter(1, 2, 0, 1, b"short");
         assert_eq!(b.busy().unwrap().info, "short");
+    }
+
+    /// Zeroing records by releasing their pages leaves every record of the range zero, and
+    /// those outside it (sharing the edge pages) as they were.
+    #[test]
+    fn zero_shared_pages_zeroes_the_range_and_nothing_else() {
+        let slots = crate::sys::shared_zeroed::<SlotBoard>(200).unwrap();
+        for s in slots {
+            s.enter(7, b"GET", b"/x");
+            s.leave();
+        }
+        let part = &slots[5..190];
+        let zeroed = crate::sys::zero_shared_pages(part);
+        // 128-byte records, 4 KiB pages: most of the 185 records are on whole pages.
+        assert!(zeroed.len() > 100, "{zeroed:?}");
+        for (i, s) in part.iter().enumerate() {
+            let expect = if zeroed.contains(&i) { 0 } else { 1 };
+            assert_eq!(s.read().1, expect, "record {}", i + 5);
+            if zeroed.contains(&i) {
+                assert_eq!(s.line_len.load(Ordering::Relaxed), 0);
+            }
+        }
+        for s in slots[..5].iter().chain(&slots[190..]) {
+            assert_eq!(s.read(), (false, 1, 7));
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! buffer its response head (and small bodies) are written into. The buffers get their memory
 //! on the slot's first request and keep it afterwards (the free list is LIFO, so the same hot
 //! slots are reused): the steady state allocates nothing, and an idle `--async 10000` worker
-//! costs ~4 MB instead of the ~55 MB that preallocating 5 KB per slot measured. A request holds a slot from
+//! costs ~4 MB instead of the ~55 MB that preallocating 5 KB per slot measured. The free list
+//! holds slot ids only (4 bytes each); buffers that requests gave back wait on a LIFO of
+//! spares, so a slot never used costs no buffer descriptor either (144 bytes each, 1.4 MB per
+//! worker at `--async 10000`, issue #12). A request holds a slot from
 //! its complete head to its last response byte; a connection that is idle or still sending a
 //! head holds none.
 //!
@@ -45,6 +48,17 @@ pub(crate) struct SlotBufs {
     pub(crate) out: Vec<u8>,
 }
 
+impl SlotBufs {
+    /// Buffers without memory (they get it on first use).
+    pub(crate) fn empty() -> SlotBufs {
+        SlotBufs {
+            head: Vec::new(),
+            index: HeadIndex::default(),
+            out: Vec::new(),
+        }
+    }
+}
+
 /// A waiter's mailbox: the slot is handed over directly so no later arrival can take it.
 struct Waiter {
     handoff: Rc<Cell<Option<(SlotId, SlotBufs)>>>,
@@ -53,7 +67,11 @@ struct Waiter {
 
 /// The pool. One per worker, shared by its connection tasks.
 pub(crate) struct SlotPool {
-    free: RefCell<Vec<(SlotId, SlotBufs)>>,
+    /// Free slot ids, LIFO.
+    free: RefCell<Vec<SlotId>>,
+    /// Buffers given back by finished requests, LIFO; a slot taken when none is here gets
+    /// empty ones. At most as many as slots were ever busy at once.
+    spare: RefCell<Vec<SlotBufs>>,
     waiters: RefCell<VecDeque<Rc<RefCell<Waiter>>>>,
     /// Wakers of tasks waiting for "a slot is free" (the accept loop) or "none is free".
     watchers: RefCell<Vec<Waker>>,
@@ -80,21 +98,10 @@ impl SlotPool {
     /// Create `n` slots. Their buffers get memory on first use (see the module docs).
     pub(crate) fn new(n: usize) -> Rc<SlotPool> {
         let out_keep = 16 * 1024;
-        let free = (0..n)
-            .rev()
-            .map(|i| {
-                (
-                    SlotId(i as u32),
-                    SlotBufs {
-                        head: Vec::new(),
-                        index: HeadIndex::default(),
-                        out: Vec::new(),
-                    },
-                )
-            })
-            .collect();
+        let free = (0..n).rev().map(|i| SlotId(i as u32)).collect();
         Rc::new(SlotPool {
             free: RefCell::new(free),
+            spare: RefCell::new(Vec::new()),
             waiters: RefCell::new(VecDeque::new()),
             watchers: RefCell::new(Vec::new()),
             size: n,
@@ -132,7 +139,12 @@ impl SlotPool {
 
     /// Take a free slot now, if there is one.
     pub(crate) fn try_acquire(self: &Rc<Self>) -> Option<SlotGuard> {
-        let (id, bufs) = self.free.borrow_mut().pop()?;
+        let id = self.free.borrow_mut().pop()?;
+        let bufs = self
+            .spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(SlotBufs::empty);
         if self.free_count() == 0 {
             self.notify_watchers();
         }
@@ -257,9 +269,10 @@ impl SlotPool {
             }
             return;
         }
+        self.spare.borrow_mut().push(bufs);
         let was_empty = {
             let mut free = self.free.borrow_mut();
-            free.push((id, bufs));
+            free.push(id);
             free.len() == 1
         };
         if was_empty {
@@ -325,11 +338,7 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let bufs = self.bufs.take().unwrap_or_else(|| SlotBufs {
-            head: Vec::new(),
-            index: HeadIndex::default(),
-            out: Vec::new(),
-        });
+        let bufs = self.bufs.take().unwrap_or_else(SlotBufs::empty);
         self.pool.release(self.id, bufs);
         self.pool.publish();
     }

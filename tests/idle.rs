@@ -114,3 +114,38 @@ fn a_new_connection_parked_then_trickling_gets_408() {
     assert_eq!(r.status, 408);
     srv.wait_for("request head incomplete after --header-timeout (16 bytes): 408");
 }
+
+/// A quiet worker wakes for each request on its ring alone (issue #12: the pump has no timer).
+/// Between requests every connection is parked and nothing is armed before the 600 s
+/// timeouts (no hot window, no head deadline, no balance check: fewer connections than the
+/// balance slack), so a wakeup the park protocol lost would leave the request unanswered and
+/// its read would fail after 20 s. Both ways a request reaches a parked pump are exercised:
+/// a parked connection turning readable, and a new connection on the listener.
+#[test]
+fn a_quiet_worker_wakes_for_each_request_without_a_timer() {
+    let srv = Server::start(&[
+        "--cores",
+        "1",
+        "--keepalive-timeout",
+        "600",
+        "--header-timeout",
+        "600",
+    ]);
+    let mut conns: Vec<Conn> = (0..3).map(|_| Conn::open(srv.addr)).collect();
+    for c in &mut conns {
+        c.send(GET);
+        assert_eq!(c.read(false).unwrap().status, 200);
+    }
+    for round in 0..8 {
+        std::thread::sleep(PARKED);
+        let c = &mut conns[round % 3];
+        c.send(GET);
+        assert_eq!(c.read(false).map(|r| r.status), Some(200), "round {round}");
+        std::thread::sleep(PARKED);
+        assert_eq!(
+            crate::support::get(srv.addr, "/").map(|(s, _)| s),
+            Some(200),
+            "round {round}, new connection"
+        );
+    }
+}

@@ -396,7 +396,7 @@ async fn wait() {
 /// The eventfd other threads write to, read for as long as the hub runs. Read through
 /// glommio's own ring, not ours: a poll on our ring completed by another thread's write was
 /// seen only by the ring bridge's 100 ms watchdog (gevent's test__threadpool: wake-ups
-/// 100 ms late).
+/// 100 ms late), under the `DEFER_TASKRUN` ring of the time; the watchdog is gone since.
 fn start_eventfd() -> io::Result<glommio::Task<()>> {
     let fd = crate::sys::eventfd()?;
     let raw = {

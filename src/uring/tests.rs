@@ -183,7 +183,11 @@ fn dropped_wait_leaves_nothing_in_flight() {
 
 /// The park protocol never loses a wakeup: an outside thread writes to a pipe in bursts,
 /// after idle gaps (the pump is parked in glommio) and sparsely; every byte must be seen,
-/// each wait bounded so that a lost wakeup fails instead of hanging.
+/// each wait bounded so that a lost wakeup fails instead of hanging. The pump has no timer
+/// of its own (issue #12): nothing but the eventfd READ wakes a parked pump here (no other
+/// task runs), so a wakeup the park protocol loses fails this test (the wait's 5 s
+/// `LINK_TIMEOUT` completes on the same ring and cannot rescue it; `in_worker` fails after
+/// 30 s).
 #[test]
 fn bridge_never_loses_a_wakeup() {
     let (r, w) = pipe();
