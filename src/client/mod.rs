@@ -400,10 +400,10 @@ impl Client {
                 .map_err(|e| Error::with(ErrorKind::InvalidUrl, e))?;
             headers.insert(header::HOST, host);
         }
-        if let Some(ua) = &self.0.config.user_agent {
-            if !headers.contains_key(header::USER_AGENT) {
-                headers.insert(header::USER_AGENT, ua.clone());
-            }
+        if let Some(ua) = &self.0.config.user_agent
+            && !headers.contains_key(header::USER_AGENT)
+        {
+            headers.insert(header::USER_AGENT, ua.clone());
         }
         Ok(req)
     }
@@ -729,10 +729,10 @@ impl Response {
                 Some(None) => return Ok(None),
                 Some(Some(f)) => f.map_err(error::body_error)?,
             };
-            if let Ok(data) = frame.into_data() {
-                if !data.is_empty() {
-                    return Ok(Some(data));
-                }
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Ok(Some(data));
             }
         }
     }

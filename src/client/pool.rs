@@ -234,10 +234,10 @@ impl Pool {
         }
         let pool = Rc::downgrade(self);
         glommio::spawn_local(async move {
-            if conn.sender.ready().await.is_ok() {
-                if let Some(pool) = pool.upgrade() {
-                    pool.put(conn);
-                }
+            if conn.sender.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.put(conn);
             }
         })
         .detach();
