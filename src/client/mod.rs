@@ -95,10 +95,11 @@ impl ClientBuilder {
     }
 
     /// Time allowed for a whole request, from `send` to the last byte of the response body
-    /// (default 30 s; `None`: no limit, the handler's harakiri still applies). A stalled
+    /// (default 30 s; a `Duration`, or `None`: no limit, the handler's harakiri still
+    /// applies). A stalled
     /// upstream ends with [`ErrorKind::Timeout`]. A request can set its own.
-    pub fn timeout(mut self, d: Option<Duration>) -> Self {
-        self.config.timeout = d;
+    pub fn timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.config.timeout = d.into();
         self
     }
 
@@ -482,9 +483,10 @@ impl RequestBuilder {
         self
     }
 
-    /// This request's total timeout, instead of the client's.
-    pub fn timeout(mut self, d: Option<Duration>) -> Self {
-        self.timeout = d;
+    /// This request's total timeout (a `Duration`, or `None` for no limit), instead of the
+    /// client's.
+    pub fn timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.timeout = d.into();
         self
     }
 

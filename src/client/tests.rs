@@ -194,7 +194,7 @@ fn a_stalled_upstream_times_out_and_its_connection_is_closed() {
     let (url, url2) = (up.url("http", "/"), up2.url("http", "/"));
     let (body_kind, head_kind, stats) = in_worker(move |_| async move {
         let client = Client::builder()
-            .timeout(Some(Duration::from_millis(200)))
+            .timeout(Duration::from_millis(200))
             .build();
         let r = client.get(&url).send().await.unwrap();
         let body_kind = r.bytes().await.unwrap_err().kind();
@@ -236,15 +236,25 @@ fn bad_urls_are_refused_before_any_io() {
     );
 }
 
-fn tls_dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ringsgi-client-{name}-{}", std::process::id()))
+/// A directory for a test's CA file, removed when dropped.
+struct TmpDir(std::path::PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls_dir(name: &str) -> TmpDir {
+    TmpDir(std::env::temp_dir().join(format!("ringsgi-client-{name}-{}", std::process::id())))
 }
 
 #[test]
 fn https_with_a_trusted_ca() {
     let ca = TestCa::new("ringsgi test CA");
     let up = Upstream::start_tls(ca.server_config(), serve_body(b"secret"));
-    let ca_file = ca.write_pem(&tls_dir("trusted"));
+    let dir = tls_dir("trusted");
+    let ca_file = ca.write_pem(&dir.0);
     let urls = [
         up.url("https", "/a"),
         format!("https://localhost:{}/b", up.addr.port()),
@@ -272,7 +282,8 @@ fn https_with_a_certificate_from_an_unknown_ca_is_a_tls_error() {
     let ca = TestCa::new("the server's CA");
     let other = TestCa::new("the CA the client trusts");
     let up = Upstream::start_tls(ca.server_config(), serve_body(b"secret"));
-    let ca_file = other.write_pem(&tls_dir("untrusted"));
+    let dir = tls_dir("untrusted");
+    let ca_file = other.write_pem(&dir.0);
     let url = up.url("https", "/");
     let (kind, text) = in_worker(move |_| async move {
         let client = Client::builder()
@@ -290,7 +301,8 @@ fn https_with_a_certificate_from_an_unknown_ca_is_a_tls_error() {
 fn https_to_a_name_the_certificate_does_not_cover_is_a_tls_error() {
     let ca = TestCa::new("ringsgi test CA");
     let up = Upstream::start_tls(ca.server_config_for(&["other.example"]), serve_body(b"x"));
-    let ca_file = ca.write_pem(&tls_dir("name"));
+    let dir = tls_dir("name");
+    let ca_file = ca.write_pem(&dir.0);
     let url = up.url("https", "/");
     let (kind, text) = in_worker(move |_| async move {
         let client = Client::builder()
@@ -310,9 +322,7 @@ fn plain_http_to_a_tls_port_fails_cleanly() {
     let up = Upstream::start_tls(ca.server_config(), serve_body(b"secret"));
     let url = up.url("http", "/");
     let kind = in_worker(move |_| async move {
-        let client = Client::builder()
-            .timeout(Some(Duration::from_secs(5)))
-            .build();
+        let client = Client::builder().timeout(Duration::from_secs(5)).build();
         kind_of(client.get(&url).send().await)
     });
     assert!(
