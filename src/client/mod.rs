@@ -331,7 +331,7 @@ impl Client {
         parts: &RequestParts,
         body: Body,
         deadline: Option<Instant>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Conn), Error> {
         let target = Target::parse(&parts.uri)?;
         let replay = if is_idempotent(&parts.method) {
             body.try_clone()
@@ -344,10 +344,7 @@ impl Client {
         let first = within(deadline, conn.sender.try_send_request(req)).await;
         let err = match first {
             None => return Err(Error::with(ErrorKind::Timeout, "waiting for the response")),
-            Some(Ok(resp)) => {
-                self.0.pool.give_back(conn);
-                return Ok(resp);
-            }
+            Some(Ok(resp)) => return Ok((resp, conn)),
             Some(Err(e)) => e,
         };
         let mut err = err;
@@ -377,10 +374,7 @@ impl Client {
         let mut conn = self.open(&target, slot, deadline).await?;
         match within(deadline, conn.sender.send_request(req)).await {
             None => Err(Error::with(ErrorKind::Timeout, "waiting for the response")),
-            Some(Ok(resp)) => {
-                self.0.pool.give_back(conn);
-                Ok(resp)
-            }
+            Some(Ok(resp)) => Ok((resp, conn)),
             Some(Err(e)) => Err(error::send_error(e)),
         }
     }
@@ -509,14 +503,18 @@ impl RequestBuilder {
         let mut followed = 0;
         loop {
             let replay = if limit > 0 { body.try_clone() } else { None };
-            let resp = client.send_once(&parts, body, deadline).await?;
+            let (resp, conn) = client.send_once(&parts, body, deadline).await?;
             let status = resp.status();
+            let url = parts.uri.clone();
+            let resp = Response::new(resp, (client.0.pool.clone(), conn), url, deadline);
             if limit == 0 || !status.is_redirection() {
-                return Ok(Response::new(resp, parts.uri, deadline));
+                return Ok(resp);
             }
             let Some(next) = redirect(&parts, status, resp.headers(), replay) else {
-                return Ok(Response::new(resp, parts.uri, deadline));
+                return Ok(resp);
             };
+            // An empty redirect body leaves the connection reusable; otherwise it is closed.
+            drop(resp);
             if followed == limit {
                 return Err(Error::with(
                     ErrorKind::TooManyRedirects,
@@ -676,8 +674,21 @@ impl Target {
 pub struct Response {
     head: http::response::Parts,
     body: hyper::body::Incoming,
+    /// The connection, until the body has been read to its end (then it goes back to the
+    /// pool) or the response is dropped before (then it is closed).
+    conn: Option<(Rc<Pool>, Conn)>,
     url: Uri,
     deadline: Option<Instant>,
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        if let Some((pool, conn)) = self.conn.take() {
+            if http_body::Body::is_end_stream(&self.body) {
+                pool.give_back(conn);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Response {
@@ -693,6 +704,7 @@ impl std::fmt::Debug for Response {
 impl Response {
     fn new(
         resp: hyper::Response<hyper::body::Incoming>,
+        conn: (Rc<Pool>, Conn),
         url: Uri,
         deadline: Option<Instant>,
     ) -> Response {
@@ -700,6 +712,7 @@ impl Response {
         Response {
             head,
             body,
+            conn: Some(conn),
             url,
             deadline,
         }
@@ -728,7 +741,12 @@ impl Response {
                 None => {
                     return Err(Error::with(ErrorKind::Timeout, "reading the response body"));
                 }
-                Some(None) => return Ok(None),
+                Some(None) => {
+                    if let Some((pool, conn)) = self.conn.take() {
+                        pool.give_back(conn);
+                    }
+                    return Ok(None);
+                }
                 Some(Some(f)) => f.map_err(error::body_error)?,
             };
             if let Ok(data) = frame.into_data()

@@ -225,8 +225,9 @@ impl Pool {
         }
     }
 
-    /// Return `conn` to the pool once it can take another request (hyper says so after the
-    /// response body has been read to its end); a connection that closes instead is dropped.
+    /// Return `conn` to the pool once it can take another request (called when its response
+    /// body has been read to the end; hyper is usually ready by then, else a small task waits
+    /// for it); a connection that closes instead is dropped.
     pub(crate) fn give_back(self: &Rc<Self>, mut conn: Conn) {
         if conn.sender.is_ready() {
             self.put(conn);

@@ -477,3 +477,63 @@ fn idle_connections_expire() {
         "the expired connection was closed"
     );
 }
+
+#[test]
+fn an_endless_response_head_is_a_protocol_error() {
+    let up = Upstream::start(|conn: &mut dyn Conn, _| {
+        if read_request(conn).is_some() {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n");
+            let line = format!("X-Filler: {}\r\n", "a".repeat(1000));
+            for _ in 0..2000 {
+                if conn.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let url = up.url("http", "/");
+    let kind = in_worker(move |_| async move { kind_of(Client::new().get(&url).send().await) });
+    assert_eq!(kind, ErrorKind::Protocol);
+}
+
+#[test]
+fn a_response_dropped_before_its_end_closes_its_connection() {
+    let up = std::sync::Arc::new(Upstream::start(|conn: &mut dyn Conn, _| {
+        while read_request(conn).is_some() {
+            if respond(conn, 200, &[b'x'; 100_000]).is_err() {
+                return;
+            }
+        }
+    }));
+    let url = up.url("http", "/");
+    let up2 = up.clone();
+    let (ended, stats) = in_worker(move |_| async move {
+        let client = Client::new();
+        let mut r = client.get(&url).send().await.unwrap();
+        assert!(r.chunk().await.unwrap().is_some());
+        drop(r);
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 100_000);
+        // While the client (and its pooled connection) lives, the upstream sees the first
+        // connection end: polled without blocking the worker, bounded (20 s).
+        let mut ended = None;
+        for _ in 0..2000 {
+            ended = up2.try_ended();
+            if ended.is_some() {
+                break;
+            }
+            crate::sleep(Duration::from_millis(10)).await;
+        }
+        (ended, client.pool_stats())
+    });
+    assert_eq!(ended, Some(0), "the abandoned connection was closed");
+    assert_eq!(stats.opened, 2);
+    assert_eq!(stats.idle, 1, "the fully read one is pooled at once");
+}

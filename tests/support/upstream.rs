@@ -81,6 +81,11 @@ impl Upstream {
         }
     }
 
+    /// The index of a connection that ended since the last call, if any (does not wait).
+    pub(crate) fn try_ended(&self) -> Option<usize> {
+        self.ended.lock().unwrap().try_recv().ok()
+    }
+
     /// Connections accepted so far.
     pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
