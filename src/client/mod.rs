@@ -683,10 +683,10 @@ pub struct Response {
 
 impl Drop for Response {
     fn drop(&mut self) {
-        if let Some((pool, conn)) = self.conn.take() {
-            if http_body::Body::is_end_stream(&self.body) {
-                pool.give_back(conn);
-            }
+        if let Some((pool, conn)) = self.conn.take()
+            && http_body::Body::is_end_stream(&self.body)
+        {
+            pool.give_back(conn);
         }
     }
 }
