@@ -203,6 +203,19 @@ impl Client {
         ClientBuilder::default().build()
     }
 
+    /// This worker's shared client with the default settings (a thread-local, built on first
+    /// use): for code that has no place to keep its own, such as an axum handler.
+    pub fn worker_default() -> Client {
+        thread_local! {
+            // Never dropped: its connections' tasks belong to the worker's executor, which is
+            // gone by the time thread-locals are destroyed (a worker lives as long as its
+            // process anyway).
+            static DEFAULT: std::mem::ManuallyDrop<Client> =
+                std::mem::ManuallyDrop::new(Client::new());
+        }
+        DEFAULT.with(|c| Client::clone(c))
+    }
+
     /// Settings for a client.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()

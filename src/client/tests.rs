@@ -537,3 +537,18 @@ fn a_response_dropped_before_its_end_closes_its_connection() {
     assert_eq!(stats.opened, 2);
     assert_eq!(stats.idle, 1, "the fully read one is pooled at once");
 }
+
+#[test]
+fn the_worker_default_client_is_shared_on_a_worker() {
+    let up = Upstream::start(serve_body(b"x"));
+    let url = up.url("http", "/");
+    let opened = in_worker(move |_| async move {
+        for _ in 0..3 {
+            let c = Client::worker_default();
+            c.get(&url).send().await.unwrap().bytes().await.unwrap();
+        }
+        Client::worker_default().pool_stats().opened
+    });
+    assert_eq!(opened, 1);
+    assert_eq!(up.accepted(), 1);
+}
