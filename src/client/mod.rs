@@ -813,21 +813,27 @@ impl Response {
 }
 
 /// `fut`'s output, or `None` if `deadline` passes first (`None` deadline: no limit).
+///
+/// The timer is made only if `fut` is not ready at its first poll: a pooled connection, or
+/// body bytes hyper has already buffered, cost no timer.
 pub(crate) async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
     let Some(deadline) = deadline else {
         return Some(fut.await);
     };
-    let left = deadline.saturating_duration_since(Instant::now());
     let mut fut = pin!(fut);
-    let mut timer = pin!(glommio::timer::sleep(left));
+    let mut timer = pin!(None::<glommio::timer::Timer>);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
+        if timer.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            timer.set(Some(glommio::timer::Timer::new(left)));
         }
-        Poll::Pending
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(None),
+        }
     })
     .await
 }
