@@ -246,17 +246,23 @@ impl Pool {
 
     fn put(self: &Rc<Self>, conn: Conn) {
         let key = conn.slot.key.clone();
-        {
+        let stray = {
             let mut hosts = self.hosts.borrow_mut();
-            let Some(h) = hosts.get_mut(&key) else {
-                return; // cannot happen: the slot keeps its host entry
-            };
-            h.idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            h.wake_all();
-        }
+            match hosts.get_mut(&key) {
+                Some(h) => {
+                    h.idle.push(Idle {
+                        conn,
+                        since: Instant::now(),
+                    });
+                    h.wake_all();
+                    None
+                }
+                // Cannot happen (a live slot keeps its host's entry); dropped outside the
+                // borrow, since dropping a connection releases its slot into `hosts`.
+                None => Some(conn),
+            }
+        };
+        drop(stray);
         if !self.sweeping.replace(true) {
             let pool = Rc::downgrade(self);
             let every = self.idle_timeout.max(Duration::from_millis(10));
