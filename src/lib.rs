@@ -15,6 +15,8 @@
 //! - [`Request`], [`Response`], [`App`]: the application API.
 //! - [`tower`]: tower services (an axum `Router`) served as apps.
 //! - `primitives`: uWSGI's async primitives ([`wait_fd_read`], [`wait_fds`], ...).
+//! - `client` (feature `client`): an outbound HTTP/1.1 + HTTPS client on the worker's ring,
+//!   with a per-worker connection pool (hyper's client connection API, rustls).
 //! - `harakiri`, `scoreboard`: per-request deadlines in the worker; the shared-memory board
 //!   the master reads to kill a worker stuck in a handler that never yields.
 //! - [`stats`]: the uWSGI-compatible stats document (JSON, HTTP, Prometheus) the master
@@ -48,6 +50,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod cron;
 pub mod logsink;

@@ -46,3 +46,8 @@ mod proxy;
 // The gevent engine (--gevent): gevent's loop on the worker's ring.
 #[cfg(feature = "python")]
 mod gevent;
+
+// The HTTP client (`ringsgi::client`) through examples/fanout.rs: HTTP and HTTPS upstreams,
+// a stalled one, a refused port, pool reuse across requests.
+#[cfg(feature = "client")]
+mod fanout;

@@ -119,44 +119,57 @@ impl AsFd for TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Read up to `max` bytes and hand them to `put` without an intermediate copy (the HTTP
+    /// client's adapter fills hyper's buffer this way). `Ready(Ok(0))`: end of stream.
+    pub(crate) fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if self.rpos < self.rbuf.len() {
+                let n = max.min(self.rbuf.len() - self.rpos);
+                put(&self.rbuf[self.rpos..self.rpos + n]);
+                self.rpos += n;
+                return Poll::Ready(Ok(n));
+            }
+            self.check()?;
+            if max == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            crate::harakiri::note_wait("TcpStream read");
+            let fut = self.read.get_or_insert_with(|| {
+                let mut v = std::mem::take(&mut self.rbuf);
+                v.clear();
+                v.reserve(max.max(READ_CHUNK));
+                Box::pin(uring::recv::recv(self.fd.as_raw_fd(), v, self.read_timeout))
+            });
+            let (res, v) = std::task::ready!(fut.as_mut().poll(cx));
+            self.read = None;
+            self.rbuf = v;
+            self.rpos = 0;
+            match res {
+                Ok(0) => return Poll::Ready(Ok(0)),
+                Ok(_) => continue,
+                Err(e) => {
+                    self.broken = e.kind() == io::ErrorKind::TimedOut;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
 impl AsyncRead for TcpStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        loop {
-            if this.rpos < this.rbuf.len() {
-                let n = buf.len().min(this.rbuf.len() - this.rpos);
-                buf[..n].copy_from_slice(&this.rbuf[this.rpos..this.rpos + n]);
-                this.rpos += n;
-                return Poll::Ready(Ok(n));
-            }
-            this.check()?;
-            if buf.is_empty() {
-                return Poll::Ready(Ok(0));
-            }
-            crate::harakiri::note_wait("TcpStream read");
-            let fut = this.read.get_or_insert_with(|| {
-                let mut v = std::mem::take(&mut this.rbuf);
-                v.clear();
-                v.reserve(buf.len().max(READ_CHUNK));
-                Box::pin(uring::recv::recv(this.fd.as_raw_fd(), v, this.read_timeout))
-            });
-            let (res, v) = std::task::ready!(fut.as_mut().poll(cx));
-            this.read = None;
-            this.rbuf = v;
-            this.rpos = 0;
-            match res {
-                Ok(0) => return Poll::Ready(Ok(0)),
-                Ok(_) => continue,
-                Err(e) => {
-                    this.broken = e.kind() == io::ErrorKind::TimedOut;
-                    return Poll::Ready(Err(e));
-                }
-            }
-        }
+        let len = buf.len();
+        self.poll_read_with(cx, len, |src| buf[..src.len()].copy_from_slice(src))
     }
 }
 

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+/// Local upstreams and a test CA for the HTTP client (`--features client`).
+#[cfg(feature = "client")]
+pub(crate) mod upstream;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
