@@ -300,3 +300,19 @@ fn function(
         Bound::from_owned_ptr_or_err(py, f).map(Bound::unbind)
     }
 }
+
+/// `dict.setdefault(key, value)`: the value now under `key` (`value` itself if the key was
+/// missing), with one hash lookup.
+pub(crate) fn dict_setdefault<'py>(
+    dict: &Bound<'py, pyo3::types::PyDict>,
+    key: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = dict.py();
+    // SAFETY: the GIL is held (`py`); the three objects are alive; PyDict_SetDefault returns
+    // a borrowed reference (or null with an exception set), made owned here.
+    unsafe {
+        let r = ffi::PyDict_SetDefault(dict.as_ptr(), key.as_ptr(), value.as_ptr());
+        Bound::from_borrowed_ptr_or_err(py, r)
+    }
+}
