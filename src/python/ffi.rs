@@ -316,3 +316,18 @@ pub(crate) fn dict_setdefault<'py>(
         Bound::from_borrowed_ptr_or_err(py, r)
     }
 }
+
+/// Bytes as a Python native string, each byte the character of the same number (latin-1,
+/// as PEP 3333 wants the environ's strings); ASCII in one copy, without a UTF-8 decoding.
+pub(crate) fn latin1_str<'py>(
+    py: Python<'py>,
+    b: &[u8],
+) -> PyResult<Bound<'py, pyo3::types::PyString>> {
+    // SAFETY: the GIL is held (`py`); `b` is valid for its length; PyUnicode_DecodeLatin1
+    // copies it and returns a new reference to a str, or null with an exception set.
+    unsafe {
+        let s =
+            ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, ptr::null());
+        Bound::from_owned_ptr_or_err(py, s).map(|s| s.cast_into_unchecked())
+    }
+}

@@ -76,6 +76,7 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
     }
     Python::initialize();
     ffi::pin_thread_state();
+    greenlet::set_pool_max(config.async_slots);
     let engine = Python::attach(|py| -> Result<Engine, String> {
         let describe = |e: PyErr| format!("{e}");
         let sys = py.import("sys").map_err(describe)?;

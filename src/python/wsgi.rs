@@ -785,23 +785,37 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Bytes as a native string (latin-1, PEP 3333).
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
-}
+use super::ffi::latin1_str;
 
-/// Bytes as a Python native string: ASCII (the usual case) without an intermediate copy.
-fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(b) {
-        Ok(s) if b.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &latin1(b)),
+/// FNV-1a: header names are short, and SipHash cost more than the rest of their lookup.
+/// The table it hashes for is bounded ([`HEADER_KEYS_MAX`]), so colliding names a client
+/// invents cost at most a scan of that many entries.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
 }
 
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type HeaderKeys =
+    std::collections::HashMap<String, Py<PyString>, std::hash::BuildHasherDefault<Fnv>>;
+
 thread_local! {
     /// The environ key of each header name seen (`HTTP_X_FOO`), interned once per worker.
-    static HEADER_KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static HEADER_KEYS: RefCell<HeaderKeys> = RefCell::new(HeaderKeys::default());
 }
 
 /// Most header names whose environ key is cached (a client inventing names cannot grow it).
@@ -899,11 +913,11 @@ pub(crate) fn environ<'py>(
         "GET" => intern!(py, "GET").clone(),
         "POST" => intern!(py, "POST").clone(),
         "HEAD" => intern!(py, "HEAD").clone(),
-        m => PyString::new(py, m),
+        m => latin1_str(py, m.as_bytes())?,
     };
     env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     let target = req.target();
-    let uri = PyString::new(py, target);
+    let uri = latin1_str(py, target.as_bytes())?;
     let path = req.path();
     let rest = path.get(script_name.len()..).unwrap_or("");
     if script_name.is_empty() {
@@ -914,17 +928,19 @@ pub(crate) fn environ<'py>(
     if rest.contains('%') {
         env.set_item(
             intern!(py, "PATH_INFO"),
-            latin1(&percent_decode(rest.as_bytes())),
+            latin1_str(py, &percent_decode(rest.as_bytes()))?,
         )?;
     } else if rest == target {
         // The whole target is the path (no query, nothing mounted): one string for both.
         env.set_item(intern!(py, "PATH_INFO"), &uri)?;
     } else {
-        env.set_item(intern!(py, "PATH_INFO"), rest)?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1_str(py, rest.as_bytes())?)?;
     }
     env.set_item(intern!(py, "REQUEST_URI"), uri)?;
     match req.query() {
-        Some(q) if !q.is_empty() => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        Some(q) if !q.is_empty() => {
+            env.set_item(intern!(py, "QUERY_STRING"), latin1_str(py, q.as_bytes())?)?
+        }
         _ => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
     }
     let version = match req.version() {
@@ -998,7 +1014,7 @@ pub(crate) fn environ<'py>(
     env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
     for (name, value) in req.headers() {
         let k = header_key(py, name);
-        let v = latin1_str(py, value);
+        let v = latin1_str(py, value)?;
         // The base environ has no header key: one already there is a repeated header (rare),
         // joined as CGI does (CONTENT_TYPE and CONTENT_LENGTH: the last one wins).
         let prev = super::ffi::dict_setdefault(&env, &k, &v)?;
