@@ -201,6 +201,8 @@ impl Exchange {
             return;
         }
         match self.wait.take() {
+            // Output went out: the other slots ran while the socket took it.
+            Wait::None if pending => {}
             Wait::None => futures_lite::future::yield_now().await,
             Wait::Body(n) => self.fill_body(req, n).await,
             Wait::Sleep(d) => {
