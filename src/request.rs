@@ -30,6 +30,32 @@ impl fmt::Display for Peer {
     }
 }
 
+thread_local! {
+    /// The port of every HTTP listener of this worker when they are all TCP listeners on one
+    /// port (the usual case): [`Request::local_port`] without a `getsockname` per request.
+    static HTTP_PORT: std::cell::Cell<Option<u16>> = const { std::cell::Cell::new(None) };
+}
+
+/// Record the worker's HTTP listeners (descriptor, TCP or not): when all are TCP and bound to
+/// one port, that port is every HTTP connection's local port.
+pub(crate) fn set_http_listeners(listeners: impl IntoIterator<Item = (RawFd, bool)>) {
+    let mut port = None;
+    for (fd, tcp) in listeners {
+        let fd = crate::sys::borrow_fd(fd);
+        let this = tcp
+            .then(|| socket2::SockRef::from(&fd).local_addr().ok())
+            .flatten()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port());
+        match (this, port) {
+            (None, _) => return HTTP_PORT.set(None),
+            (Some(p), Some(q)) if p != q => return HTTP_PORT.set(None),
+            (Some(p), _) => port = Some(p),
+        }
+    }
+    HTTP_PORT.set(port);
+}
+
 /// One request as the application sees it.
 ///
 /// The head (method, target, headers) lives in the request slot's buffer; the body is a
@@ -156,6 +182,9 @@ impl Request {
     pub fn local_port(&self) -> Option<u16> {
         if self.cgi.is_some() {
             return None;
+        }
+        if let Some(port) = HTTP_PORT.get() {
+            return Some(port);
         }
         let fd = crate::sys::borrow_fd(self.body.fd);
         let sock = socket2::SockRef::from(&fd);

@@ -122,6 +122,16 @@ impl Response {
         self
     }
 
+    /// Append head lines `Name: value\r\n` already checked as [`header`](Self::header)
+    /// checks them, none of them a header the server sets (the Python engine's headers,
+    /// checked when the app gave them).
+    #[cfg(feature = "python")]
+    pub(crate) fn extend_headers(&mut self, lines: &[u8]) {
+        if self.state == State::Fresh {
+            self.headers.extend_from_slice(lines);
+        }
+    }
+
     /// The status set so far (200 until `send`/`start`).
     pub fn status(&self) -> u16 {
         self.status

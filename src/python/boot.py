@@ -83,6 +83,30 @@ class Input:
         pass
 
 
+class EmptyInput:
+    """wsgi.input of a request without a body: one instance per worker for all of them."""
+
+    __slots__ = ()
+
+    def read(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def close(self):
+        pass
+
+
 class FileWrapper:
     """wsgi.file_wrapper: a file with a fileno() is sent by the engine (splice)."""
 

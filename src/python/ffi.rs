@@ -300,3 +300,34 @@ fn function(
         Bound::from_owned_ptr_or_err(py, f).map(Bound::unbind)
     }
 }
+
+/// `dict.setdefault(key, value)`: the value now under `key` (`value` itself if the key was
+/// missing), with one hash lookup.
+pub(crate) fn dict_setdefault<'py>(
+    dict: &Bound<'py, pyo3::types::PyDict>,
+    key: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = dict.py();
+    // SAFETY: the GIL is held (`py`); the three objects are alive; PyDict_SetDefault returns
+    // a borrowed reference (or null with an exception set), made owned here.
+    unsafe {
+        let r = ffi::PyDict_SetDefault(dict.as_ptr(), key.as_ptr(), value.as_ptr());
+        Bound::from_borrowed_ptr_or_err(py, r)
+    }
+}
+
+/// Bytes as a Python native string, each byte the character of the same number (latin-1,
+/// as PEP 3333 wants the environ's strings); ASCII in one copy, without a UTF-8 decoding.
+pub(crate) fn latin1_str<'py>(
+    py: Python<'py>,
+    b: &[u8],
+) -> PyResult<Bound<'py, pyo3::types::PyString>> {
+    // SAFETY: the GIL is held (`py`); `b` is valid for its length; PyUnicode_DecodeLatin1
+    // copies it and returns a new reference to a str, or null with an exception set.
+    unsafe {
+        let s =
+            ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, ptr::null());
+        Bound::from_owned_ptr_or_err(py, s).map(|s| s.cast_into_unchecked())
+    }
+}

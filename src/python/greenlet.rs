@@ -35,9 +35,13 @@ struct Runner {
     started: Cell<bool>,
     /// Parked greenlets (in `boot.loop`), reused for the next jobs.
     pool: RefCell<Vec<Py<PyAny>>>,
+    /// Most greenlets parked: one per request slot (each keeps its Python data stack, 16 KiB
+    /// and more). Fewer made every load above it create and destroy greenlets (a data stack
+    /// `mmap` and `munmap`, a `GreenletExit` unwinding each), all again at the next peak.
+    pool_max: Cell<usize>,
 }
 
-/// Most parked greenlets kept (each keeps its Python data stack, 16 KiB and more).
+/// Most parked greenlets kept when the worker's slot count is not known (`--pyrun`).
 const POOL_MAX: usize = 256;
 
 thread_local! {
@@ -79,6 +83,11 @@ pub(crate) fn cancelled() -> bool {
         return current().is_some_and(|e| e.cancelled.get());
     }
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(|e| e.cancelled.get()))
+}
+
+/// Keep up to `n` parked request greenlets (the worker's slot count).
+pub(crate) fn set_pool_max(n: usize) {
+    RUNNER.with(|r| r.pool_max.set(n));
 }
 
 /// Queue `ex` for the runner.
@@ -192,7 +201,11 @@ fn step(py: Python<'_>, ex: &Rc<Exchange>, job: Job) {
                 if let Some(g) = p.greenlet.take() {
                     RUNNER.with(|r| {
                         let mut pool = r.pool.borrow_mut();
-                        if pool.len() < POOL_MAX {
+                        let max = match r.pool_max.get() {
+                            0 => POOL_MAX,
+                            n => n,
+                        };
+                        if pool.len() < max {
                             pool.push(g);
                         }
                     });

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyModule, PyTuple};
+use pyo3::types::{PyDict, PyList, PyModule, PyString, PyTuple};
 
 use crate::app::{App, Apps, BoxFuture};
 use crate::config::raw::{PythonApp, python_app};
@@ -43,6 +43,8 @@ pub(crate) struct Engine {
     pub(crate) greenlet_loop: Py<PyAny>,
     run: Py<PyAny>,
     input: Py<PyAny>,
+    /// `boot.EmptyInput()`: the `wsgi.input` of every request without a body.
+    empty_input: Py<PyAny>,
     base: Py<PyDict>,
     harakiri: Py<PyAny>,
     greenlet: bool,
@@ -74,6 +76,7 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
     }
     Python::initialize();
     ffi::pin_thread_state();
+    greenlet::set_pool_max(config.async_slots);
     let engine = Python::attach(|py| -> Result<Engine, String> {
         let describe = |e: PyErr| format!("{e}");
         let sys = py.import("sys").map_err(describe)?;
@@ -165,6 +168,11 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
             // uWSGI sets it to None at the start of every request; a wait sets it (True when
             // it timed out, or after an async_sleep).
             set("x-wsgiorg.fdevent.timeout", py.None().into_bound(py))?;
+            // What every request sets (placeholders): its environ's key table is then cloned
+            // at the size it needs (wsgi::REQUEST_KEYS).
+            for k in wsgi::REQUEST_KEYS {
+                base.set_item(PyString::intern(py, k), py.None())?;
+            }
             Ok(())
         })()
         .map_err(describe)?;
@@ -172,6 +180,11 @@ fn init(opts: &PythonOptions, config: &Config) -> Result<(), String> {
             greenlet_loop: boot.getattr("loop").map_err(describe)?.unbind(),
             run: boot.getattr("run").map_err(describe)?.unbind(),
             input: boot.getattr("Input").map_err(describe)?.unbind(),
+            empty_input: boot
+                .getattr("EmptyInput")
+                .and_then(|t| t.call0())
+                .map_err(describe)?
+                .unbind(),
             harakiri: boot.getattr("Harakiri").map_err(describe)?.unbind(),
             boot: boot.unbind(),
             base: base.unbind(),
@@ -265,6 +278,8 @@ impl PyApp {
     async fn serve(&self, req: &mut Request, resp: &mut Response) -> io::Result<()> {
         let label = format!("{} {}", req.method(), req.target());
         let ex = Rc::new(Exchange::new(self.greenlet, label, req.body.fd));
+        // No body at all: the shared empty wsgi.input, no object per request.
+        let no_body = req.body.is_done();
         if !self.greenlet {
             // Straight on the executor the app cannot wait: give it the whole body.
             ex.read_all_body(req).await?;
@@ -274,7 +289,11 @@ impl PyApp {
             Python::attach(|py| -> PyResult<PyParts> {
                 let environ = wsgi::environ(py, e.base.bind(py), req, script_name)?;
                 let r = Py::new(py, Req { ex: ex.clone() })?;
-                let input = e.input.bind(py).call1((&r,))?;
+                let input = if no_body {
+                    e.empty_input.bind(py).clone()
+                } else {
+                    e.input.bind(py).call1((&r,))?
+                };
                 environ.set_item(pyo3::intern!(py, "wsgi.input"), input)?;
                 let args = PyTuple::new(
                     py,

@@ -51,7 +51,8 @@ pub(crate) struct Exchange {
     /// The harakiri context of the request, made current around every switch in.
     pub(crate) hctx: Option<Rc<ReqCtx>>,
     status: Cell<Option<u16>>,
-    headers: RefCell<Vec<(String, Vec<u8>)>>,
+    /// The app's response headers as head lines (`Name: value\r\n` each), checked.
+    headers: RefCell<Vec<u8>>,
     content_length: Cell<Option<u64>>,
     /// The response head has gone to the client (or is on its way).
     sent: Cell<bool>,
@@ -200,6 +201,8 @@ impl Exchange {
             return;
         }
         match self.wait.take() {
+            // Output went out: the other slots ran while the socket took it.
+            Wait::None if pending => {}
             Wait::None => futures_lite::future::yield_now().await,
             Wait::Body(n) => self.fill_body(req, n).await,
             Wait::Sleep(d) => {
@@ -294,9 +297,7 @@ impl Exchange {
                     "the app returned without calling start_response",
                 ));
             };
-            for (name, value) in self.headers.borrow().iter() {
-                resp.header(name, value);
-            }
+            resp.extend_headers(&self.headers.borrow());
             self.sent.set(true);
             let mut len = self.content_length.get();
             let mut file_len = None;
@@ -387,10 +388,10 @@ pub(crate) struct Req {
 /// after registering a wait is the seed's idiom).
 fn chunk_bytes<'a>(data: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, [u8]>> {
     if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(std::borrow::Cow::Owned(b.as_bytes().to_vec()));
+        return Ok(std::borrow::Cow::Borrowed(b.as_bytes()));
     }
     if let Ok(s) = data.cast::<PyString>() {
-        return Ok(std::borrow::Cow::Owned(s.to_str()?.as_bytes().to_vec()));
+        return Ok(std::borrow::Cow::Borrowed(s.to_str()?.as_bytes()));
     }
     if let Ok(b) = data.extract::<Vec<u8>>() {
         return Ok(std::borrow::Cow::Owned(b));
@@ -401,11 +402,25 @@ fn chunk_bytes<'a>(data: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, 
     )))
 }
 
+/// The bytes of an HTTP token (a header name): visible ASCII but the separators.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = true;
+        b += 1;
+    }
+    let seps = b"()<>@,;:\\\"/[]?={}";
+    let mut i = 0;
+    while i < seps.len() {
+        t[seps[i] as usize] = false;
+        i += 1;
+    }
+    t
+};
+
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| TOKEN[b as usize])
 }
 
 /// Headers the server writes itself: an app's value is ignored (Content-Length is used).
@@ -456,7 +471,7 @@ impl Req {
         let list: &Bound<'_, PyList> = headers
             .cast()
             .map_err(|_| PyTypeError::new_err("the WSGI response headers must be a list"))?;
-        let mut out = Vec::with_capacity(list.len());
+        let mut out = Vec::with_capacity(list.len() * 32);
         let mut length = None;
         for item in list.iter() {
             let tuple: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
@@ -467,15 +482,17 @@ impl Req {
                     "each WSGI response header must be a (name, value) tuple",
                 ));
             }
-            let name: String = tuple
-                .get_item(0)?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("a WSGI response header name must be a str"))?;
-            let value: String = tuple
-                .get_item(1)?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("a WSGI response header value must be a str"))?;
-            if !valid_name(&name) {
+            let name = tuple.get_item(0)?;
+            let name = name
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header name must be a str"))?
+                .to_str()?;
+            let value = tuple.get_item(1)?;
+            let value = value
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("a WSGI response header value must be a str"))?
+                .to_str()?;
+            if !valid_name(name) {
                 return Err(PyValueError::new_err(format!(
                     "invalid response header name {name:?}"
                 )));
@@ -494,11 +511,18 @@ impl Req {
                 })?);
                 continue;
             }
-            if SERVER_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+            if SERVER_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 continue;
             }
-            // Latin-1, as PEP 3333 says.
-            out.push((name, value.chars().map(|c| c as u32 as u8).collect()));
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            if value.is_ascii() {
+                out.extend_from_slice(value.as_bytes());
+            } else {
+                // Latin-1, as PEP 3333 says.
+                out.extend(value.chars().map(|c| c as u32 as u8));
+            }
+            out.extend_from_slice(b"\r\n");
         }
         ex.status.set(Some(code));
         *ex.headers.borrow_mut() = out;
@@ -524,6 +548,19 @@ impl Req {
 
     /// A list or tuple response: all chunks at once, sent when the app returns.
     fn push_all(&self, seq: &Bound<'_, PyAny>) -> PyResult<()> {
+        // By index (no iterator object): `run` passes only a list or a tuple.
+        if let Ok(list) = seq.cast::<PyList>() {
+            for item in list.iter() {
+                self.push(&item)?;
+            }
+            return Ok(());
+        }
+        if let Ok(tuple) = seq.cast::<PyTuple>() {
+            for item in tuple.iter() {
+                self.push(&item)?;
+            }
+            return Ok(());
+        }
         for item in seq.try_iter()? {
             let item = item?;
             self.push(&item)?;
@@ -750,23 +787,37 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Bytes as a native string (latin-1, PEP 3333).
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
-}
+use super::ffi::latin1_str;
 
-/// Bytes as a Python native string: ASCII (the usual case) without an intermediate copy.
-fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(b) {
-        Ok(s) if b.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &latin1(b)),
+/// FNV-1a: header names are short, and SipHash cost more than the rest of their lookup.
+/// The table it hashes for is bounded ([`HEADER_KEYS_MAX`]), so colliding names a client
+/// invents cost at most a scan of that many entries.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
 }
 
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type HeaderKeys =
+    std::collections::HashMap<String, Py<PyString>, std::hash::BuildHasherDefault<Fnv>>;
+
 thread_local! {
     /// The environ key of each header name seen (`HTTP_X_FOO`), interned once per worker.
-    static HEADER_KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static HEADER_KEYS: RefCell<HeaderKeys> = RefCell::new(HeaderKeys::default());
 }
 
 /// Most header names whose environ key is cached (a client inventing names cannot grow it).
@@ -799,8 +850,60 @@ fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
     })
 }
 
+/// The keys every request sets, in the worker's base environ with a placeholder (`None`)
+/// value: a request's environ is a copy of the base (one clone of its key table, sized for
+/// these keys and about 15 headers more: no resize while it is filled), and setting one of
+/// these keys replaces a value instead of inserting. [`environ`] sets or removes each one.
+pub(crate) const REQUEST_KEYS: [&str; 14] = [
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.url_scheme",
+    "REQUEST_SCHEME",
+    "uwsgi.core",
+    "wsgi.input",
+];
+
+/// Environ values that repeat from one request to the next (the server name and port, the
+/// client's address), kept as Python strings for the next request that has the same one.
+#[derive(Default)]
+struct Repeats {
+    server_name: Option<(String, Py<PyString>)>,
+    server_port: Option<(u16, Py<PyString>)>,
+    remote_ip: Option<(std::net::IpAddr, Py<PyString>)>,
+}
+
+thread_local! {
+    static REPEATS: RefCell<Repeats> = RefCell::new(Repeats::default());
+}
+
+/// `n` in decimal as a Python string, without a Rust `String` in between.
+fn decimal<'py>(py: Python<'py>, n: u16) -> Bound<'py, PyString> {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Digits are ASCII.
+    PyString::new(py, std::str::from_utf8(&buf[i..]).unwrap_or("0"))
+}
+
 /// The environ of `req` mounted at `script_name`: a copy of the worker's base environ (the
-/// constant keys) plus the request's CGI variables (uWSGI's set).
+/// constant keys, and the [`REQUEST_KEYS`] to fill) plus the request's CGI variables (uWSGI's
+/// set). `wsgi.input` is left for the caller.
 pub(crate) fn environ<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyDict>,
@@ -812,16 +915,34 @@ pub(crate) fn environ<'py>(
         "GET" => intern!(py, "GET").clone(),
         "POST" => intern!(py, "POST").clone(),
         "HEAD" => intern!(py, "HEAD").clone(),
-        m => PyString::new(py, m),
+        m => latin1_str(py, m.as_bytes())?,
     };
     env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
-    env.set_item(intern!(py, "REQUEST_URI"), req.target())?;
-    let path = req.path().as_bytes();
-    let rest = path.get(script_name.len()..).unwrap_or(b"");
-    env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
-    env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(rest)))?;
+    let target = req.target();
+    let uri = latin1_str(py, target.as_bytes())?;
+    let path = req.path();
+    let rest = path.get(script_name.len()..).unwrap_or("");
+    if script_name.is_empty() {
+        env.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    } else {
+        env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
+    }
+    if rest.contains('%') {
+        env.set_item(
+            intern!(py, "PATH_INFO"),
+            latin1_str(py, &percent_decode(rest.as_bytes()))?,
+        )?;
+    } else if rest == target {
+        // The whole target is the path (no query, nothing mounted): one string for both.
+        env.set_item(intern!(py, "PATH_INFO"), &uri)?;
+    } else {
+        env.set_item(intern!(py, "PATH_INFO"), latin1_str(py, rest.as_bytes())?)?;
+    }
+    env.set_item(intern!(py, "REQUEST_URI"), uri)?;
     match req.query() {
-        Some(q) if !q.is_empty() => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        Some(q) if !q.is_empty() => {
+            env.set_item(intern!(py, "QUERY_STRING"), latin1_str(py, q.as_bytes())?)?
+        }
         _ => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
     }
     let version = match req.version() {
@@ -830,24 +951,55 @@ pub(crate) fn environ<'py>(
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), version)?;
     let name = req.server_name();
-    env.set_item(
-        intern!(py, "SERVER_NAME"),
-        if name.is_empty() { "localhost" } else { name },
-    )?;
+    let name = if name.is_empty() { "localhost" } else { name };
     // The port the request arrived on (CGI, RFC 3875 4.1.15; uWSGI's http-socket), not the
     // Host header's: a uwsgi request's SERVER_PORT var, else the connection's local port.
     let port = match req.local_port() {
         Some(p) => p,
         None => req.server_port().unwrap_or(80),
     };
-    env.set_item(intern!(py, "SERVER_PORT"), port.to_string())?;
-    match req.peer() {
-        crate::Peer::Tcp(a) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), a.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), a.port().to_string())?;
+    let peer = match req.peer() {
+        crate::Peer::Tcp(a) => Some(*a),
+        crate::Peer::Unix => None,
+    };
+    let (name, port, ip) = REPEATS.with(|r| {
+        let mut r = r.borrow_mut();
+        let name = match &r.server_name {
+            Some((n, s)) if n == name => s.bind(py).clone(),
+            _ => {
+                let s = PyString::new(py, name);
+                r.server_name = Some((name.to_owned(), s.clone().unbind()));
+                s
+            }
+        };
+        let port = match &r.server_port {
+            Some((p, s)) if *p == port => s.bind(py).clone(),
+            _ => {
+                let s = decimal(py, port);
+                r.server_port = Some((port, s.clone().unbind()));
+                s
+            }
+        };
+        let ip = peer.map(|a| match &r.remote_ip {
+            Some((ip, s)) if *ip == a.ip() => s.bind(py).clone(),
+            _ => {
+                let s = PyString::new(py, &a.ip().to_string());
+                r.remote_ip = Some((a.ip(), s.clone().unbind()));
+                s
+            }
+        });
+        (name, port, ip)
+    });
+    env.set_item(intern!(py, "SERVER_NAME"), name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), port)?;
+    match (peer, ip) {
+        (Some(a), Some(ip)) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip)?;
+            env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, a.port()))?;
         }
-        crate::Peer::Unix => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
+        _ => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+            env.del_item(intern!(py, "REMOTE_PORT"))?;
         }
     }
     let scheme = req.scheme();
@@ -859,24 +1011,22 @@ pub(crate) fn environ<'py>(
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme_str)?;
     env.set_item(intern!(py, "REQUEST_SCHEME"), scheme_str)?;
     if scheme == "https" {
-        env.set_item(intern!(py, "HTTPS"), "on")?;
+        env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
     }
     env.set_item(intern!(py, "uwsgi.core"), req.slot_id().0)?;
-    let mut names: Vec<&str> = Vec::with_capacity(16);
     for (name, value) in req.headers() {
         let k = header_key(py, name);
-        let v = latin1_str(py, value);
-        // A repeated header (rare): joined, as CGI does.
-        let repeated = names.iter().any(|n| n.eq_ignore_ascii_case(name));
-        names.push(name);
-        if repeated
-            && k.to_str()?.starts_with("HTTP_")
-            && let Some(prev) = env.get_item(&k)?
-        {
-            let joined = format!("{}, {}", prev.extract::<String>()?, v.to_str()?);
-            env.set_item(k, joined)?;
-        } else {
-            env.set_item(k, v)?;
+        let v = latin1_str(py, value)?;
+        // The base environ has no header key: one already there is a repeated header (rare),
+        // joined as CGI does (CONTENT_TYPE and CONTENT_LENGTH: the last one wins).
+        let prev = super::ffi::dict_setdefault(&env, &k, &v)?;
+        if !prev.is(&v) {
+            if k.to_str()?.starts_with("HTTP_") {
+                let joined = format!("{}, {}", prev.extract::<String>()?, v.to_str()?);
+                env.set_item(k, joined)?;
+            } else {
+                env.set_item(k, v)?;
+            }
         }
     }
     Ok(env)

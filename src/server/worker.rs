@@ -124,6 +124,11 @@ pub(crate) fn run(
         .iter()
         .map(|l| (l.raw(), l.tcp, l.protocol))
         .collect();
+    crate::request::set_http_listeners(
+        fds.iter()
+            .filter(|l| l.2 == Protocol::Http)
+            .map(|&(fd, tcp, _)| (fd, tcp)),
+    );
     let slots = config.async_slots;
     // SIGTERM asks for a graceful stop: its handler writes to this pipe.
     let (stop_rx, stop_tx) =
