@@ -43,6 +43,9 @@ pub(crate) struct SlotBufs {
     pub(crate) index: HeadIndex,
     /// The response head and small bodies, sent with one `send`.
     pub(crate) out: Vec<u8>,
+    /// The application's response headers while it sets them (reused, not allocated per
+    /// request).
+    pub(crate) headers: Vec<u8>,
 }
 
 /// A waiter's mailbox: the slot is handed over directly so no later arrival can take it.
@@ -89,6 +92,7 @@ impl SlotPool {
                         head: Vec::new(),
                         index: HeadIndex::default(),
                         out: Vec::new(),
+                        headers: Vec::new(),
                     },
                 )
             })
@@ -329,6 +333,7 @@ impl Drop for SlotGuard {
             head: Vec::new(),
             index: HeadIndex::default(),
             out: Vec::new(),
+            headers: Vec::new(),
         });
         self.pool.release(self.id, bufs);
         self.pool.publish();
