@@ -290,18 +290,12 @@ fn uring(listener: TcpListener, multi: bool, defer: bool) -> io::Result<()> {
                         continue;
                     }
                     r.push(
-                        opcode::Send::new(
-                            types::Fd(fd),
-                            RESPONSE.as_ptr(),
-                            RESPONSE.len() as u32,
-                        )
-                        .flags(libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(SEND | fd as u64),
+                        opcode::Send::new(types::Fd(fd), RESPONSE.as_ptr(), RESPONSE.len() as u32)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .build()
+                            .user_data(SEND | fd as u64),
                     );
-                    if !multi {
-                        arm(&mut r, &mut conn_bufs, fd, false);
-                    } else if !cqueue::more(flags) {
+                    if !multi || !cqueue::more(flags) {
                         arm(&mut r, &mut conn_bufs, fd, false);
                     }
                 }

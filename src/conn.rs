@@ -726,12 +726,7 @@ enum Head {
 /// kept-alive request's head usually comes whole with its first byte). Parses into
 /// the worker's scratch index (a head can be checked against every limit without a slot);
 /// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
-async fn read_head(
-    ctx: &ConnCtx,
-    fd: i32,
-    input: &mut Vec<u8>,
-    deadline: Option<Instant>,
-) -> Head {
+async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option<Instant>) -> Head {
     let mut deadline = deadline;
     loop {
         if !input.is_empty() {
