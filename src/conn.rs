@@ -23,6 +23,7 @@ use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
 use crate::static_files::{self, StaticFiles};
 use crate::uring;
+use crate::uring::multi::Got;
 
 /// What every connection of a worker shares.
 pub(crate) struct ConnCtx {
@@ -218,6 +219,8 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     // first request (a connection parked before its first byte has not sent it yet).
     let mut proxied = false;
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
+    // A kept-alive connection's multishot receive, armed at its first idle wait.
+    let mut ms: Option<uring::multi::MultiRecv> = None;
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -287,8 +290,46 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     input = Vec::with_capacity(HEAD_READ);
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
-                input = buf;
+                // The multishot receive stays armed from one request to the next (no
+                // receive to submit, no poll to arm per request); without one (no buffer
+                // ring, no free buffer), a plain receive.
+                if ms.is_none() {
+                    ms = uring::multi::MultiRecv::arm(raw);
+                }
+                let mut r = None;
+                if let Some(m) = ms.as_mut() {
+                    let got =
+                        futures_lite::future::or(async { Some(m.next(&mut input).await) }, async {
+                            uring::wheel::Deadline::after(window).await;
+                            None
+                        })
+                        .await;
+                    match got {
+                        Some(Got::Data(n)) => r = Some(Some(Ok(n))),
+                        Some(Got::Closed) => r = Some(Some(Ok(0))),
+                        Some(Got::Ended) => ms = None,
+                        None => {
+                            // Quiet for the hot window: stop it, keeping what came meanwhile.
+                            let m = ms.take().expect("armed above");
+                            let open = m.stop(&mut input).await;
+                            r = Some(if !input.is_empty() {
+                                Some(Ok(input.len()))
+                            } else if !open {
+                                Some(Ok(0))
+                            } else {
+                                None
+                            });
+                        }
+                    }
+                }
+                let r = match r {
+                    Some(r) => r,
+                    None => {
+                        let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
+                        input = buf;
+                        r
+                    }
+                };
                 match r {
                     Some(r) => {
                         ctx.idle.borrow_mut().remove(&raw);
@@ -320,7 +361,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         } else {
             None
         };
-        let head = read_head(&ctx, raw, &mut input, head_deadline).await;
+        let head = read_head(&ctx, raw, &mut input, head_deadline, &mut ms).await;
         let head_len = match head {
             Head::Complete(n) => n,
             Head::Closed if fresh && input.is_empty() => break,
@@ -355,6 +396,16 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 break;
             }
         };
+        if ms.is_some()
+            && !matches!(
+                ctx.scratch.borrow().framing,
+                http::BodyFraming::None | http::BodyFraming::Length(0)
+            )
+        {
+            // The body is read with plain receives: no multishot may take its bytes.
+            let m = ms.take().expect("checked");
+            m.stop(&mut input).await;
+        }
         let slot = take_slot(&ctx, &input, head_len).await;
         let (next, rest) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
@@ -362,12 +413,15 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         match next {
             Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
             Next::Linger | Next::Discard(_) => {
+                drop(ms.take());
                 linger(&fd).await;
                 break;
             }
             _ => break,
         }
     }
+    // Cancelled before the descriptor is closed.
+    drop(ms);
     uring::close::close(fd);
 }
 
@@ -726,7 +780,13 @@ enum Head {
 /// kept-alive request's head usually comes whole with its first byte). Parses into
 /// the worker's scratch index (a head can be checked against every limit without a slot);
 /// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
-async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option<Instant>) -> Head {
+async fn read_head(
+    ctx: &ConnCtx,
+    fd: i32,
+    input: &mut Vec<u8>,
+    deadline: Option<Instant>,
+    ms: &mut Option<uring::multi::MultiRecv>,
+) -> Head {
     let mut deadline = deadline;
     loop {
         if !input.is_empty() {
@@ -742,6 +802,17 @@ async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option
             }
         }
         let got = input.len();
+        if let Some(m) = ms.take() {
+            // The rest of the head is read with plain receives: stop the multishot first,
+            // keeping what it received.
+            let open = m.stop(input).await;
+            if input.len() > got {
+                continue;
+            }
+            if !open {
+                return Head::Closed;
+            }
+        }
         let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
         match read_before(fd, input, at).await {
             Ok(true) => {}

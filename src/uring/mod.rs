@@ -27,6 +27,7 @@ pub(crate) mod accept;
 pub(crate) mod close;
 pub(crate) mod connect;
 pub(crate) mod file;
+pub(crate) mod multi;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pump;
@@ -83,6 +84,13 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
+    /// A multishot receive ([`multi`]): its results (`res`, `flags`) not yet consumed, the
+    /// waker of its connection, and whether the driver cancelled it for holding too many.
+    Multi {
+        queue: VecDeque<(i32, u32)>,
+        waker: Option<Waker>,
+        cancelled: bool,
+    },
     /// The future was dropped; the kernel may still write into these buffers.
     Orphan(
         #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
@@ -96,6 +104,8 @@ pub(crate) enum OpKind {
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
+    /// A multishot receive into the buffer ring: an orphan's results give their buffers back.
+    Multi,
     /// Anything else.
     Other,
 }
@@ -132,6 +142,9 @@ struct Inner {
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
+    /// The provided-buffer ring of multishot receives (`None`: the kernel refused it). After
+    /// `ring`: dropped after the ring that uses it.
+    bufring: Option<multi::BufRing>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -176,6 +189,7 @@ impl Driver {
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let mut ring = ring;
         ring.completion().disable_eventfd();
+        let bufring = multi::BufRing::register(&ring);
         let driver = Rc::new(Driver {
             inner: RefCell::new(Inner {
                 ring,
@@ -186,6 +200,7 @@ impl Driver {
                 watches: watch::Watches::default(),
                 eventfd,
                 stats: DriverStats::default(),
+                bufring,
             }),
             pump_waker: RefCell::new(None),
             parked: Cell::new(false),
@@ -406,6 +421,7 @@ impl Driver {
             std::mem::take(&mut inner.to_wake)
         };
         let n;
+        let mut to_cancel = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let Inner {
@@ -413,15 +429,27 @@ impl Driver {
                 ops,
                 free,
                 watches,
+                bufring,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, watches, &cqe, &mut to_wake);
+                complete(
+                    ops,
+                    free,
+                    watches,
+                    bufring,
+                    &cqe,
+                    &mut to_wake,
+                    &mut to_cancel,
+                );
             }
             n = count;
             inner.stats.cqes += n as u64;
+        }
+        for ud in to_cancel {
+            self.cancel(ud);
         }
         for w in to_wake.drain(..) {
             w.wake();
@@ -528,13 +556,15 @@ impl Driver {
     }
 }
 
-/// Apply one CQE to the op table.
+/// Apply one CQE to the op table (`to_cancel`: multishots to cancel once the table is free).
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     watches: &mut watch::Watches,
+    bufring: &mut Option<multi::BufRing>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
+    to_cancel: &mut Vec<u64>,
 ) {
     let ud = cqe.user_data();
     if ud == DETACHED {
@@ -561,7 +591,11 @@ fn complete(
     }
     let res = cqe.result();
     let flags = cqe.flags();
-    slot.pending = slot.pending.saturating_sub(1);
+    // A multishot's CQEs with `IORING_CQE_F_MORE` are not its last.
+    let more = cqueue::more(flags);
+    if !more {
+        slot.pending = slot.pending.saturating_sub(1);
+    }
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
         if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
@@ -577,7 +611,28 @@ fn complete(
             }
             slot.state = Lifecycle::Done { res, flags };
         }
+        Lifecycle::Multi {
+            queue,
+            waker,
+            cancelled,
+        } => {
+            queue.push_back((res, flags));
+            if more && !*cancelled && queue.len() > multi::MAX_QUEUED {
+                // Unread results pile up (a client sending while its request is served):
+                // stop taking ring buffers for it; what came stays queued, in order.
+                *cancelled = true;
+                to_cancel.push(ud);
+            }
+            if let Some(w) = waker.take() {
+                to_wake.push(w);
+            }
+        }
         Lifecycle::Orphan(_) => {
+            if slot.kind == OpKind::Multi
+                && let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), bufring.as_mut())
+            {
+                br.recycle(bid);
+            }
             if slot.kind == OpKind::Open {
                 close_orphan_fd(res);
             }
