@@ -396,13 +396,9 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 break;
             }
         };
-        if ms.is_some()
-            && !matches!(
-                ctx.scratch.borrow().framing,
-                http::BodyFraming::None | http::BodyFraming::Length(0)
-            )
-        {
-            // The body is read with plain receives: no multishot may take its bytes.
+        if ms.is_some() && !multishot_may_stay(&ctx, &input) {
+            // The body is read with plain receives (or the app reads the connection itself):
+            // no multishot may take its bytes.
             let m = ms.take().expect("checked");
             m.stop(&mut input).await;
         }
@@ -423,6 +419,22 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     // Cancelled before the descriptor is closed.
     drop(ms);
     uring::close::close(fd);
+}
+
+/// Whether a kept-alive connection's multishot receive may stay armed while the request whose
+/// head is indexed in the scratch index (over `input`) is served: it has no body, and its app
+/// does not read the connection itself ([`App::reads_connection`]).
+fn multishot_may_stay(ctx: &ConnCtx, input: &[u8]) -> bool {
+    let index = ctx.scratch.borrow();
+    if !matches!(
+        index.framing,
+        http::BodyFraming::None | http::BodyFraming::Length(0)
+    ) {
+        return false;
+    }
+    let path = std::str::from_utf8(index.path.of(input)).unwrap_or("");
+    ctx.route(path)
+        .is_none_or(|(_, app)| !app.reads_connection())
 }
 
 /// Read and remove the PROXY protocol header at the start of `input` (reading more until

@@ -145,6 +145,8 @@ struct Inner {
     /// The provided-buffer ring of multishot receives (`None`: the kernel refused it). After
     /// `ring`: dropped after the ring that uses it.
     bufring: Option<multi::BufRing>,
+    /// The kernel refused a multishot receive (`-EINVAL`: older than 6.0): none is armed again.
+    multishot_off: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -201,6 +203,7 @@ impl Driver {
                 eventfd,
                 stats: DriverStats::default(),
                 bufring,
+                multishot_off: false,
             }),
             pump_waker: RefCell::new(None),
             parked: Cell::new(false),

@@ -151,7 +151,12 @@ impl MultiRecv {
     /// Arm a multishot receive on `fd`; `None` if the worker has no buffer ring.
     pub(crate) fn arm(fd: RawFd) -> Option<MultiRecv> {
         let driver = Driver::current();
-        driver.inner.borrow().bufring.as_ref()?;
+        {
+            let inner = driver.inner.borrow();
+            if inner.bufring.is_none() || inner.multishot_off {
+                return None;
+            }
+        }
         let (idx, generation) = driver.alloc(OpKind::Multi, 1);
         {
             let mut inner = driver.inner.borrow_mut();
@@ -233,6 +238,11 @@ impl MultiRecv {
             n if n > 0 => Got::Data(n as usize),
             0 => Got::Closed,
             e if e == -libc::ENOBUFS || e == -libc::ECANCELED => Got::Ended,
+            e if e == -libc::EINVAL => {
+                // A kernel without multishot receive (before 6.0): plain receives from now on.
+                inner.multishot_off = true;
+                Got::Ended
+            }
             _ => Got::Closed,
         }
     }
