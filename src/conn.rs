@@ -221,6 +221,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
     // A kept-alive connection's multishot receive, armed at its first idle wait.
     let mut ms: Option<uring::multi::MultiRecv> = None;
+    let mut ms_wanted = true;
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -293,7 +294,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 // The multishot receive stays armed from one request to the next (no
                 // receive to submit, no poll to arm per request); without one (no buffer
                 // ring, no free buffer), a plain receive.
-                if ms.is_none() {
+                if ms.is_none() && ms_wanted {
                     ms = uring::multi::MultiRecv::arm(raw);
                 }
                 let mut r = None;
@@ -396,7 +397,10 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 break;
             }
         };
-        if ms.is_some() && !multishot_may_stay(&ctx, &input) {
+        // A connection whose last request needed plain receives waits for its next one with
+        // a plain receive too (no multishot armed only to be stopped again).
+        ms_wanted = multishot_may_stay(&ctx, &input);
+        if ms.is_some() && !ms_wanted {
             // The body is read with plain receives (or the app reads the connection itself):
             // no multishot may take its bytes.
             let m = ms.take().expect("checked");
