@@ -37,13 +37,6 @@ pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
 pub trait App: 'static {
     /// Handle one request.
     fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a>;
-
-    /// Whether the app may read the client connection itself, outside the request body (a
-    /// Python app can, through `uwsgi.connection_fd()`). The server then keeps no multishot
-    /// receive armed on the connection while the app runs: it would take the app's bytes.
-    fn reads_connection(&self) -> bool {
-        false
-    }
 }
 
 /// An [`App`] made from a closure; see [`app_fn`].

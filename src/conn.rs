@@ -23,7 +23,6 @@ use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
 use crate::static_files::{self, StaticFiles};
 use crate::uring;
-use crate::uring::multi::Got;
 
 /// What every connection of a worker shares.
 pub(crate) struct ConnCtx {
@@ -219,9 +218,6 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     // first request (a connection parked before its first byte has not sent it yet).
     let mut proxied = false;
     let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
-    // A kept-alive connection's multishot receive, armed at its first idle wait.
-    let mut ms: Option<uring::multi::MultiRecv> = None;
-    let mut ms_wanted = true;
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -291,46 +287,8 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     input = Vec::with_capacity(HEAD_READ);
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                // The multishot receive stays armed from one request to the next (no
-                // receive to submit, no poll to arm per request); without one (no buffer
-                // ring, no free buffer), a plain receive.
-                if ms.is_none() && ms_wanted {
-                    ms = uring::multi::MultiRecv::arm(raw);
-                }
-                let mut r = None;
-                if let Some(m) = ms.as_mut() {
-                    let got =
-                        futures_lite::future::or(async { Some(m.next(&mut input).await) }, async {
-                            uring::wheel::Deadline::after(window).await;
-                            None
-                        })
-                        .await;
-                    match got {
-                        Some(Got::Data(n)) => r = Some(Some(Ok(n))),
-                        Some(Got::Closed) => r = Some(Some(Ok(0))),
-                        Some(Got::Ended) => ms = None,
-                        None => {
-                            // Quiet for the hot window: stop it, keeping what came meanwhile.
-                            let m = ms.take().expect("armed above");
-                            let open = m.stop(&mut input).await;
-                            r = Some(if !input.is_empty() {
-                                Some(Ok(input.len()))
-                            } else if !open {
-                                Some(Ok(0))
-                            } else {
-                                None
-                            });
-                        }
-                    }
-                }
-                let r = match r {
-                    Some(r) => r,
-                    None => {
-                        let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
-                        input = buf;
-                        r
-                    }
-                };
+                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
+                input = buf;
                 match r {
                     Some(r) => {
                         ctx.idle.borrow_mut().remove(&raw);
@@ -362,7 +320,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         } else {
             None
         };
-        let head = read_head(&ctx, raw, &mut input, head_deadline, &mut ms).await;
+        let head = read_head(&ctx, raw, &mut input, head_deadline).await;
         let head_len = match head {
             Head::Complete(n) => n,
             Head::Closed if fresh && input.is_empty() => break,
@@ -397,15 +355,6 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 break;
             }
         };
-        // A connection whose last request needed plain receives waits for its next one with
-        // a plain receive too (no multishot armed only to be stopped again).
-        ms_wanted = multishot_may_stay(&ctx, &input);
-        if ms.is_some() && !ms_wanted {
-            // The body is read with plain receives (or the app reads the connection itself):
-            // no multishot may take its bytes.
-            let m = ms.take().expect("checked");
-            m.stop(&mut input).await;
-        }
         let slot = take_slot(&ctx, &input, head_len).await;
         let (next, rest) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
@@ -413,32 +362,13 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         match next {
             Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
             Next::Linger | Next::Discard(_) => {
-                drop(ms.take());
                 linger(&fd).await;
                 break;
             }
             _ => break,
         }
     }
-    // Cancelled before the descriptor is closed.
-    drop(ms);
     uring::close::close(fd);
-}
-
-/// Whether a kept-alive connection's multishot receive may stay armed while the request whose
-/// head is indexed in the scratch index (over `input`) is served: it has no body, and its app
-/// does not read the connection itself ([`App::reads_connection`]).
-fn multishot_may_stay(ctx: &ConnCtx, input: &[u8]) -> bool {
-    let index = ctx.scratch.borrow();
-    if !matches!(
-        index.framing,
-        http::BodyFraming::None | http::BodyFraming::Length(0)
-    ) {
-        return false;
-    }
-    let path = std::str::from_utf8(index.path.of(input)).unwrap_or("");
-    ctx.route(path)
-        .is_none_or(|(_, app)| !app.reads_connection())
 }
 
 /// Read and remove the PROXY protocol header at the start of `input` (reading more until
@@ -796,13 +726,7 @@ enum Head {
 /// kept-alive request's head usually comes whole with its first byte). Parses into
 /// the worker's scratch index (a head can be checked against every limit without a slot);
 /// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
-async fn read_head(
-    ctx: &ConnCtx,
-    fd: i32,
-    input: &mut Vec<u8>,
-    deadline: Option<Instant>,
-    ms: &mut Option<uring::multi::MultiRecv>,
-) -> Head {
+async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option<Instant>) -> Head {
     let mut deadline = deadline;
     loop {
         if !input.is_empty() {
@@ -818,17 +742,6 @@ async fn read_head(
             }
         }
         let got = input.len();
-        if let Some(m) = ms.take() {
-            // The rest of the head is read with plain receives: stop the multishot first,
-            // keeping what it received.
-            let open = m.stop(input).await;
-            if input.len() > got {
-                continue;
-            }
-            if !open {
-                return Head::Closed;
-            }
-        }
         let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
         match read_before(fd, input, at).await {
             Ok(true) => {}

@@ -27,7 +27,6 @@ pub(crate) mod accept;
 pub(crate) mod close;
 pub(crate) mod connect;
 pub(crate) mod file;
-pub(crate) mod multi;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pump;
@@ -84,13 +83,6 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
-    /// A multishot receive ([`multi`]): its results (`res`, `flags`) not yet consumed, the
-    /// waker of its connection, and whether the driver cancelled it for holding too many.
-    Multi {
-        queue: VecDeque<(i32, u32)>,
-        waker: Option<Waker>,
-        cancelled: bool,
-    },
     /// The future was dropped; the kernel may still write into these buffers.
     Orphan(
         #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
@@ -104,8 +96,6 @@ pub(crate) enum OpKind {
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
-    /// A multishot receive into the buffer ring: an orphan's results give their buffers back.
-    Multi,
     /// Anything else.
     Other,
 }
@@ -142,11 +132,6 @@ struct Inner {
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
-    /// The provided-buffer ring of multishot receives (`None`: the kernel refused it). After
-    /// `ring`: dropped after the ring that uses it.
-    bufring: Option<multi::BufRing>,
-    /// The kernel refused a multishot receive (`-EINVAL`: older than 6.0): none is armed again.
-    multishot_off: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -191,7 +176,6 @@ impl Driver {
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let mut ring = ring;
         ring.completion().disable_eventfd();
-        let bufring = multi::BufRing::register(&ring);
         let driver = Rc::new(Driver {
             inner: RefCell::new(Inner {
                 ring,
@@ -202,8 +186,6 @@ impl Driver {
                 watches: watch::Watches::default(),
                 eventfd,
                 stats: DriverStats::default(),
-                bufring,
-                multishot_off: false,
             }),
             pump_waker: RefCell::new(None),
             parked: Cell::new(false),
@@ -424,7 +406,6 @@ impl Driver {
             std::mem::take(&mut inner.to_wake)
         };
         let n;
-        let mut to_cancel = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let Inner {
@@ -432,27 +413,15 @@ impl Driver {
                 ops,
                 free,
                 watches,
-                bufring,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(
-                    ops,
-                    free,
-                    watches,
-                    bufring,
-                    &cqe,
-                    &mut to_wake,
-                    &mut to_cancel,
-                );
+                complete(ops, free, watches, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
-        }
-        for ud in to_cancel {
-            self.cancel(ud);
         }
         for w in to_wake.drain(..) {
             w.wake();
@@ -559,15 +528,13 @@ impl Driver {
     }
 }
 
-/// Apply one CQE to the op table (`to_cancel`: multishots to cancel once the table is free).
+/// Apply one CQE to the op table.
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     watches: &mut watch::Watches,
-    bufring: &mut Option<multi::BufRing>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
-    to_cancel: &mut Vec<u64>,
 ) {
     let ud = cqe.user_data();
     if ud == DETACHED {
@@ -594,11 +561,7 @@ fn complete(
     }
     let res = cqe.result();
     let flags = cqe.flags();
-    // A multishot's CQEs with `IORING_CQE_F_MORE` are not its last.
-    let more = cqueue::more(flags);
-    if !more {
-        slot.pending = slot.pending.saturating_sub(1);
-    }
+    slot.pending = slot.pending.saturating_sub(1);
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
         if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
@@ -614,28 +577,7 @@ fn complete(
             }
             slot.state = Lifecycle::Done { res, flags };
         }
-        Lifecycle::Multi {
-            queue,
-            waker,
-            cancelled,
-        } => {
-            queue.push_back((res, flags));
-            if more && !*cancelled && queue.len() > multi::MAX_QUEUED {
-                // Unread results pile up (a client sending while its request is served):
-                // stop taking ring buffers for it; what came stays queued, in order.
-                *cancelled = true;
-                to_cancel.push(ud);
-            }
-            if let Some(w) = waker.take() {
-                to_wake.push(w);
-            }
-        }
         Lifecycle::Orphan(_) => {
-            if slot.kind == OpKind::Multi
-                && let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), bufring.as_mut())
-            {
-                br.recycle(bid);
-            }
             if slot.kind == OpKind::Open {
                 close_orphan_fd(res);
             }
