@@ -73,7 +73,7 @@ pub(crate) struct ConnCtx {
     /// Connections waiting for their next request without a slot: shut for reading when the
     /// worker drains, so that each either serves a request that already arrived (with
     /// `Connection: close`) or closes at once instead of at exit.
-    pub(crate) idle: std::cell::RefCell<std::collections::HashSet<i32>>,
+    pub(crate) idle: std::cell::RefCell<FdSet>,
     /// This worker's index in `boards` (not its worker index: during a reload the old and
     /// the new worker of one index both have a board).
     pub(crate) board_index: usize,
@@ -81,6 +81,39 @@ pub(crate) struct ConnCtx {
     pub(crate) statics: StaticFiles,
     /// The listening sockets, whether each is TCP, and what each speaks.
     pub(crate) listeners: Vec<(i32, bool, crate::server::listener::Protocol)>,
+}
+
+/// A set of descriptors as a bitmap indexed by descriptor: an insert and a remove per
+/// kept-alive request cost a bit operation each, not a hash of the descriptor (issue #12).
+#[derive(Default)]
+pub(crate) struct FdSet {
+    words: Vec<u64>,
+}
+
+impl FdSet {
+    pub(crate) fn insert(&mut self, fd: i32) {
+        let (w, bit) = (fd as usize / 64, fd as usize % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << bit;
+    }
+
+    pub(crate) fn remove(&mut self, fd: &i32) {
+        let (w, bit) = (*fd as usize / 64, *fd as usize % 64);
+        if let Some(word) = self.words.get_mut(w) {
+            *word &= !(1 << bit);
+        }
+    }
+
+    /// The descriptors in the set, in ascending order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = i32> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            (0..64)
+                .filter(move |b| word & (1 << b) != 0)
+                .map(move |b| (w * 64 + b) as i32)
+        })
+    }
 }
 
 /// Set once when this worker starts draining: responses from then on say `Connection: close`.
@@ -110,7 +143,7 @@ impl ConnCtx {
     pub(crate) fn drain(&self) {
         DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
         self.stopping.set(true);
-        for &fd in self.idle.borrow().iter() {
+        for fd in self.idle.borrow().iter() {
             // The pending recv completes with what already arrived, or with 0 (end of file).
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
         }
@@ -236,7 +269,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     }
                 }
             }
-            first_deadline
+            Some(first_deadline)
         } else if input.is_empty() {
             // Idle: wait for the next request's first byte without holding a slot.
             let r = if woken {
@@ -282,12 +315,13 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 }
             };
             match r {
-                Ok(n) if n > 0 => Instant::now() + ctx.header_timeout,
+                // --header-timeout from now, read only if the head needs another receive.
+                Ok(n) if n > 0 => None,
                 // Closed, failed, or idle past --keepalive-timeout: close without a word.
                 _ => break,
             }
         } else {
-            Instant::now() + ctx.header_timeout
+            None
         };
         let head = read_head(&ctx, raw, &mut input, head_deadline).await;
         let head_len = match head {
@@ -690,10 +724,13 @@ enum Head {
     Refused(ParseError),
 }
 
-/// Read until `input` starts with a complete request head, or `deadline` passes. Parses into
+/// Read until `input` starts with a complete request head, or `deadline` passes (`None`:
+/// `--header-timeout` from now, the clock read only if the head needs another receive: a
+/// kept-alive request's head usually comes whole with its first byte). Parses into
 /// the worker's scratch index (a head can be checked against every limit without a slot);
 /// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
-async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Head {
+async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option<Instant>) -> Head {
+    let mut deadline = deadline;
     loop {
         if !input.is_empty() {
             let parsed = http::parse_head(input, &ctx.limits, &mut ctx.scratch.borrow_mut());
@@ -708,7 +745,8 @@ async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Instan
             }
         }
         let got = input.len();
-        match read_before(fd, input, deadline).await {
+        let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
+        match read_before(fd, input, at).await {
             Ok(true) => {}
             Ok(false) => return Head::Closed,
             Err(()) => return Head::TimedOut(got),
@@ -1083,7 +1121,12 @@ async fn respond(
     let slot_id = slot.id();
     // Taken here, not passed in: every argument of an `async fn` is stored twice in its
     // future, and a `bufs` argument cost 272 bytes in every connection task (issue #12).
-    let SlotBufs { head, index, out } = slot.take_bufs();
+    let SlotBufs {
+        head,
+        index,
+        out,
+        mut headers,
+    } = slot.take_bufs();
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
@@ -1099,6 +1142,7 @@ async fn respond(
         index.target.of(&head),
         peer,
     );
+    headers.clear();
     let mut req = Request {
         head,
         index,
@@ -1129,7 +1173,7 @@ async fn respond(
     let mut resp = Response::new(
         fd,
         out,
-        Vec::new(),
+        headers,
         version,
         keep_alive,
         head_only,
@@ -1326,6 +1370,7 @@ async fn respond(
         head: std::mem::take(&mut req.head),
         index,
         out: std::mem::take(&mut resp.out),
+        headers: std::mem::take(&mut resp.headers),
     });
     drop(slot);
     (next, input)
@@ -1386,4 +1431,25 @@ async fn error_response(ctx: &ConnCtx, fd: i32, status: u16) {
         ctx.socket_timeout,
     );
     let _ = resp.send_error(status).await;
+}
+
+#[cfg(test)]
+mod fdset_tests {
+    use super::FdSet;
+
+    #[test]
+    fn fdset_inserts_removes_and_lists_in_order() {
+        let mut s = FdSet::default();
+        assert_eq!(s.iter().count(), 0);
+        for fd in [130, 3, 64, 63, 0, 3] {
+            s.insert(fd);
+        }
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 3, 63, 64, 130]);
+        s.remove(&64);
+        s.remove(&3);
+        // Removing what is absent, also beyond the bitmap, changes nothing.
+        s.remove(&3);
+        s.remove(&10_000);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 63, 130]);
+    }
 }

@@ -45,8 +45,10 @@ impl ReqCtx {
         info: Vec<u8>,
         board: Option<&'static WorkerBoard>,
     ) -> ReqCtx {
-        let started_ms =
-            crate::sys::monotonic_ms().saturating_sub(started.elapsed().as_millis() as u64);
+        // `started` is moments ago (the caller read it when the request began): the coarse
+        // clock's now is its time on the master's clock, without a second precise clock read
+        // per request.
+        let started_ms = crate::sys::monotonic_ms();
         ReqCtx {
             slot,
             started,

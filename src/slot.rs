@@ -46,6 +46,9 @@ pub(crate) struct SlotBufs {
     pub(crate) index: HeadIndex,
     /// The response head and small bodies, sent with one `send`.
     pub(crate) out: Vec<u8>,
+    /// The application's response headers while it sets them (reused, not allocated per
+    /// request).
+    pub(crate) headers: Vec<u8>,
 }
 
 impl SlotBufs {
@@ -55,6 +58,7 @@ impl SlotBufs {
             head: Vec::new(),
             index: HeadIndex::default(),
             out: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! value changes once a second, so each worker thread caches it.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 struct DateCache {
     second: u64,
@@ -19,13 +19,12 @@ thread_local! {
 pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     DATE.with(|d| {
         let mut d = d.borrow_mut();
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        // The coarse clock (the last jiffy, a plain load from the vDSO page): the header has
+        // a resolution of one second, and a precise clock read per response showed in the
+        // hello profile (issue #12).
+        let second = crate::sys::coarse_epoch_secs();
         if second != d.second {
-            let s = httpdate::fmt_http_date(now);
+            let s = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             let n = s.len().min(29);
             d.text[..n].copy_from_slice(&s.as_bytes()[..n]);
             d.second = second;
@@ -37,6 +36,7 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn date_is_an_imf_fixdate_of_now() {

@@ -50,8 +50,11 @@ pub(crate) async fn recv_idle_for(
         .ioprio(if poll_first { POLL_FIRST } else { 0 })
         .build();
     let mut op = Op::submit(entry, RecvData { buf });
+    // The window is a slot in the worker's coarse timer wheel, not a glommio timer: this wait
+    // starts once per kept-alive request, and a glommio timer costs a precise clock read and
+    // a `BTreeMap` insert and remove in glommio's reactor each time (issue #12).
     let first = futures_lite::future::or(async { Some((&mut op).await) }, async {
-        glommio::timer::sleep(window).await;
+        super::wheel::Deadline::after(window).await;
         None
     })
     .await;
