@@ -33,33 +33,11 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+import hello_vs_nginx as hv  # noqa: E402
 
-NGINX_CONF = """\
-worker_processes 1;
-worker_cpu_affinity {mask};
-daemon off;
-master_process on;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            default_type text/plain;
-            return 200 "Hello World!";
-        }}
-    }}
+# hello_vs_nginx.py's nginx (the upstream here) plus a stub_status server that counts the
+# connections it accepted (pool reuse).
+NGINX_CONF = hv.NGINX_CONF.rstrip()[: -len("}}")] + """\
     server {{
         listen 127.0.0.1:{status_port};
         location / {{
