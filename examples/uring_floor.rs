@@ -7,7 +7,10 @@
 //!   `io_uring_enter(submit + wait 1)` per loop turn;
 //! - `multi`: the same ring, a multishot `RECV` per connection into a provided-buffer ring, one
 //!   `SEND` per request;
-//! - `single-defer`, `multi-defer`: as above on a `DEFER_TASKRUN` ring.
+//! - `single-defer`, `multi-defer`: as above on a `DEFER_TASKRUN` ring;
+//! - `poll`: readiness from the ring, I/O by system calls (epoll's pattern on io_uring): one
+//!   multishot `POLL_ADD` per connection, kept for its life, then one `read` and one `write`
+//!   system call per request.
 //!
 //! Every request is answered with ringsgi's hello response (same bytes, a fixed `Date`); a
 //! read is assumed to hold one whole request (true for `wrk`, which never pipelines here).
@@ -39,7 +42,7 @@ const SEND: u64 = 3 << 56;
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
-        eprintln!("usage: uring_floor epoll|single|multi|single-defer|multi-defer ADDR");
+        eprintln!("usage: uring_floor epoll|single|multi|single-defer|multi-defer|poll ADDR");
         std::process::exit(2);
     }
     let listener = TcpListener::bind(&args[2])?;
@@ -50,6 +53,7 @@ fn main() -> io::Result<()> {
         "multi" => uring(listener, true, false),
         "single-defer" => uring(listener, false, true),
         "multi-defer" => uring(listener, true, true),
+        "poll" => uring_poll(listener),
         m => {
             eprintln!("unknown mode {m}");
             std::process::exit(2)
@@ -297,6 +301,108 @@ fn uring(listener: TcpListener, multi: bool, defer: bool) -> io::Result<()> {
                     );
                     if !multi || !cqueue::more(flags) {
                         arm(&mut r, &mut conn_bufs, fd, false);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `poll`: a multishot `POLL_ADD` per connection (armed once, like an epoll registration), and
+/// per request one `read` and one `write` system call when the ring says the socket is readable.
+fn uring_poll(listener: TcpListener) -> io::Result<()> {
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(4096)
+        .build(1024)?;
+    let lfd = listener.as_raw_fd();
+    let push = |ring: &mut IoUring, e: squeue::Entry| {
+        // SAFETY: the SQEs below point at no user memory.
+        while unsafe { ring.submission().push(&e) }.is_err() {
+            ring.submit().expect("submit");
+        }
+    };
+    push(
+        &mut ring,
+        opcode::AcceptMulti::new(types::Fd(lfd))
+            .build()
+            .user_data(ACCEPT),
+    );
+    let arm = |ring: &mut IoUring, fd: RawFd| {
+        push(
+            ring,
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(RECV | fd as u64),
+        );
+    };
+    let mut buf = [0u8; BUF];
+    let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
+    loop {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        done.clear();
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &done {
+            let fd = (ud & 0xffff_ffff) as RawFd;
+            match ud & (0xff << 56) {
+                ACCEPT => {
+                    if res >= 0 {
+                        arm(&mut ring, res);
+                    }
+                    if !cqueue::more(flags) {
+                        push(
+                            &mut ring,
+                            opcode::AcceptMulti::new(types::Fd(lfd))
+                                .build()
+                                .user_data(ACCEPT),
+                        );
+                    }
+                }
+                RECV => {
+                    if res < 0 {
+                        continue;
+                    }
+                    // SAFETY: plain syscalls on a connection this loop owns, into a local buffer.
+                    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), BUF) };
+                    if n > 0 {
+                        // SAFETY: as above; `RESPONSE` is static.
+                        unsafe { libc::write(fd, RESPONSE.as_ptr().cast(), RESPONSE.len()) };
+                        if http10(&buf[..n as usize]) {
+                            // The readiness probe: answered, shut down; the poll then reports
+                            // the end of file, which closes it below.
+                            // SAFETY: as above.
+                            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                        }
+                    } else if n == 0
+                        || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+                    {
+                        // The poll holds the file: remove it, then close (linked, in order).
+                        push(
+                            &mut ring,
+                            opcode::PollRemove::new(RECV | fd as u64)
+                                .build()
+                                .flags(squeue::Flags::IO_LINK)
+                                .user_data(SEND),
+                        );
+                        push(
+                            &mut ring,
+                            opcode::Close::new(types::Fd(fd)).build().user_data(SEND),
+                        );
+                        continue;
+                    }
+                    if !cqueue::more(flags) {
+                        arm(&mut ring, fd);
                     }
                 }
                 _ => {}
