@@ -277,22 +277,28 @@ fn https_with_a_trusted_ca() {
     assert_eq!(up.accepted(), 2);
 }
 
-#[test]
-fn https_with_a_certificate_from_an_unknown_ca_is_a_tls_error() {
-    let ca = TestCa::new("the server's CA");
-    let other = TestCa::new("the CA the client trusts");
-    let up = Upstream::start_tls(ca.server_config(), serve_body(b"secret"));
-    let dir = tls_dir("untrusted");
-    let ca_file = other.write_pem(&dir.0);
+/// The error of a GET to `up` over HTTPS from a client that trusts only `trusted` (its PEM in a
+/// fresh directory named after `dir`).
+fn https_error_trusting(up: &Upstream, trusted: &TestCa, dir: &str) -> (ErrorKind, String) {
+    let dir = tls_dir(dir);
+    let ca_file = trusted.write_pem(&dir.0);
     let url = up.url("https", "/");
-    let (kind, text) = in_worker(move |_| async move {
+    in_worker(move |_| async move {
         let client = Client::builder()
             .system_roots(false)
             .add_root_pem_file(ca_file)
             .build();
         let e = client.get(&url).send().await.unwrap_err();
         (e.kind(), e.to_string())
-    });
+    })
+}
+
+#[test]
+fn https_with_a_certificate_from_an_unknown_ca_is_a_tls_error() {
+    let ca = TestCa::new("the server's CA");
+    let other = TestCa::new("the CA the client trusts");
+    let up = Upstream::start_tls(ca.server_config(), serve_body(b"secret"));
+    let (kind, text) = https_error_trusting(&up, &other, "untrusted");
     assert_eq!(kind, ErrorKind::Tls);
     assert!(text.contains("certificate"), "{text}");
 }
@@ -301,17 +307,7 @@ fn https_with_a_certificate_from_an_unknown_ca_is_a_tls_error() {
 fn https_to_a_name_the_certificate_does_not_cover_is_a_tls_error() {
     let ca = TestCa::new("ringsgi test CA");
     let up = Upstream::start_tls(ca.server_config_for(&["other.example"]), serve_body(b"x"));
-    let dir = tls_dir("name");
-    let ca_file = ca.write_pem(&dir.0);
-    let url = up.url("https", "/");
-    let (kind, text) = in_worker(move |_| async move {
-        let client = Client::builder()
-            .system_roots(false)
-            .add_root_pem_file(ca_file)
-            .build();
-        let e = client.get(&url).send().await.unwrap_err();
-        (e.kind(), e.to_string())
-    });
+    let (kind, text) = https_error_trusting(&up, &ca, "name");
     assert_eq!(kind, ErrorKind::Tls);
     assert!(text.contains("certificate"), "{text}");
 }
