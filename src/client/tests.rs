@@ -19,6 +19,11 @@ fn kind_of(r: Result<Response, Error>) -> ErrorKind {
     }
 }
 
+/// GET `url` and read its whole body (the test fails on any error).
+async fn get_body(client: &Client, url: &str) -> Bytes {
+    client.get(url).send().await.unwrap().bytes().await.unwrap()
+}
+
 #[test]
 fn sequential_requests_reuse_one_connection() {
     let up = Upstream::start(serve_body(b"hello"));
@@ -83,14 +88,7 @@ fn a_dead_pooled_connection_is_retried_once_for_a_get() {
     let url = up.url("http", "/");
     let (second, stats) = in_worker(move |_| async move {
         let client = Client::new();
-        client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get_body(&client, &url).await;
         let r = client.get(&url).send().await.unwrap();
         (r.text().await.unwrap(), client.pool_stats())
     });
@@ -105,14 +103,7 @@ fn a_post_on_a_dead_pooled_connection_is_not_sent_again() {
     let url = up.url("http", "/");
     let (kind, stats) = in_worker(move |_| async move {
         let client = Client::new();
-        client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get_body(&client, &url).await;
         let r = client.post(&url).body("data").send().await;
         (kind_of(r), client.pool_stats())
     });
@@ -443,25 +434,11 @@ fn idle_connections_expire() {
         let client = Client::builder()
             .pool_idle_timeout(Duration::from_millis(50))
             .build();
-        client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get_body(&client, &url).await;
         // Waiting for time itself to pass: the timeout is what is tested.
         crate::sleep(Duration::from_millis(300)).await;
         let idle_after = client.pool_stats().idle;
-        client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get_body(&client, &url).await;
         (idle_after, client.pool_stats())
     });
     assert_eq!(stats.0, 0, "the sweeper closed the idle connection");
@@ -508,14 +485,7 @@ fn a_response_dropped_before_its_end_closes_its_connection() {
         let mut r = client.get(&url).send().await.unwrap();
         assert!(r.chunk().await.unwrap().is_some());
         drop(r);
-        let body = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = get_body(&client, &url).await;
         assert_eq!(body.len(), 100_000);
         // While the client (and its pooled connection) lives, the upstream sees the first
         // connection end: polled without blocking the worker, bounded (20 s).
@@ -541,7 +511,7 @@ fn the_worker_default_client_is_shared_on_a_worker() {
     let opened = in_worker(move |_| async move {
         for _ in 0..3 {
             let c = Client::worker_default();
-            c.get(&url).send().await.unwrap().bytes().await.unwrap();
+            get_body(&c, &url).await;
         }
         Client::worker_default().pool_stats().opened
     });
