@@ -319,7 +319,71 @@ def git_revision():
         return "unknown"
 
 
+def kernel_tracing():
+    """What the kernel is tracing right now, as a list of short descriptions (empty when nothing).
+
+    An enabled tracepoint or an event trigger runs on every hit, even with `tracing_on` at 0: a
+    `stacktrace` trigger left on `io_uring:io_uring_task_add` by a debugging session once added
+    ~4 us of system time to every io_uring request on this machine and made every io_uring
+    server look slower than every epoll one (docs/benchmarks.md, "A leftover trace trigger").
+    """
+    root = "/sys/kernel/tracing"
+    if not os.path.isdir(os.path.join(root, "events")):
+        root = "/sys/kernel/debug/tracing"
+    found = []
+    try:
+        with open(os.path.join(root, "current_tracer")) as f:
+            tracer = f.read().strip()
+        if tracer and tracer != "nop":
+            found.append(f"tracer {tracer}")
+        for name in ("kprobe_events", "uprobe_events"):
+            try:
+                with open(os.path.join(root, name)) as f:
+                    if f.read().strip():
+                        found.append(name)
+            except OSError:
+                pass
+        events = os.path.join(root, "events")
+        for system in sorted(os.listdir(events)):
+            sdir = os.path.join(events, system)
+            if not os.path.isdir(sdir):
+                continue
+            for event in os.listdir(sdir):
+                edir = os.path.join(sdir, event)
+                try:
+                    with open(os.path.join(edir, "enable")) as f:
+                        enabled = f.read().strip()
+                    with open(os.path.join(edir, "trigger")) as f:
+                        triggers = [t.strip() for t in f if t.strip() and not t.startswith("#")]
+                except OSError:
+                    continue
+                if enabled not in ("0", ""):
+                    found.append(f"{system}:{event} enabled ({enabled})")
+                found.extend(f"{system}:{event} trigger {t}" for t in triggers)
+    except OSError:
+        return []
+    return found
+
+
+def check_kernel_tracing():
+    """Refuse to measure while the kernel traces anything (see `kernel_tracing`), unless
+    RINGSGI_BENCH_ALLOW_TRACING=1."""
+    found = kernel_tracing()
+    if not found:
+        return
+    shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+    if os.environ.get("RINGSGI_BENCH_ALLOW_TRACING") == "1":
+        print(f"# WARNING: kernel tracing active, CPU figures are not comparable: {shown}", file=sys.stderr)
+        return
+    die(
+        f"kernel tracing is active ({shown}): every hit costs CPU and skews the figures. Turn it off "
+        "(echo 0 > /sys/kernel/tracing/events/enable; echo '!TRIGGER' > .../trigger) or set "
+        "RINGSGI_BENCH_ALLOW_TRACING=1"
+    )
+
+
 def machine():
+    check_kernel_tracing()
     u = os.uname()
     model = ""
     try:

@@ -11,6 +11,10 @@
 //! - `poll`: readiness from the ring, I/O by system calls (epoll's pattern on io_uring): one
 //!   multishot `POLL_ADD` per connection, kept for its life, then one `read` and one `write`
 //!   system call per request.
+//! - `epring`: an epoll set (edge-triggered connections) whose descriptor is the one thing the
+//!   ring polls (a multishot `POLL_ADD` on the epoll fd); each completion is followed by
+//!   `epoll_wait(0)` until the set is empty, then one `read` and one `write` per ready socket.
+//!   The thread still waits only in `io_uring_enter`.
 //!
 //! Every request is answered with ringsgi's hello response (same bytes, a fixed `Date`); a
 //! read is assumed to hold one whole request (true for `wrk`, which never pipelines here).
@@ -42,7 +46,9 @@ const SEND: u64 = 3 << 56;
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
-        eprintln!("usage: uring_floor epoll|single|multi|single-defer|multi-defer|poll ADDR");
+        eprintln!(
+            "usage: uring_floor epoll|single|multi|single-defer|multi-defer|poll|epring ADDR"
+        );
         std::process::exit(2);
     }
     let listener = TcpListener::bind(&args[2])?;
@@ -54,6 +60,7 @@ fn main() -> io::Result<()> {
         "single-defer" => uring(listener, false, true),
         "multi-defer" => uring(listener, true, true),
         "poll" => uring_poll(listener),
+        "epring" => epoll_on_ring(listener),
         m => {
             eprintln!("unknown mode {m}");
             std::process::exit(2)
@@ -406,6 +413,96 @@ fn uring_poll(listener: TcpListener) -> io::Result<()> {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// `epring`: readiness from an epoll set, the set's descriptor polled by the ring, I/O by
+/// system calls.
+fn epoll_on_ring(listener: TcpListener) -> io::Result<()> {
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(64)?;
+    let lfd = listener.into_raw_fd();
+    // SAFETY: plain syscalls on descriptors this function owns; buffers are local arrays; the
+    // SQEs point at no user memory.
+    unsafe {
+        let ep = check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?;
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: lfd as u64,
+        };
+        check(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, lfd, &mut ev))?;
+        let arm = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(RECV);
+        ring.submission().push(&arm).expect("empty ring");
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
+        let mut buf = [0u8; BUF];
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            let mut rearm = false;
+            for c in ring.completion() {
+                rearm |= !cqueue::more(c.flags());
+            }
+            if rearm {
+                ring.submission().push(&arm).expect("drained ring");
+            }
+            loop {
+                let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 0);
+                if n <= 0 {
+                    break;
+                }
+                for e in &events[..n as usize] {
+                    let fd = e.u64 as RawFd;
+                    if fd == lfd {
+                        loop {
+                            let c = libc::accept4(
+                                lfd,
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                            );
+                            if c < 0 {
+                                break;
+                            }
+                            let mut ev = libc::epoll_event {
+                                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                                u64: c as u64,
+                            };
+                            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut ev);
+                        }
+                        continue;
+                    }
+                    // Edge-triggered: read until a short read (bytes arriving after it raise
+                    // a new edge) or EAGAIN; one request per read with wrk.
+                    loop {
+                        let r = libc::read(fd, buf.as_mut_ptr().cast(), BUF);
+                        if r > 0 {
+                            libc::write(fd, RESPONSE.as_ptr().cast(), RESPONSE.len());
+                            if http10(&buf[..r as usize]) {
+                                libc::close(fd);
+                                break;
+                            }
+                            if (r as usize) < BUF {
+                                break;
+                            }
+                        } else {
+                            if r == 0 || *libc::__errno_location() != libc::EAGAIN {
+                                libc::close(fd);
+                            }
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
