@@ -163,10 +163,12 @@ impl Future for Pump {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Nothing to do: park.
+            // Nothing to do: park. No `io_uring_enter` here: task work still pending on our
+            // ring shows in `IORING_SQ_TASKRUN` (then `has_work`, and the next flush runs it);
+            // task work queued from now on runs at a later syscall of this thread, with the
+            // eventfd enabled, and signals it (see the module docs).
             this.driver.set_eventfd_enabled(true);
             fence(Ordering::SeqCst);
-            this.driver.enter_getevents()?;
             if this.driver.has_work() {
                 this.driver.set_eventfd_enabled(false);
                 continue;
