@@ -85,6 +85,47 @@ impl ReqCtx {
 thread_local! {
     static CURRENT: RefCell<Option<Rc<ReqCtx>>> = const { RefCell::new(None) };
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Contexts of finished requests that nobody else held, for the next requests: one
+    /// allocation per concurrent request instead of one per request (issue #12).
+    static SPARE: RefCell<Vec<Rc<ReqCtx>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare contexts kept (the worker's concurrent requests rarely exceed it).
+const MAX_SPARE: usize = 256;
+
+/// [`ReqCtx::new`] in an `Rc`, reusing the allocation of a finished request's context (see
+/// [`recycle`]) when one is spare.
+pub(crate) fn new_ctx(
+    slot: SlotId,
+    started: Instant,
+    harakiri: Option<Duration>,
+    info: Vec<u8>,
+    board: Option<&'static WorkerBoard>,
+) -> Rc<ReqCtx> {
+    let ctx = ReqCtx::new(slot, started, harakiri, info, board);
+    match SPARE.with(|s| s.borrow_mut().pop()) {
+        Some(mut spare) => match Rc::get_mut(&mut spare) {
+            Some(old) => {
+                *old = ctx;
+                spare
+            }
+            None => Rc::new(ctx),
+        },
+        None => Rc::new(ctx),
+    }
+}
+
+/// Give back the context of a finished request: kept for [`new_ctx`] if nothing else holds
+/// it any more (an engine may keep a clone), else just dropped.
+pub(crate) fn recycle(ctx: Rc<ReqCtx>) {
+    if Rc::strong_count(&ctx) == 1 && Rc::weak_count(&ctx) == 0 {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE {
+                s.push(ctx);
+            }
+        });
+    }
 }
 
 /// Record the worker index of this thread (at worker start).
@@ -140,7 +181,11 @@ pub(crate) async fn expired(ctx: &ReqCtx) {
             if ctx.generation.get() != generation {
                 Poll::Ready(())
             } else {
-                *ctx.watcher.borrow_mut() = Some(cx.waker().clone());
+                let mut w = ctx.watcher.borrow_mut();
+                match &*w {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
                 Poll::Pending
             }
         });
