@@ -117,15 +117,20 @@ pub(crate) fn new_ctx(
 
 /// Give back the context of a finished request: kept for [`new_ctx`] if nothing else holds
 /// it any more (an engine may keep a clone), else just dropped.
-pub(crate) fn recycle(ctx: Rc<ReqCtx>) {
-    if Rc::strong_count(&ctx) == 1 && Rc::weak_count(&ctx) == 0 {
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < MAX_SPARE {
-                s.push(ctx);
-            }
-        });
-    }
+pub(crate) fn recycle(mut ctx: Rc<ReqCtx>) {
+    let Some(c) = Rc::get_mut(&mut ctx) else {
+        return;
+    };
+    // Nothing of the finished request stays alive in a spare: not its task (through the
+    // waker), not its request line.
+    c.watcher.get_mut().take();
+    c.info = Vec::new();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SPARE {
+            s.push(ctx);
+        }
+    });
 }
 
 /// Record the worker index of this thread (at worker start).
@@ -296,4 +301,35 @@ pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {
         b.leave();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_context_is_reused_only_when_nothing_else_holds_it() {
+        let t0 = Instant::now();
+        let first = new_ctx(
+            SlotId(1),
+            t0,
+            Some(Duration::from_secs(5)),
+            b"GET /".to_vec(),
+            None,
+        );
+        let addr = Rc::as_ptr(&first);
+        recycle(first);
+        // The next request gets the same allocation, with its own fields.
+        let second = new_ctx(SlotId(2), t0, None, Vec::new(), None);
+        assert_eq!(Rc::as_ptr(&second), addr);
+        assert_eq!(second.slot, SlotId(2));
+        assert_eq!(second.deadline.get(), None);
+        assert!(second.info.is_empty());
+        // A context someone still holds is not handed out again.
+        let held = second.clone();
+        recycle(second);
+        let third = new_ctx(SlotId(3), t0, None, Vec::new(), None);
+        assert_ne!(Rc::as_ptr(&third), Rc::as_ptr(&held));
+        assert_eq!(held.slot, SlotId(2));
+    }
 }
