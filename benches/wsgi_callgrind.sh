@@ -5,15 +5,19 @@
 #
 #   benches/wsgi_callgrind.sh BINARY LABEL [greenlet]
 #   N1=1000 N2=5000 APP=examples/python/hello.py benches/wsgi_callgrind.sh target/release/ringsgi now greenlet
+#   APP_ARGS="--app hello" C=64 benches/wsgi_callgrind.sh target/release/ringsgi rust-hello
 #
 # Two runs of the server under `valgrind --tool=callgrind`, one with N1 and one with N2
-# keep-alive requests (`ab -k -c16`); (I(N2) - I(N1)) / (N2 - N1) cancels start-up out.
+# keep-alive requests (`ab -k -c16`, `C` to change); (I(N2) - I(N1)) / (N2 - N1) cancels
+# start-up out. `APP_ARGS` replaces `--wsgi-file APP` (e.g. `--app hello`: the Rust hello app).
 # Outputs: target/callgrind/LABEL.N.PID (callgrind_annotate them). Needs valgrind and ab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1; LABEL=$2; MODE=${3:-}
 N1=${N1:-1000}; N2=${N2:-5000}
 APP=${APP:-examples/python/hello.py}
+C=${C:-16}
+read -r -a APP_ARGV <<<"${APP_ARGS:---wsgi-file $APP}"
 OUT=target/callgrind
 mkdir -p "$OUT"
 EXTRA=()
@@ -22,12 +26,12 @@ one() {
     local n=$1 port=$((19000 + RANDOM % 900)) m w
     rm -f "$OUT/$LABEL.$n".*
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/$LABEL.$n.%p" \
-        "$BIN" --cores 1 --http "127.0.0.1:$port" --wsgi-file "$APP" --disable-logging \
+        "$BIN" --cores 1 --http "127.0.0.1:$port" "${APP_ARGV[@]}" --disable-logging \
         "${EXTRA[@]}" >"$OUT/$LABEL.$n.log" 2>&1 &
     m=$!
     for _ in $(seq 600); do grep -q "ready" "$OUT/$LABEL.$n.log" && break; sleep 0.3; done
     w=$(pgrep -P "$m" | head -1)
-    ab -q -k -n "$n" -c 16 "http://127.0.0.1:$port/" | grep -E "Failed" >&2
+    ab -q -k -n "$n" -c "$C" "http://127.0.0.1:$port/" | grep -E "Failed" >&2
     kill "$m"; wait "$m" 2>/dev/null || true
     grep "^totals\|^summary" "$OUT/$LABEL.$n.$w" | head -1 | awk '{print $2}'
 }

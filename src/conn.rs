@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 
 use crate::app::App;
-use crate::harakiri::{self, Guarded, ReqCtx};
+use crate::harakiri::{self, Guarded};
 use crate::proto::http::{self, Limits};
 use crate::proto::uwsgi::{self, CgiMeta};
 use crate::proto::{ParseError, Parsed};
@@ -1018,6 +1018,7 @@ fn log_request(
     ctx: &ConnCtx,
     peer: &Peer,
     req: &Request,
+    app: Option<usize>,
     status: u16,
     bytes: u64,
     wire: u64,
@@ -1028,7 +1029,6 @@ fn log_request(
     let n = ctx.requests.get() + 1;
     ctx.requests.set(n);
     if let Some(b) = ctx.board {
-        let app = ctx.route(req.path()).map(|(id, _)| id);
         b.note_request(app, wire, started.elapsed().as_micros() as u64);
     }
     if ctx.max_requests == Some(n) {
@@ -1095,11 +1095,8 @@ fn request<'a>(
     head_len: usize,
 ) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
     let started = Instant::now();
-    let mut bufs = slot.take_bufs();
-    // Move the head into the slot, the body stream over the connection buffer.
-    bufs.head.clear();
-    bufs.head.extend_from_slice(&input[..head_len]);
-    slot.put_bufs(bufs);
+    // Copy the head into the slot, the body stream over the connection buffer.
+    slot.set_head(&input[..head_len]);
     respond(ctx, fd, peer, slot, input, head_len, None, started)
 }
 
@@ -1158,8 +1155,10 @@ async fn respond(
     };
     req.body.timeout = ctx.socket_timeout;
     req.body.continue_pending = expect_continue && !req.body.is_done();
-    // Behind a trusted HTTP proxy the client is the one its headers name.
+    // Behind a trusted HTTP proxy the client is the one its headers name (looked up only
+    // when the head has one of them: no header search per request otherwise).
     if req.cgi.is_none()
+        && req.index.forwarded
         && let Peer::Tcp(p) = req.peer
         && let Some(client) = crate::proto::forwarded::client(
             &ctx.forwarded_allow,
@@ -1181,7 +1180,7 @@ async fn respond(
     );
     resp.close_delimited = cgi.is_some();
     // 3. The app, with panics caught, raced against its harakiri deadline.
-    let hctx = Rc::new(ReqCtx::new(
+    let hctx = harakiri::new_ctx(
         slot_id,
         started,
         ctx.harakiri,
@@ -1193,9 +1192,12 @@ async fn respond(
             Vec::new()
         },
         ctx.board,
-    ));
+    );
     let statics = !ctx.statics.is_empty();
-    let outcome = match ctx.route(req.path()).map(|(_, app)| app) {
+    // Routed once: the app's index goes to the stats with the request's end.
+    let routed = ctx.route(req.path());
+    let app_id = routed.map(|(id, _)| id);
+    let outcome = match routed.map(|(_, app)| app) {
         Some(app) if !statics => {
             let app = app.clone();
             let call = Guarded::new(
@@ -1262,6 +1264,7 @@ async fn respond(
             ctx,
             &req.peer,
             &req,
+            app_id,
             status,
             resp.body_bytes,
             resp.wire_bytes,
@@ -1313,7 +1316,7 @@ async fn respond(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".into());
             if let Some(b) = ctx.board {
-                b.note_exception(ctx.route(req.path()).map(|(id, _)| id));
+                b.note_exception(app_id);
             }
             tracing::error!(
                 "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",
@@ -1353,6 +1356,7 @@ async fn respond(
         ctx,
         &req.peer,
         &req,
+        app_id,
         resp.status,
         resp.body_bytes,
         resp.wire_bytes,
@@ -1373,6 +1377,7 @@ async fn respond(
         headers: std::mem::take(&mut resp.headers),
     });
     drop(slot);
+    harakiri::recycle(hctx);
     (next, input)
 }
 

@@ -85,6 +85,52 @@ impl ReqCtx {
 thread_local! {
     static CURRENT: RefCell<Option<Rc<ReqCtx>>> = const { RefCell::new(None) };
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Contexts of finished requests that nobody else held, for the next requests: one
+    /// allocation per concurrent request instead of one per request (issue #12).
+    static SPARE: RefCell<Vec<Rc<ReqCtx>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare contexts kept (the worker's concurrent requests rarely exceed it).
+const MAX_SPARE: usize = 256;
+
+/// [`ReqCtx::new`] in an `Rc`, reusing the allocation of a finished request's context (see
+/// [`recycle`]) when one is spare.
+pub(crate) fn new_ctx(
+    slot: SlotId,
+    started: Instant,
+    harakiri: Option<Duration>,
+    info: Vec<u8>,
+    board: Option<&'static WorkerBoard>,
+) -> Rc<ReqCtx> {
+    let ctx = ReqCtx::new(slot, started, harakiri, info, board);
+    match SPARE.with(|s| s.borrow_mut().pop()) {
+        Some(mut spare) => match Rc::get_mut(&mut spare) {
+            Some(old) => {
+                *old = ctx;
+                spare
+            }
+            None => Rc::new(ctx),
+        },
+        None => Rc::new(ctx),
+    }
+}
+
+/// Give back the context of a finished request: kept for [`new_ctx`] if nothing else holds
+/// it any more (an engine may keep a clone), else just dropped.
+pub(crate) fn recycle(mut ctx: Rc<ReqCtx>) {
+    let Some(c) = Rc::get_mut(&mut ctx) else {
+        return;
+    };
+    // Nothing of the finished request stays alive in a spare: not its task (through the
+    // waker), not its request line.
+    c.watcher.get_mut().take();
+    c.info = Vec::new();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SPARE {
+            s.push(ctx);
+        }
+    });
 }
 
 /// Record the worker index of this thread (at worker start).
@@ -140,7 +186,11 @@ pub(crate) async fn expired(ctx: &ReqCtx) {
             if ctx.generation.get() != generation {
                 Poll::Ready(())
             } else {
-                *ctx.watcher.borrow_mut() = Some(cx.waker().clone());
+                let mut w = ctx.watcher.borrow_mut();
+                match &*w {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
                 Poll::Pending
             }
         });
@@ -251,4 +301,35 @@ pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {
         b.leave();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_context_is_reused_only_when_nothing_else_holds_it() {
+        let t0 = Instant::now();
+        let first = new_ctx(
+            SlotId(1),
+            t0,
+            Some(Duration::from_secs(5)),
+            b"GET /".to_vec(),
+            None,
+        );
+        let addr = Rc::as_ptr(&first);
+        recycle(first);
+        // The next request gets the same allocation, with its own fields.
+        let second = new_ctx(SlotId(2), t0, None, Vec::new(), None);
+        assert_eq!(Rc::as_ptr(&second), addr);
+        assert_eq!(second.slot, SlotId(2));
+        assert_eq!(second.deadline.get(), None);
+        assert!(second.info.is_empty());
+        // A context someone still holds is not handed out again.
+        let held = second.clone();
+        recycle(second);
+        let third = new_ctx(SlotId(3), t0, None, Vec::new(), None);
+        assert_ne!(Rc::as_ptr(&third), Rc::as_ptr(&held));
+        assert_eq!(held.slot, SlotId(2));
+    }
 }

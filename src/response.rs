@@ -62,6 +62,27 @@ impl fmt::Debug for Response {
     }
 }
 
+/// Whether `b` may appear in a header name (RFC 9110 §5.6.2 `tchar`: visible ASCII but the
+/// delimiters), by table: the check runs for every byte of every header an app sets.
+fn is_tchar(b: u8) -> bool {
+    const TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0x21;
+        while i < 0x7f {
+            t[i] = true;
+            i += 1;
+        }
+        let delimiters = b"()<>@,;:\\\"/[]?={}";
+        let mut j = 0;
+        while j < delimiters.len() {
+            t[delimiters[j] as usize] = false;
+            j += 1;
+        }
+        t
+    };
+    TABLE[b as usize]
+}
+
 /// Headers the server writes itself; applications may not set them.
 const RESERVED: [&str; 5] = [
     "content-length",
@@ -104,10 +125,7 @@ impl Response {
     /// a refused header makes the next `send`/`start` fail with `InvalidInput`.
     pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
         let value = value.as_ref();
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let name_ok = !name.is_empty() && name.bytes().all(is_tchar);
         let value_ok = !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
         if !name_ok || !value_ok {
             self.bad_header = Some(format!("invalid header {name:?}"));
@@ -447,5 +465,20 @@ impl Response {
         self.header("Content-Type", "text/plain; charset=utf-8");
         let body = format!("{status} {reason}\n");
         self.send(status, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tchar;
+
+    #[test]
+    fn tchar_table_is_visible_ascii_without_the_delimiters() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+            assert_eq!(is_tchar(b), want, "byte {b:#04x}");
+        }
+        assert!("Content-Type".bytes().all(is_tchar));
+        assert!(!"Bad Name".bytes().all(is_tchar));
     }
 }

@@ -334,6 +334,13 @@ impl SlotGuard {
         std::mem::swap(&mut bufs.index, index);
     }
 
+    /// Replace the slot's head bytes with `head` (in place: no move of the buffers).
+    pub(crate) fn set_head(&mut self, head: &[u8]) {
+        let bufs = self.bufs.as_mut().expect("slot buffers present");
+        bufs.head.clear();
+        bufs.head.extend_from_slice(head);
+    }
+
     /// Put buffers back (possibly fresh ones if the originals were lost to a cancel).
     pub(crate) fn put_bufs(&mut self, bufs: SlotBufs) {
         self.bufs = Some(bufs);

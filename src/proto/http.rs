@@ -165,6 +165,9 @@ pub struct HeadIndex {
     /// reading the body. RFC 9110 §10.1.1: "A server that receives a 100-continue
     /// expectation in an HTTP/1.0 request MUST ignore that expectation."
     pub expect_continue: bool,
+    /// A `Forwarded` or `X-Forwarded-For` field is present (the server looks for the client
+    /// behind a trusted proxy only then: no header lookup per request otherwise).
+    pub forwarded: bool,
     /// Bytes of the head including the final CRLFCRLF; the body or the next pipelined request
     /// starts here.
     pub head_len: usize,
@@ -182,6 +185,7 @@ impl HeadIndex {
         self.framing = BodyFraming::default();
         self.keep_alive = false;
         self.expect_continue = false;
+        self.forwarded = false;
         self.head_len = 0;
     }
 
@@ -296,6 +300,10 @@ pub fn parse_head(
             // case-insensitive".
             expect_continue |=
                 list_elements(value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+        } else if name.eq_ignore_ascii_case(b"forwarded")
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
+        {
+            out.forwarded = true;
         }
     }
 
@@ -1062,6 +1070,18 @@ mod tests {
 
     fn parse(buf: &[u8]) -> (Result<Parsed<usize>, ParseError>, HeadIndex) {
         parse_with(buf, &LIMITS)
+    }
+
+    #[test]
+    fn forwarded_flag_marks_either_proxy_header_and_clears() {
+        let (_, idx) = parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!idx.forwarded);
+        let (_, mut idx) = parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n");
+        assert!(idx.forwarded);
+        idx.clear();
+        assert!(!idx.forwarded);
+        let (_, idx) = parse(b"GET / HTTP/1.1\r\nFORWARDED: for=1.2.3.4\r\nHost: a\r\n\r\n");
+        assert!(idx.forwarded);
     }
 
     /// Status code of a parse result: 200 for a complete head.

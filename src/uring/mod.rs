@@ -456,36 +456,6 @@ impl Driver {
         }
     }
 
-    /// Run **all** pending task work before the pump parks, so that completions are posted
-    /// while the eventfd is enabled and the pump sees them in its re-check.
-    ///
-    /// Asking for `min_complete` = the CQ size with a zero timeout makes the kernel run the
-    /// work, then return `ETIME` at once. (This mattered most under `DEFER_TASKRUN`, which the
-    /// ring used until Linux 6.18's late eventfd signals were found: there a plain
-    /// `io_uring_enter(GETEVENTS)` ran at most 20 deferred items since Linux 6.13 and parked the
-    /// rest on a retry list that neither the eventfd nor `IORING_SQ_TASKRUN` reported.)
-    fn enter_getevents(&self) -> io::Result<()> {
-        let mut inner = self.inner.borrow_mut();
-        inner.stats.enters += 1;
-        let want = inner.ring.params().cq_entries() as usize;
-        let zero = types::Timespec::new();
-        let args = types::SubmitArgs::new().timespec(&zero);
-        for _ in 0..8 {
-            match inner.ring.submitter().submit_with_args(want, &args) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
-                // Interrupted before the work ran: run it again.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     /// A duplicate (`F_DUPFD_CLOEXEC`) of the registered eventfd, for the pump's glommio READ.
     fn dup_eventfd(&self) -> io::Result<OwnedFd> {
         self.inner.borrow().eventfd.try_clone()

@@ -5,11 +5,18 @@
 //! While busy the eventfd stays disabled (an always-enabled eventfd costs spurious wakes).
 //! To park:
 //! 1. enable the eventfd, then a full fence;
-//! 2. `io_uring_enter(GETEVENTS)` unconditionally: it runs any task work of our ring still
-//!    pending on this thread, so that its completions are posted (and seen below) now;
-//! 3. re-check the CQ, the `SQ_TASKRUN`/`CQ_OVERFLOW` flags and pending SQEs; if anything is
-//!    there, disable the eventfd and go back to work;
-//! 4. otherwise arm the glommio READ on the eventfd if none is in flight and return `Pending`.
+//! 2. re-check the CQ, the `SQ_TASKRUN`/`CQ_OVERFLOW` flags and pending SQEs; if anything is
+//!    there, disable the eventfd and go back to work (task work still pending on this thread
+//!    shows as `SQ_TASKRUN`, and the next flush's `io_uring_enter` runs it);
+//! 3. otherwise arm the glommio READ on the eventfd if none is in flight and return `Pending`.
+//!
+//! There used to be an unconditional `io_uring_enter(GETEVENTS)` between 1 and 2, needed
+//! under `DEFER_TASKRUN` (deferred work signals the eventfd only when its list goes from empty
+//! to non-empty). Under `COOP_TASKRUN` our completions are posted by task work that runs on
+//! this thread: either before step 1 (the CQE is then in the CQ at step 2), or at a later
+//! syscall of this thread, with the eventfd enabled, which signals it. So that enter found
+//! nothing whenever `SQ_TASKRUN` was clear, and it was dropped (perf3, issue #12: one system
+//! call per park).
 //!
 //! The in-flight READ is never dropped (it may have consumed a signal) and is polled again
 //! only after its own waker fired (glommio keeps a waker clone per poll). A task that pushes
@@ -163,10 +170,12 @@ impl Future for Pump {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Nothing to do: park.
+            // Nothing to do: park. No `io_uring_enter` here: task work still pending on our
+            // ring shows in `IORING_SQ_TASKRUN` (then `has_work`, and the next flush runs it);
+            // task work queued from now on runs at a later syscall of this thread, with the
+            // eventfd enabled, and signals it (see the module docs).
             this.driver.set_eventfd_enabled(true);
             fence(Ordering::SeqCst);
-            this.driver.enter_getevents()?;
             if this.driver.has_work() {
                 this.driver.set_eventfd_enabled(false);
                 continue;

@@ -1222,6 +1222,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// ringsgi patch: when the latency ring's timer above fires at the latest (`None`: no
+    /// timer, or one armed for a sleep).
+    latency_preemption_due: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1356,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_due: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,22 +1818,44 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // ringsgi patch: a latency timer still in flight that fires no later than a fresh
+        // preempt timer would is kept, instead of being cancelled and armed again on every
+        // pass (an ASYNC_CANCEL, a TIMEOUT, their two CQEs and an `io_uring_enter` on the
+        // latency ring per pass of the reactor). Preemption can only come earlier than it
+        // would have, never later.
+        let preempt = preempt_timer();
+        let now = Instant::now();
+        let old_latency = self.latency_preemption_timeout_src.take();
+        let keep_latency = match (preempt, old_latency, self.latency_preemption_due.get()) {
+            (Some(p), Some(src), Some(due)) if !src.has_result() && due <= now + p => Some(src),
+            // Cancel the old timer otherwise, whether or not we can sleep: if we won't
+            // sleep, we will register the new timer with its new value. But if we will
+            // sleep, there might be a timer registered that needs to be removed otherwise
+            // we'll wake up when it expires.
+            (_, old, _) => {
+                drop(old);
+                self.latency_preemption_due.set(None);
+                None
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. ringsgi patch: one still in flight (it has no time limit, only a
+        // count of completions) is kept rather than cancelled and armed again each pass.
+        match self.throughput_preemption_timeout_src.take() {
+            Some(src) if !src.has_result() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            old => {
+                drop(old);
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1841,7 +1867,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1879,10 +1905,15 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let Some(preempt) = preempt {
+            if let Some(src) = keep_latency {
+                self.latency_preemption_timeout_src.set(Some(src));
+            } else {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_due.set(Some(Instant::now() + preempt));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
