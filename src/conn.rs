@@ -1151,12 +1151,7 @@ fn respond<'a>(
 ) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
     let slot_id = slot.id();
     let (hold, bufs) = slot.split();
-    let SlotBufs {
-        head,
-        index,
-        out,
-        mut headers,
-    } = bufs;
+    let SlotBufs { head, index } = bufs;
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
@@ -1172,7 +1167,6 @@ fn respond<'a>(
         index.target.of(&head),
         peer,
     );
-    headers.clear();
     let mut req = Request {
         head,
         index,
@@ -1200,15 +1194,9 @@ fn respond<'a>(
     {
         req.peer = Peer::Tcp(client);
     }
-    let mut resp = Response::new(
-        fd,
-        out,
-        headers,
-        version,
-        keep_alive,
-        head_only,
-        ctx.socket_timeout,
-    );
+    // Its output buffers come from the worker's spares when it writes its head (a sleeping
+    // request holds none) and go back when it is dropped.
+    let mut resp = Response::new(fd, version, keep_alive, head_only, ctx.socket_timeout);
     resp.close_delimited = cgi.is_some();
     // 3. The app, with panics caught, raced against its harakiri deadline.
     let hctx = Rc::new(ReqCtx::new(
@@ -1402,8 +1390,6 @@ fn respond<'a>(
         hold.finish(SlotBufs {
             head: std::mem::take(&mut req.head),
             index,
-            out: std::mem::take(&mut resp.out),
-            headers: std::mem::take(&mut resp.headers),
         });
         (next, input)
     }
@@ -1454,15 +1440,7 @@ impl Drop for SlotStat {
 /// Answer a request the server refused (bad head, timeout) with `status`; the caller closes.
 /// Needs no slot: the response is built in a small buffer of its own (refusals are rare).
 async fn error_response(ctx: &ConnCtx, fd: i32, status: u16) {
-    let mut resp = Response::new(
-        fd,
-        Vec::with_capacity(256),
-        Vec::new(),
-        http::Version::Http11,
-        false,
-        false,
-        ctx.socket_timeout,
-    );
+    let mut resp = Response::new(fd, http::Version::Http11, false, false, ctx.socket_timeout);
     let _ = resp.send_error(status).await;
 }
 
