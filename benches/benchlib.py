@@ -136,6 +136,63 @@ def group_rss_kb(pgid):
     return total
 
 
+def rss_parts_kb(pid):
+    """(anon, file, shmem) kB resident in `pid` (RssAnon, RssFile, RssShmem of /proc/PID/status),
+    or None if the process is gone. VmRSS is their sum; file and shmem pages shared with other
+    processes (the binary, the scoreboard) count in each of them."""
+    parts = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                    parts[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        return None
+    return parts.get("RssAnon", 0), parts.get("RssFile", 0), parts.get("RssShmem", 0)
+
+
+def pss_kb(pid):
+    """Proportional set size of `pid` in kB (/proc/PID/smaps_rollup): a page shared by n
+    processes counts 1/n in each, so the sum over processes is what they take together."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def smaps_summary(pid):
+    """{mapping: resident kB} of `pid` from /proc/PID/smaps, mappings grouped by what they are:
+    the binary, each shared library, [heap], [stack], anonymous (mmap), shared memory, io_uring
+    rings. Tells which part of a process's RSS is what."""
+    out = {}
+    name = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                    path = head[5] if len(head) > 5 else ""
+                    if not path:
+                        name = "anon (mmap)"
+                    elif path.startswith("/dev/zero") or path.startswith("/SYSV") or "(deleted)" in line:
+                        name = "shmem " + os.path.basename(path)
+                    elif path.startswith("["):
+                        name = path
+                    elif path.startswith("anon_inode:"):
+                        name = path
+                    else:
+                        name = os.path.basename(path)
+                elif head and head[0] == "Rss:" and name is not None:
+                    out[name] = out.get(name, 0) + int(head[1])
+    except OSError:
+        pass
+    return {k: v for k, v in out.items() if v}
+
+
 class RssSampler:
     """Samples the summed VmRSS of a process group every `interval` seconds in a thread."""
 

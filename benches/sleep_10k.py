@@ -19,7 +19,14 @@ completes at most 19 requests in wrk's 20 s, so 9,500 req/s is the most wrk can 
 wrk's req/s against both, errors, the peak RSS of all server processes (sampled every 50 ms) and
 per connection above idle, server CPU per request.
 
-    python3 benches/sleep_10k.py --client wrk [--duration 20] [--threads 2]
+    python3 benches/sleep_10k.py --client wrk [--duration 20] [--threads 2] [--maps]
+
+With `--client wrk` it also prints, per process (master, each worker), the RSS split into
+anonymous / file-backed / shared-memory pages (RssAnon, RssFile, RssShmem of /proc/PID/status)
+at idle and at the sample where the summed RSS peaked, and the PSS (/proc/PID/smaps_rollup)
+at idle and 2 s before the end of the load: file pages (the binary, libc) count in every
+process's RSS, once in the sum of PSS. `--maps` adds each process's resident kB by mapping
+([heap], the binary, each library, anonymous mmaps, shared memory, io_uring rings).
 """
 
 import argparse
@@ -30,6 +37,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -89,6 +97,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="wrk: threads (default 2)")
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
+    ap.add_argument("--maps", action="store_true",
+                    help="wrk: also print each process's resident kB by mapping (/proc/PID/smaps)")
     a = ap.parse_args()
     bl.raise_nofile()
     old_somax = int(open("/proc/sys/net/core/somaxconn").read())
@@ -153,10 +163,25 @@ def main():
 def wrk_run(a, srv, port, pids, idle_rss, cpu0):
     argv = [a.wrk, f"-t{a.threads}", f"-c{a.conns}", f"-d{a.duration}s", "--timeout", "10s",
             f"http://127.0.0.1:{port}/"]
-    with bl.RssSampler(srv.pid) as rss:
+    idle_parts = {pid: bl.rss_parts_kb(pid) for pid in pids}
+    idle_pss = {pid: bl.pss_kb(pid) for pid in pids}
+    idle_maps = {pid: bl.smaps_summary(pid) for pid in pids} if a.maps else {}
+    late = {}
+
+    def snapshot_late():
+        # Near the end of the load, where the peak has been reached in every run so far: the
+        # proportional sizes and (--maps) what each mapping holds.
+        time.sleep(max(0.0, a.duration - 2.0))
+        for pid in pids:
+            late[pid] = (bl.pss_kb(pid), bl.smaps_summary(pid) if a.maps else {})
+
+    snap = threading.Thread(target=snapshot_late, daemon=True)
+    with PartsSampler(srv.pid) as rss:
+        snap.start()
         t0 = time.time()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration + 120)
         wall = time.time() - t0
+    snap.join(timeout=5)
     cpu1 = cpu_ticks(pids)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed: {out.stderr}")
@@ -177,9 +202,60 @@ def wrk_run(a, srv, port, pids, idle_rss, cpu0):
           f"with a request in flight")
     print(f"server CPU {(cpu1 - cpu0) / 100:.2f} s = "
           f"{(cpu1 - cpu0) * 10 / max(1, res['requests']):.3f} ms per request")
+    print_breakdown(srv.pid, pids, idle_parts, idle_pss, rss.peak_parts, late, idle_maps)
     if a.verbose:
         print(out.stdout)
     return 1 if res["errors"] else 0
+
+
+class PartsSampler(bl.RssSampler):
+    """RssSampler that also keeps each process's (anon, file, shmem) at the sample with the
+    highest total."""
+
+    def __init__(self, pgid, interval=0.05):
+        super().__init__(pgid, interval)
+        self.peak_parts = {}
+
+    def _run(self):
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            parts = {pid: bl.rss_parts_kb(pid) for pid in bl.group_pids(self.pgid)}
+            parts = {pid: v for pid, v in parts.items() if v is not None}
+            kb = sum(sum(v) for v in parts.values())
+            if kb > self.peak_kb:
+                self.peak_kb, self.peak_at = kb, time.monotonic() - t0
+                self.peak_parts = parts
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+
+def print_breakdown(master, pids, idle_parts, idle_pss, peak_parts, late, idle_maps):
+    """Per process: RSS split into anonymous / file-backed / shared memory at idle and at the
+    peak of the summed RSS, and PSS at idle and near the end of the load (MiB)."""
+    mib = lambda kb: f"{kb / 1024:.1f}" if kb is not None else "-"
+    workers = sorted(p for p in pids if p != master)
+    names = {master: "master"} | {p: f"worker {i}" for i, p in enumerate(workers)}
+    print("RSS by kind, MiB (anon / file / shmem): idle -> peak; PSS: idle -> near the end")
+    tot_i, tot_p, tot_pss = [0, 0, 0], [0, 0, 0], [0, 0]
+    for pid in [master] + workers:
+        i = idle_parts.get(pid) or (0, 0, 0)
+        p = peak_parts.get(pid) or (0, 0, 0)
+        pss_late = late.get(pid, (None, {}))[0]
+        for k in range(3):
+            tot_i[k] += i[k]
+            tot_p[k] += p[k]
+        tot_pss[0] += idle_pss.get(pid) or 0
+        tot_pss[1] += pss_late or 0
+        print(f"  {names[pid]:9} {mib(i[0])} / {mib(i[1])} / {mib(i[2])} -> "
+              f"{mib(p[0])} / {mib(p[1])} / {mib(p[2])}; PSS {mib(idle_pss.get(pid))} -> {mib(pss_late)}")
+    print(f"  {'all':9} {mib(tot_i[0])} / {mib(tot_i[1])} / {mib(tot_i[2])} -> "
+          f"{mib(tot_p[0])} / {mib(tot_p[1])} / {mib(tot_p[2])}; PSS {mib(tot_pss[0])} -> {mib(tot_pss[1])}")
+    if idle_maps:
+        for pid in [master] + workers:
+            end = late.get(pid, (None, {}))[1]
+            print(f"  {names[pid]}: resident kB by mapping, idle -> near the end")
+            for name in sorted(set(idle_maps.get(pid, {})) | set(end), key=lambda n: -end.get(n, 0)):
+                print(f"    {name:40} {idle_maps.get(pid, {}).get(name, 0):7} -> {end.get(name, 0):7}")
 
 
 def bl_wait(port):

@@ -154,9 +154,10 @@ impl ConnCtx {
 /// alive; beyond it the connection is closed instead.
 const MAX_DRAIN: u64 = 256 * 1024;
 
-/// Initial input buffer of a connection, and growth step while a head is incomplete. Most
-/// request heads fit in 1 KiB (nginx's `client_header_buffer_size` default is 1k too); an idle
-/// keep-alive connection holds this buffer, so it is kept small.
+/// Growth step of a connection's input buffer while a head is incomplete. A head's first
+/// bytes arrive in a buffer of the worker's pool (`uring::pool`, 1 KiB: most request heads
+/// fit, nginx's `client_header_buffer_size` default is 1k too) and are copied into the input
+/// buffer at their size; only a head that needs more reads grows it by this much.
 const HEAD_READ: usize = 1024;
 
 impl ConnCtx {
@@ -204,6 +205,17 @@ pub(crate) fn serve(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) -> impl Future<Ou
     serve_from(fd, peer, ctx, Start::Accepted)
 }
 
+/// Counts a connection off the worker's `conns` when dropped.
+struct Counted<'a>(&'a ConnCtx);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.boards[self.0.worker_board()]
+            .conns
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Where a connection task starts.
 enum Start {
     /// A connection just accepted.
@@ -214,13 +226,18 @@ enum Start {
     Woken(Option<Instant>),
 }
 
-/// The connection loop, from a new connection or a parked one that turned readable.
+/// The connection loop, from a new connection or a parked one that turned readable. The
+/// connection was counted in the worker's `conns` when it was accepted (or parked); it is
+/// counted off when this ends, whichever way.
 async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start) {
+    let _counted = Counted(&ctx);
     let raw = fd.as_raw_fd();
     // Whether the PROXY header (`--enable-proxy-protocol`) was read: it comes once, before the
     // first request (a connection parked before its first byte has not sent it yet).
     let mut proxied = false;
-    let mut input: Vec<u8> = Vec::with_capacity(HEAD_READ);
+    // Empty: the first bytes arrive in a buffer of the worker's pool and are copied here
+    // exactly (`uring::recv::recv_first`); only a head that needs more reads grows it.
+    let mut input: Vec<u8> = Vec::new();
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -236,7 +253,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 // the hot window, then park the connection until its first byte.
                 let left = first_deadline.saturating_duration_since(Instant::now());
                 let window = HOT_IDLE.min(left);
-                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, false).await;
+                let (r, buf) = uring::recv::recv_first(raw, input, window, false).await;
                 input = buf;
                 match r {
                     Some(Ok(n)) if n > 0 => {}
@@ -275,9 +292,9 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
             let r = if woken {
                 // Parked, and readable now: the bytes (or the end of file) are there.
                 woken = false;
-                let (r, buf) = uring::recv::recv(raw, input, Some(ctx.socket_timeout)).await;
+                let (r, buf) = uring::recv::recv_first(raw, input, ctx.socket_timeout, false).await;
                 input = buf;
-                r
+                r.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
             } else {
                 if ctx.stopping.get() {
                     break;
@@ -287,10 +304,10 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 // request.
                 ctx.idle.borrow_mut().insert(raw);
                 if input.capacity() > IDLE_KEEP {
-                    input = Vec::with_capacity(HEAD_READ);
+                    input = Vec::new();
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                let (r, buf) = uring::recv::recv_idle_for(raw, input, window, true).await;
+                let (r, buf) = uring::recv::recv_first(raw, input, window, true).await;
                 input = buf;
                 match r {
                     Some(r) => {
@@ -405,9 +422,11 @@ async fn read_proxy_header(
 /// for longer costs a parked entry instead of its task and buffer (~5 KB).
 const HOT_IDLE: Duration = Duration::from_millis(100);
 
-/// An input buffer larger than this (grown by a body or a long head) is replaced by a fresh
-/// [`HEAD_READ`] one before an idle wait, so that a hot idle connection pins little.
-const IDLE_KEEP: usize = 4 * HEAD_READ;
+/// An input buffer larger than this (grown by a body or a long head) is dropped before an
+/// idle wait, so that a hot idle connection pins little: the wait itself needs no buffer
+/// (`uring::recv::recv_first`), and the next request's bytes are copied into one of their
+/// size. A smaller one (the size of the last request) is kept for the next.
+const IDLE_KEEP: usize = HEAD_READ;
 
 /// An idle keep-alive connection parked without a task, a future or a buffer: its descriptor,
 /// its peer and a readiness watch on our ring (`uring::watch`: a `POLL_ADD` consumes no bytes,
@@ -699,13 +718,7 @@ async fn parked_loop(ctx: Rc<ConnCtx>) {
                 p.head_deadline
                     .map(|ms| ctx.parked.borrow().base + Duration::from_millis(ms)),
             );
-            glommio::spawn_local(async move {
-                serve_from(p.fd, p.peer, ctx.clone(), start).await;
-                ctx.boards[ctx.worker_board()]
-                    .conns
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            })
-            .detach();
+            glommio::spawn_local(serve_from(p.fd, p.peer, ctx, start)).detach();
         }
     }
 }
@@ -761,6 +774,16 @@ async fn read_before(fd: i32, input: &mut Vec<u8>, deadline: Instant) -> Result<
     if left.is_zero() {
         return Err(());
     }
+    if input.is_empty() {
+        // The first bytes: into a pool buffer, copied exactly (no buffer while waiting).
+        let (r, buf) = uring::recv::recv_first(fd, std::mem::take(input), left, false).await;
+        *input = buf;
+        return match r {
+            None => Err(()),
+            Some(Ok(n)) => Ok(n > 0),
+            Some(Err(_)) => Ok(false),
+        };
+    }
     let (r, buf) = uring::recv::recv(fd, std::mem::take(input), Some(left)).await;
     *input = buf;
     match r {
@@ -798,7 +821,7 @@ async fn take_slot(ctx: &ConnCtx, input: &[u8], head_len: usize) -> SlotGuard {
 pub(crate) async fn serve_uwsgi(fd: OwnedFd, peer: Peer, ctx: Rc<ConnCtx>) {
     let raw = fd.as_raw_fd();
     let deadline = Instant::now() + ctx.header_timeout;
-    let mut input = Vec::with_capacity(HEAD_READ);
+    let mut input = Vec::new();
     let next = match read_packet(&ctx, raw, &mut input, deadline).await {
         Head::Complete(_) => {
             let slot = ctx.slots.acquire().await;
@@ -1104,26 +1127,28 @@ fn request<'a>(
 /// starting at `body_start` in `input`: call the app, finish the response, drain the body, give the
 /// buffers back to the slot. `cgi` is set for a uwsgi request (never kept alive, streamed
 /// responses delimited by close).
+///
+/// Not an `async fn`: the request and response are built here, before the future exists, and
+/// the future is an `async move` block that holds each of them once. An `async fn` keeps
+/// every argument in its future for its whole life and a second copy of whatever the body
+/// moves out of it (the slot's 176 bytes twice, the uwsgi metadata twice...), and the slot
+/// would hold an empty set of buffer descriptors while the request and response own the
+/// real ones: 1,376 bytes of future in every connection task before, while a request ran
+/// (mem10k).
 #[allow(clippy::too_many_arguments)]
-async fn respond(
-    ctx: &ConnCtx,
+fn respond<'a>(
+    ctx: &'a ConnCtx,
     fd: i32,
-    peer: &Peer,
-    mut slot: SlotGuard,
+    peer: &'a Peer,
+    slot: SlotGuard,
     input: Vec<u8>,
     body_start: usize,
     cgi: Option<CgiMeta>,
     started: Instant,
-) -> (Next, Vec<u8>) {
+) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
     let slot_id = slot.id();
-    // Taken here, not passed in: every argument of an `async fn` is stored twice in its
-    // future, and a `bufs` argument cost 272 bytes in every connection task (issue #12).
-    let SlotBufs {
-        head,
-        index,
-        out,
-        mut headers,
-    } = slot.take_bufs();
+    let (hold, bufs) = slot.split();
+    let SlotBufs { head, index } = bufs;
     let version = index.version;
     let framing = index.framing;
     let expect_continue = index.expect_continue;
@@ -1132,14 +1157,13 @@ async fn respond(
         && cgi.is_none()
         && !ctx.stopping.get();
     let head_only = index.method.of(&head) == b"HEAD";
-    let _stat = SlotStat::enter(
+    let stat = SlotStat::enter(
         ctx,
         slot_id,
         index.method.of(&head),
         index.target.of(&head),
         peer,
     );
-    headers.clear();
     let mut req = Request {
         head,
         index,
@@ -1151,7 +1175,7 @@ async fn respond(
         slot: slot_id,
         // Built in place: a `body` local moved in here would keep its own place in the future.
         body: Body::new(fd, input, body_start, framing, ctx.limits.max_body),
-        cgi,
+        cgi: cgi.map(Box::new),
     };
     req.body.timeout = ctx.socket_timeout;
     req.body.continue_pending = expect_continue && !req.body.is_done();
@@ -1169,15 +1193,9 @@ async fn respond(
     {
         req.peer = Peer::Tcp(client);
     }
-    let mut resp = Response::new(
-        fd,
-        out,
-        headers,
-        version,
-        keep_alive,
-        head_only,
-        ctx.socket_timeout,
-    );
+    // Its output buffers come from the worker's spares when it writes its head (a sleeping
+    // request holds none) and go back when it is dropped.
+    let mut resp = Response::new(fd, version, keep_alive, head_only, ctx.socket_timeout);
     resp.close_delimited = cgi.is_some();
     // 3. The app, with panics caught, raced against its harakiri deadline.
     let hctx = harakiri::new_ctx(
@@ -1194,191 +1212,192 @@ async fn respond(
         ctx.board,
     );
     let statics = !ctx.statics.is_empty();
-    // Routed once: the app's index goes to the stats with the request's end.
-    let routed = ctx.route(req.path());
-    let app_id = routed.map(|(id, _)| id);
-    let outcome = match routed.map(|(_, app)| app) {
-        Some(app) if !statics => {
-            let app = app.clone();
-            let call = Guarded::new(
-                hctx.clone(),
-                AssertUnwindSafe(app.call(&mut req, &mut resp)).catch_unwind(),
+    async move {
+        // Held to the end: the scoreboard shows the slot busy until the request is done.
+        let _stat = stat;
+        // Routed once: the app's index goes to the stats with the request's end.
+        let routed = ctx.route(req.path());
+        let app_id = routed.map(|(id, _)| id);
+        let outcome = match routed.map(|(_, app)| app) {
+            Some(app) if !statics => {
+                let app = app.clone();
+                let call = Guarded::new(
+                    hctx.clone(),
+                    AssertUnwindSafe(app.call(&mut req, &mut resp)).catch_unwind(),
+                );
+                futures_lite::future::or(async { Some(call.await) }, async {
+                    harakiri::expired(&hctx).await;
+                    None
+                })
+                .await
+            }
+            None if !statics => Some(Ok(rare(resp.send_error(404)).await)),
+            app => {
+                // Static files first (GET/HEAD under a --static-map), then the app, under the
+                // same deadline; a missing file falls through to the app, as in uWSGI.
+                let app = app.cloned();
+                let (req, resp) = (&mut req, &mut resp);
+                // Boxed: the static-file path's future (~1 KB) would otherwise be part of every
+                // connection task, served by `--static-map` or not (issue #12).
+                let handler = Box::pin(async move {
+                    if let Some(done) = static_files::serve(&ctx.statics, req, resp).await {
+                        return done;
+                    }
+                    match app {
+                        Some(app) => app.call(req, resp).await,
+                        None => resp.send_error(404).await,
+                    }
+                });
+                let call = Guarded::new(hctx.clone(), AssertUnwindSafe(handler).catch_unwind());
+                futures_lite::future::or(async { Some(call.await) }, async {
+                    harakiri::expired(&hctx).await;
+                    None
+                })
+                .await
+            }
+        };
+        let Some(outcome) = outcome else {
+            // Harakiri: the handler was dropped (cancelled) at its current await.
+            let verbose = if ctx.harakiri_verbose {
+                format!("; it was waiting on: {}", hctx.waiting_on())
+            } else {
+                String::new()
+            };
+            if let Some(b) = ctx.board {
+                b.harakiri_count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::error!(
+                "HARAKIRI ON WORKER {} SLOT {slot_id} (pid {}): \"{} {}\" from {peer} after {} ms{verbose}",
+                ctx.worker,
+                std::process::id(),
+                req.method(),
+                req.target(),
+                started.elapsed().as_millis()
             );
-            futures_lite::future::or(async { Some(call.await) }, async {
-                harakiri::expired(&hctx).await;
-                None
-            })
-            .await
-        }
-        None if !statics => Some(Ok(rare(resp.send_error(404)).await)),
-        app => {
-            // Static files first (GET/HEAD under a --static-map), then the app, under the
-            // same deadline; a missing file falls through to the app, as in uWSGI.
-            let app = app.cloned();
-            let (req, resp) = (&mut req, &mut resp);
-            // Boxed: the static-file path's future (~1 KB) would otherwise be part of every
-            // connection task, served by `--static-map` or not (issue #12).
-            let handler = Box::pin(async move {
-                if let Some(done) = static_files::serve(&ctx.statics, req, resp).await {
-                    return done;
-                }
-                match app {
-                    Some(app) => app.call(req, resp).await,
-                    None => resp.send_error(404).await,
-                }
-            });
-            let call = Guarded::new(hctx.clone(), AssertUnwindSafe(handler).catch_unwind());
-            futures_lite::future::or(async { Some(call.await) }, async {
-                harakiri::expired(&hctx).await;
-                None
-            })
-            .await
-        }
-    };
-    let Some(outcome) = outcome else {
-        // Harakiri: the handler was dropped (cancelled) at its current await.
-        let verbose = if ctx.harakiri_verbose {
-            format!("; it was waiting on: {}", hctx.waiting_on())
-        } else {
-            String::new()
+            let status = if !resp.is_started() && !resp.broken {
+                let _ = rare(resp.send_error(504)).await;
+                504
+            } else {
+                resp.status
+            };
+            log_request(
+                ctx,
+                &req.peer,
+                &req,
+                app_id,
+                status,
+                resp.body_bytes,
+                resp.wire_bytes,
+                started,
+                slot_id,
+                ", harakiri",
+            );
+            // The connection may hold half a body or half a response: close it.
+            return (Next::Close, Vec::new());
         };
-        if let Some(b) = ctx.board {
-            b.harakiri_count
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match outcome {
+            Ok(Ok(())) => {
+                if !resp.is_started() {
+                    tracing::error!(
+                        "{} {}: the handler returned without a response: 500",
+                        req.method(),
+                        req.target()
+                    );
+                    let _ = rare(resp.send_error(500)).await;
+                } else if !resp.is_finished() && !resp.broken {
+                    let _ = rare(resp.finish()).await;
+                }
+            }
+            Ok(Err(e)) => {
+                // A framing error in the body (413, 400) leaves the input unusable but the
+                // output fine: answer with its status, then close.
+                if !resp.is_started() && !resp.broken {
+                    resp.keep_alive &= !req.body.broken;
+                    let status = req.body.error.map(|pe| pe.status()).unwrap_or(500);
+                    tracing::error!(
+                        "{} {}: handler error: {e}: {status}",
+                        req.method(),
+                        req.target()
+                    );
+                    let _ = rare(resp.send_error(status)).await;
+                } else {
+                    tracing::warn!(
+                        "{} {}: handler error after the response started: {e}; closing",
+                        req.method(),
+                        req.target()
+                    );
+                    resp.keep_alive = false;
+                }
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                if let Some(b) = ctx.board {
+                    b.note_exception(app_id);
+                }
+                tracing::error!(
+                    "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",
+                    req.method(),
+                    req.target(),
+                    ctx.worker
+                );
+                if !resp.is_started() && !resp.broken {
+                    let _ = rare(resp.send_error(500)).await;
+                }
+                resp.keep_alive = false;
+            }
         }
-        tracing::error!(
-            "HARAKIRI ON WORKER {} SLOT {slot_id} (pid {}): \"{} {}\" from {peer} after {} ms{verbose}",
-            ctx.worker,
-            std::process::id(),
-            req.method(),
-            req.target(),
-            started.elapsed().as_millis()
-        );
-        let status = if !resp.is_started() && !resp.broken {
-            let _ = rare(resp.send_error(504)).await;
-            504
+        // 4. Keep-alive only if the response is complete and the body can be skipped.
+        let mut next = if resp.keep_alive && resp.is_finished() && !resp.broken {
+            Next::KeepAlive
         } else {
-            resp.status
+            Next::Close
         };
+        if matches!(next, Next::KeepAlive) && !req.body.is_done() {
+            // A client still waiting for 100-continue will not send the body: close.
+            if req.body.continue_pending || !rare(req.body.drain(MAX_DRAIN)).await {
+                next = Next::Close;
+            }
+        }
+        if matches!(next, Next::Close) && !req.body.is_done() && !resp.broken {
+            next = match req.body.state {
+                // uwsgi: the front server sends the whole body before it reads the response.
+                BodyState::Length(left) if req.cgi.is_some() && !req.body.broken => {
+                    let buffered = req.body.input.len().saturating_sub(req.body.pos);
+                    Next::Discard(left.saturating_sub(buffered as u64))
+                }
+                _ => Next::Linger,
+            };
+        }
         log_request(
             ctx,
             &req.peer,
             &req,
             app_id,
-            status,
+            resp.status,
             resp.body_bytes,
             resp.wire_bytes,
             started,
             slot_id,
-            ", harakiri",
+            "",
         );
-        // The connection may hold half a body or half a response: close it.
-        return (Next::Close, Vec::new());
-    };
-    match outcome {
-        Ok(Ok(())) => {
-            if !resp.is_started() {
-                tracing::error!(
-                    "{} {}: the handler returned without a response: 500",
-                    req.method(),
-                    req.target()
-                );
-                let _ = rare(resp.send_error(500)).await;
-            } else if !resp.is_finished() && !resp.broken {
-                let _ = rare(resp.finish()).await;
-            }
-        }
-        Ok(Err(e)) => {
-            // A framing error in the body (413, 400) leaves the input unusable but the
-            // output fine: answer with its status, then close.
-            if !resp.is_started() && !resp.broken {
-                resp.keep_alive &= !req.body.broken;
-                let status = req.body.error.map(|pe| pe.status()).unwrap_or(500);
-                tracing::error!(
-                    "{} {}: handler error: {e}: {status}",
-                    req.method(),
-                    req.target()
-                );
-                let _ = rare(resp.send_error(status)).await;
-            } else {
-                tracing::warn!(
-                    "{} {}: handler error after the response started: {e}; closing",
-                    req.method(),
-                    req.target()
-                );
-                resp.keep_alive = false;
-            }
-        }
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".into());
-            if let Some(b) = ctx.board {
-                b.note_exception(app_id);
-            }
-            tracing::error!(
-                "{} {}: handler panicked: {msg} (worker {} slot {slot_id})",
-                req.method(),
-                req.target(),
-                ctx.worker
-            );
-            if !resp.is_started() && !resp.broken {
-                let _ = rare(resp.send_error(500)).await;
-            }
-            resp.keep_alive = false;
-        }
+        // 5. Give the buffers back to the slot; drop the consumed bytes from the input.
+        let mut input = std::mem::take(&mut req.body.input);
+        let consumed = req.body.pos.min(input.len());
+        input.drain(..consumed);
+        let mut index = std::mem::take(&mut req.index);
+        index.clear();
+        hold.finish(SlotBufs {
+            head: std::mem::take(&mut req.head),
+            index,
+        });
+        harakiri::recycle(hctx);
+        (next, input)
     }
-    // 4. Keep-alive only if the response is complete and the body can be skipped.
-    let mut next = if resp.keep_alive && resp.is_finished() && !resp.broken {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    };
-    if matches!(next, Next::KeepAlive) && !req.body.is_done() {
-        // A client still waiting for 100-continue will not send the body: close.
-        if req.body.continue_pending || !rare(req.body.drain(MAX_DRAIN)).await {
-            next = Next::Close;
-        }
-    }
-    if matches!(next, Next::Close) && !req.body.is_done() && !resp.broken {
-        next = match req.body.state {
-            // uwsgi: the front server sends the whole body before it reads the response.
-            BodyState::Length(left) if req.cgi.is_some() && !req.body.broken => {
-                let buffered = req.body.input.len().saturating_sub(req.body.pos);
-                Next::Discard(left.saturating_sub(buffered as u64))
-            }
-            _ => Next::Linger,
-        };
-    }
-    log_request(
-        ctx,
-        &req.peer,
-        &req,
-        app_id,
-        resp.status,
-        resp.body_bytes,
-        resp.wire_bytes,
-        started,
-        slot_id,
-        "",
-    );
-    // 5. Give the buffers back to the slot; drop the consumed bytes from the input.
-    let mut input = std::mem::take(&mut req.body.input);
-    let consumed = req.body.pos.min(input.len());
-    input.drain(..consumed);
-    let mut index = std::mem::take(&mut req.index);
-    index.clear();
-    slot.put_bufs(SlotBufs {
-        head: std::mem::take(&mut req.head),
-        index,
-        out: std::mem::take(&mut resp.out),
-        headers: std::mem::take(&mut resp.headers),
-    });
-    drop(slot);
-    harakiri::recycle(hctx);
-    (next, input)
 }
 
 /// Await `f` from the heap. For the rare awaits of [`respond`] (error answers, a streamed
@@ -1426,15 +1445,7 @@ impl Drop for SlotStat {
 /// Answer a request the server refused (bad head, timeout) with `status`; the caller closes.
 /// Needs no slot: the response is built in a small buffer of its own (refusals are rare).
 async fn error_response(ctx: &ConnCtx, fd: i32, status: u16) {
-    let mut resp = Response::new(
-        fd,
-        Vec::with_capacity(256),
-        Vec::new(),
-        http::Version::Http11,
-        false,
-        false,
-        ctx.socket_timeout,
-    );
+    let mut resp = Response::new(fd, http::Version::Http11, false, false, ctx.socket_timeout);
     let _ = resp.send_error(status).await;
 }
 

@@ -1,8 +1,9 @@
 //! The fixed pool of request slots: uWSGI's "async cores".
 //!
 //! `--async N` slots per worker are created once at start. A slot holds what one in-flight
-//! request needs: the buffer its head is copied into, the parsed header index, and the output
-//! buffer its response head (and small bodies) are written into. The buffers get their memory
+//! request needs: the buffer its head is copied into and the parsed header index (the
+//! response's output buffers come from a per-worker LIFO of spares when it writes its head,
+//! `response.rs`, so that a request that sleeps holds none). The buffers get their memory
 //! on the slot's first request and keep it afterwards (the free list is LIFO, so the same hot
 //! slots are reused): the steady state allocates nothing, and an idle `--async 10000` worker
 //! costs ~4 MB instead of the ~55 MB that preallocating 5 KB per slot measured. The free list
@@ -44,11 +45,6 @@ pub(crate) struct SlotBufs {
     pub(crate) head: Vec<u8>,
     /// Spans into `head`: method, path, headers, framing.
     pub(crate) index: HeadIndex,
-    /// The response head and small bodies, sent with one `send`.
-    pub(crate) out: Vec<u8>,
-    /// The application's response headers while it sets them (reused, not allocated per
-    /// request).
-    pub(crate) headers: Vec<u8>,
 }
 
 impl SlotBufs {
@@ -57,11 +53,12 @@ impl SlotBufs {
         SlotBufs {
             head: Vec::new(),
             index: HeadIndex::default(),
-            out: Vec::new(),
-            headers: Vec::new(),
         }
     }
 }
+
+/// Room kept in the list of spare buffers however empty it is.
+const SPARE_KEEP: usize = 64;
 
 /// A waiter's mailbox: the slot is handed over directly so no later arrival can take it.
 struct Waiter {
@@ -83,8 +80,6 @@ pub(crate) struct SlotPool {
     /// How many times a request had to wait because every slot was busy.
     queue_full: Cell<u64>,
     last_full_log: Cell<Option<Instant>>,
-    /// Largest `out` capacity kept between requests; bigger buffers are shrunk back.
-    out_keep: usize,
     /// Where the busy count is published for the master's stats (the worker's scoreboard).
     gauge: Cell<Option<&'static std::sync::atomic::AtomicU32>>,
 }
@@ -101,7 +96,6 @@ impl fmt::Debug for SlotPool {
 impl SlotPool {
     /// Create `n` slots. Their buffers get memory on first use (see the module docs).
     pub(crate) fn new(n: usize) -> Rc<SlotPool> {
-        let out_keep = 16 * 1024;
         let free = (0..n).rev().map(|i| SlotId(i as u32)).collect();
         Rc::new(SlotPool {
             free: RefCell::new(free),
@@ -111,7 +105,6 @@ impl SlotPool {
             size: n,
             queue_full: Cell::new(0),
             last_full_log: Cell::new(None),
-            out_keep,
             gauge: Cell::new(None),
         })
     }
@@ -144,18 +137,28 @@ impl SlotPool {
     /// Take a free slot now, if there is one.
     pub(crate) fn try_acquire(self: &Rc<Self>) -> Option<SlotGuard> {
         let id = self.free.borrow_mut().pop()?;
-        let bufs = self
-            .spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(SlotBufs::empty);
+        let bufs = {
+            let mut spare = self.spare.borrow_mut();
+            let bufs = spare.pop().unwrap_or_else(SlotBufs::empty);
+            // The list grows to as many slots as were ever free at once (168 bytes each:
+            // 840 KB per worker when 5,000 sleeping requests end together) and would keep
+            // that memory while the slots are busy again, their buffers in requests: give
+            // the room back as it empties (mem10k).
+            if spare.capacity() > SPARE_KEEP && spare.len() < spare.capacity() / 4 {
+                let keep = spare.capacity() / 2;
+                spare.shrink_to(keep);
+            }
+            bufs
+        };
         if self.free_count() == 0 {
             self.notify_watchers();
         }
         self.publish();
         Some(SlotGuard {
-            pool: self.clone(),
-            id,
+            hold: SlotHold {
+                pool: Some(self.clone()),
+                id,
+            },
             bufs: Some(bufs),
         })
     }
@@ -188,8 +191,10 @@ impl SlotPool {
         guard.done = true;
         self.publish();
         SlotGuard {
-            pool: self.clone(),
-            id,
+            hold: SlotHold {
+                pool: Some(self.clone()),
+                id,
+            },
             bufs: Some(bufs),
         }
     }
@@ -259,10 +264,6 @@ impl SlotPool {
     fn release(&self, id: SlotId, mut bufs: SlotBufs) {
         bufs.head.clear();
         bufs.index.clear();
-        bufs.out.clear();
-        if bufs.out.capacity() > self.out_keep {
-            bufs.out.shrink_to(self.out_keep);
-        }
         // Waiters that gave up removed themselves (WaitGuard), so the oldest one is alive.
         let next = self.waiters.borrow_mut().pop_front();
         if let Some(w) = next {
@@ -312,14 +313,13 @@ impl Drop for WaitGuard<'_> {
 /// A held slot. Dropping it returns the slot to the pool (or hands it to the oldest waiter).
 #[derive(Debug)]
 pub(crate) struct SlotGuard {
-    pool: Rc<SlotPool>,
-    id: SlotId,
+    hold: SlotHold,
     bufs: Option<SlotBufs>,
 }
 
 impl SlotGuard {
     pub(crate) fn id(&self) -> SlotId {
-        self.id
+        self.hold.id
     }
 
     /// Move the buffers out (into a `Request`/`Response`) for the duration of a call.
@@ -345,13 +345,56 @@ impl SlotGuard {
     pub(crate) fn put_bufs(&mut self, bufs: SlotBufs) {
         self.bufs = Some(bufs);
     }
+
+    /// The slot without its buffers, and the buffers, for a request that moves them into its
+    /// `Request` and `Response`: the slot then costs 16 bytes in the request's future instead
+    /// of a second, empty set of buffer descriptors (mem10k).
+    pub(crate) fn split(mut self) -> (SlotHold, SlotBufs) {
+        let bufs = self.take_bufs();
+        let hold = SlotHold {
+            pool: self.hold.pool.take(),
+            id: self.hold.id,
+        };
+        (hold, bufs)
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let bufs = self.bufs.take().unwrap_or_else(SlotBufs::empty);
-        self.pool.release(self.id, bufs);
-        self.pool.publish();
+        if let Some(bufs) = self.bufs.take() {
+            self.hold.release(bufs);
+        }
+        // Otherwise `hold` releases the slot with fresh buffers (or was split off).
+    }
+}
+
+/// A held slot whose buffers are elsewhere ([`SlotGuard::split`]). Dropping it returns the
+/// slot with fresh buffers (the request's were lost, as to a cancel); [`SlotHold::finish`]
+/// returns it with the request's buffers.
+#[derive(Debug)]
+pub(crate) struct SlotHold {
+    /// `None` once released.
+    pool: Option<Rc<SlotPool>>,
+    id: SlotId,
+}
+
+impl SlotHold {
+    /// Return the slot to the pool with `bufs`.
+    pub(crate) fn finish(mut self, bufs: SlotBufs) {
+        self.release(bufs);
+    }
+
+    fn release(&mut self, bufs: SlotBufs) {
+        if let Some(pool) = self.pool.take() {
+            pool.release(self.id, bufs);
+            pool.publish();
+        }
+    }
+}
+
+impl Drop for SlotHold {
+    fn drop(&mut self) {
+        self.release(SlotBufs::empty());
     }
 }
 
@@ -373,5 +416,23 @@ mod tests {
             assert!(f.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(pool.watchers.borrow().len(), 1);
+    }
+
+    #[test]
+    fn spare_buffers_give_their_room_back_as_slots_fill_again() {
+        let pool = SlotPool::new(1000);
+        let held: Vec<_> = (0..1000).map(|_| pool.try_acquire().unwrap()).collect();
+        drop(held);
+        assert_eq!(pool.spare.borrow().len(), 1000);
+        let full = pool.spare.borrow().capacity();
+        let again: Vec<_> = (0..990).map(|_| pool.try_acquire().unwrap()).collect();
+        let cap = pool.spare.borrow().capacity();
+        assert!(
+            cap <= 2 * SPARE_KEEP,
+            "capacity {cap} of {full} kept for 10 spares"
+        );
+        drop(again);
+        assert_eq!(pool.spare.borrow().len(), 1000);
+        assert_eq!(pool.free_count(), 1000);
     }
 }

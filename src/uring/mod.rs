@@ -29,6 +29,7 @@ pub(crate) mod connect;
 pub(crate) mod file;
 pub(crate) mod op;
 pub(crate) mod poll;
+pub(crate) mod pool;
 pub(crate) mod pump;
 pub(crate) mod recv;
 pub(crate) mod send;
@@ -71,6 +72,9 @@ pub struct DriverStats {
     pub ops_in_flight: u64,
     /// Orphaned operations (future dropped, waiting for the final CQE).
     pub orphans: u64,
+    /// Receives that found the worker's provided-buffer ring empty ([`pool`]) and read
+    /// into a buffer of their own instead.
+    pub pool_misses: u64,
 }
 
 /// What an operation slot is doing. One doc line per state, as the kernel sees it.
@@ -94,6 +98,9 @@ pub(crate) enum OpKind {
     /// Opening a file: an orphan's successful result is a descriptor nobody will see, so the
     /// driver closes it.
     Open,
+    /// A receive with a buffer from the worker's [`pool`]: a result that nobody takes (its
+    /// future was dropped) gives its buffer back.
+    Pooled,
     /// Anything else.
     Other,
 }
@@ -119,6 +126,9 @@ pub struct Driver {
 
 struct Inner {
     ring: IoUring,
+    /// The provided-buffer ring of receives that wait for a request; `None` if the kernel
+    /// refused it. Declared after `ring`, so dropped after it.
+    pool: Option<pool::BufPool>,
     ops: Vec<OpSlot>,
     free: Vec<u32>,
     /// SQEs that did not fit in the submission queue; pushed by the pump first.
@@ -174,9 +184,11 @@ impl Driver {
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let mut ring = ring;
         ring.completion().disable_eventfd();
+        let pool = pool::BufPool::register(&ring);
         let driver = Rc::new(Driver {
             inner: RefCell::new(Inner {
                 ring,
+                pool,
                 ops: Vec::with_capacity(1024),
                 free: Vec::new(),
                 backlog: VecDeque::new(),
@@ -212,6 +224,7 @@ impl Driver {
     pub fn stats(&self) -> DriverStats {
         let inner = self.inner.borrow();
         let mut s = inner.stats;
+        s.pool_misses = inner.pool.as_ref().map_or(0, |p| p.misses);
         s.ops_in_flight = (inner.ops.len() - inner.free.len()) as u64;
         s.orphans = inner
             .ops
@@ -332,13 +345,17 @@ impl Driver {
     fn orphan(&self, idx: u32, generation: u32, keep: Option<Box<dyn Any>>) {
         let cancel = {
             let mut inner = self.inner.borrow_mut();
-            let Inner { ops, free, .. } = &mut *inner;
+            let Inner {
+                ops, free, pool, ..
+            } = &mut *inner;
             let slot = &mut ops[idx as usize];
             debug_assert_eq!(slot.generation, generation);
             let kind = slot.kind;
             let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(keep));
-            if let (Lifecycle::Done { res, .. }, OpKind::Open) = (&prev, kind) {
-                close_orphan_fd(*res);
+            match (&prev, kind) {
+                (Lifecycle::Done { res, .. }, OpKind::Open) => close_orphan_fd(*res),
+                (Lifecycle::Done { flags, .. }, OpKind::Pooled) => give_back(pool, *flags),
+                _ => {}
             }
             match prev {
                 Lifecycle::Done { .. } if slot.pending == 0 => {
@@ -408,6 +425,7 @@ impl Driver {
             let mut inner = self.inner.borrow_mut();
             let Inner {
                 ring,
+                pool,
                 ops,
                 free,
                 watches,
@@ -416,7 +434,7 @@ impl Driver {
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, watches, &cqe, &mut to_wake);
+                complete(ops, free, watches, pool, &cqe, &mut to_wake);
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -475,6 +493,7 @@ fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     watches: &mut watch::Watches,
+    pool: &mut Option<pool::BufPool>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
 ) {
@@ -520,8 +539,10 @@ fn complete(
             slot.state = Lifecycle::Done { res, flags };
         }
         Lifecycle::Orphan(_) => {
-            if slot.kind == OpKind::Open {
-                close_orphan_fd(res);
+            match slot.kind {
+                OpKind::Open => close_orphan_fd(res),
+                OpKind::Pooled => give_back(pool, flags),
+                OpKind::Other => {}
             }
             if slot.pending == 0 {
                 slot.state = Lifecycle::Free;
@@ -534,6 +555,13 @@ fn complete(
 
 fn user_data(idx: u32, generation: u32) -> u64 {
     ((generation as u64) << 32) | idx as u64
+}
+
+/// Give the pool buffer a completion took (if it took one) back: its future was dropped.
+fn give_back(pool: &mut Option<pool::BufPool>, flags: u32) {
+    if let (Some(pool), Some(bid)) = (pool.as_mut(), cqueue::buffer_select(flags)) {
+        pool.give_back(bid);
+    }
 }
 
 /// Close a file the kernel opened for an open whose future was dropped: nobody else has it.
