@@ -87,6 +87,15 @@ def application(env, start_response):
         gevent.spawn(later)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"spawned"]
+    if path == "/chunkthenraise":
+        # A chunk, then an exception before the greenlet waits for anything: the chunk
+        # still reaches the client (the response is cut after it), no 500.
+        def body():
+            yield b"first chunk;"
+            raise ValueError("boom after a chunk")
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body()
     if path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Endless(env["wsgi.errors"])
