@@ -341,6 +341,14 @@ fn a_greenlet_raising_after_its_request_ended_is_logged_and_harms_nothing() {
 }
 
 #[test]
+fn an_empty_chunk_after_a_uwsgi_wait_still_does_the_wait() {
+    // Non-empty chunks no longer switch the greenlet out under --gevent; `yield ""` after
+    // `uwsgi.async_sleep` (the seed's idiom) still must.
+    let srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/yieldwait"), Some((200, "waited".into())));
+}
+
+#[test]
 fn a_chunk_pushed_before_the_app_raises_is_sent_before_the_cut() {
     // Under --gevent a chunk is not a switch point: it waits in the exchange until the
     // executor runs. An app raising right after it must still have it sent (a 200 cut after

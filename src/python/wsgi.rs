@@ -569,15 +569,19 @@ impl Req {
         if ex.greenlet && super::gevent::active() {
             // The request's future sends the chunk as soon as the executor runs (at the
             // latest when the greenlet next waits in gevent) while the greenlet goes on: no
-            // round trip through the hub per chunk. It waits only for a full buffer, or to
-            // get the error of a write that failed meanwhile.
+            // round trip through the hub per chunk. It switches out only for a full buffer,
+            // to get the error of a write that failed meanwhile, for a wait registered with
+            // the `uwsgi` API, and at an empty chunk (the seed's `yield ""` after such a
+            // wait, or to let the others run, as before).
             let full = ex.out.borrow().len() >= OUT_HIGH_WATER;
-            if full || ex.error.borrow().is_some() {
+            if bytes.is_empty()
+                || full
+                || ex.error.borrow().is_some()
+                || ex.wait.get() != Wait::None
+            {
                 return Ok(true);
             }
-            if !bytes.is_empty()
-                && let Some(w) = ex.waker.borrow_mut().take()
-            {
+            if let Some(w) = ex.waker.borrow_mut().take() {
                 w.wake();
             }
             return Ok(false);
