@@ -341,6 +341,37 @@ fn a_greenlet_raising_after_its_request_ended_is_logged_and_harms_nothing() {
 }
 
 #[test]
+fn an_empty_chunk_after_a_uwsgi_wait_still_does_the_wait() {
+    // Non-empty chunks no longer switch the greenlet out under --gevent; `yield ""` after
+    // `uwsgi.async_sleep` (the seed's idiom) still must.
+    let srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    assert_eq!(get(srv.addr, "/yieldwait"), Some((200, "waited".into())));
+}
+
+#[test]
+fn a_chunk_pushed_before_the_app_raises_is_sent_before_the_cut() {
+    // Under --gevent a chunk is not a switch point: it waits in the exchange until the
+    // executor runs. An app raising right after it must still have it sent (a 200 cut after
+    // the chunk, as when every chunk went out at once), not turned into a 500.
+    let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"GET /chunkthenraise HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("first chunk;"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the cut response looks complete: {text}"
+    );
+    srv.wait_for("boom after a chunk");
+    assert_eq!(get(srv.addr, "/"), Some((200, "Hello World!".into())));
+}
+
+#[test]
 fn a_client_gone_mid_request_ends_its_greenlet_and_runs_close() {
     let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
     {

@@ -255,6 +255,52 @@ unsafe fn none() -> *mut ffi::PyObject {
     }
 }
 
+/// greenlet's trace function under --gevent (`greenlet.settrace`), called by greenlet on every
+/// switch of the thread as `trace(event, (origin, target))`: hands the target greenlet's
+/// address to [`super::gevent::switched_to`]. Raw (no PyO3 argument handling): it runs on
+/// every switch, several times per request.
+unsafe extern "C" fn switch_trace(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if nargs >= 2 {
+            // SAFETY: the interpreter passes `nargs` valid borrowed references in `args`.
+            let pair = unsafe { *args.add(1) };
+            // SAFETY: GIL held (called by the interpreter); `pair` is a live object; a tuple
+            // of at least 2 items is indexed within its size (borrowed references).
+            let target = unsafe {
+                if ffi::PyTuple_Check(pair) != 0 && ffi::PyTuple_Size(pair) >= 2 {
+                    ffi::PyTuple_GetItem(pair, 1)
+                } else {
+                    ptr::null_mut()
+                }
+            };
+            if !target.is_null() {
+                super::gevent::switched_to(target as usize);
+            }
+        }
+    }));
+    if r.is_err() {
+        // Nothing to report to: a trace function must not raise (greenlet would print it
+        // and remove the trace); the scoreboard keeps its last request.
+        tracing::error!("panic in the greenlet switch trace");
+    }
+    // SAFETY: GIL held (called by the interpreter).
+    unsafe { none() }
+}
+
+/// The switch trace (see [`switch_trace`]) as a Python callable.
+pub(crate) fn switch_trace_function(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    function(
+        py,
+        c"switch_trace",
+        switch_trace,
+        c"switch_trace(event, args)\n--\n\ngreenlet's trace: the request whose greenlet runs next becomes current.",
+    )
+}
+
 /// The `suspend` function as a Python callable (a builtin function object).
 pub(crate) fn suspend_function(py: Python<'_>) -> PyResult<Py<PyAny>> {
     function(

@@ -19,6 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -49,13 +50,16 @@ struct State {
     waker: RefCell<Option<Waker>>,
     /// What the hub parked with: `None` forever, `Some(d)` at most `d`.
     timeout: Cell<Option<Duration>>,
-    /// Request greenlets (by address) → their exchange: the `uwsgi` module's current request.
-    requests: RefCell<HashMap<usize, Rc<Exchange>>>,
+    /// Request greenlets (by address) → their exchange: the `uwsgi` module's current request
+    /// (looked up at every greenlet switch: see [`AddrHasher`]).
+    requests: RefCell<HashMap<usize, Rc<Exchange>, BuildHasherDefault<AddrHasher>>>,
     /// The hub driver runs (started at the first request or by --pyrun).
     started: Cell<bool>,
     active: Cell<bool>,
     /// --gevent-wait-for-hub.
     wait_for_hub: Cell<bool>,
+    /// The loop module's `spawn` (see [`spawn_fn`]).
+    spawn: RefCell<Option<Py<PyAny>>>,
     /// The hub's harakiri context (no deadline, no request): current while a greenlet of no
     /// request runs.
     hub_ctx: RefCell<Option<Rc<crate::harakiri::ReqCtx>>>,
@@ -63,6 +67,29 @@ struct State {
 
 thread_local! {
     static STATE: State = State::default();
+}
+
+/// The hash of a greenlet's address for the request map: a multiplication (Fibonacci
+/// hashing), not the default SipHash, which the map's lookup at every switch paid for. The
+/// keys are addresses of live objects, not attacker-chosen.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // Objects are 16-byte aligned: the low bits carry nothing.
+        self.0 = ((n as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// The eventfd other threads write to wake the executor (`async_.send()`).
@@ -280,16 +307,22 @@ fn loop_fn<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     })
 }
 
-/// greenlet's trace (`greenlet.settrace`), called on every switch of the worker's thread:
-/// the request whose greenlet runs next becomes the current one for harakiri and the
-/// scoreboard (the master's hard harakiri and blocked-executor line name it); any other
-/// greenlet (the hub, background greenlets) runs as the hub.
-#[pyfunction]
-fn on_switch(_event: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) {
-    let Ok(target) = args.get_item(1) else {
-        return;
-    };
-    let addr = target.as_ptr() as usize;
+/// The loop module's `spawn`, looked up once per worker (it starts every request).
+fn spawn_fn(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    if let Some(f) = STATE.with(|s| s.spawn.borrow().as_ref().map(|f| f.clone_ref(py))) {
+        return Ok(f.into_bound(py));
+    }
+    let f = loop_fn(py, "spawn")?;
+    STATE.with(|s| *s.spawn.borrow_mut() = Some(f.clone().unbind()));
+    Ok(f)
+}
+
+/// greenlet's trace (`greenlet.settrace` with `ffi::switch_trace`), called on every switch of
+/// the worker's thread with the greenlet about to run: the request whose greenlet runs next
+/// becomes the current one for harakiri and the scoreboard (the master's hard harakiri and
+/// blocked-executor line name it); any other greenlet (the hub, background greenlets) runs
+/// as the hub.
+pub(crate) fn switched_to(addr: usize) {
     // `try_with`: a switch during the thread's teardown finds no state, and does nothing.
     let _ = STATE.try_with(|s| {
         if let Some(ex) = s.requests.borrow().get(&addr) {
@@ -317,7 +350,7 @@ pub(crate) fn ensure_started() {
     let ex = Rc::new(hub);
     let parts = Python::attach(|py| -> PyResult<super::wsgi::PyParts> {
         if ex.hctx.is_some() {
-            let trace = wrap_pyfunction!(on_switch, py)?;
+            let trace = ffi::switch_trace_function(py)?;
             py.import("greenlet")?
                 .getattr("settrace")?
                 .call1((trace,))?;
@@ -427,7 +460,7 @@ pub(crate) async fn drive_request(
     let spawned = Python::attach(|py| -> PyResult<()> {
         let mut parts = ex.py.borrow_mut();
         let p = parts.as_mut().expect("the exchange's Python parts");
-        let g = loop_fn(py, "spawn")?.call1((p.func.bind(py), p.args.bind(py)))?;
+        let g = spawn_fn(py)?.call1((p.func.bind(py), p.args.bind(py)))?;
         let key = g.as_ptr() as usize;
         ex.gkey.set(key);
         let old = STATE.with(|s| s.requests.borrow_mut().insert(key, ex.clone()));
@@ -444,8 +477,14 @@ pub(crate) async fn drive_request(
     notify();
     let guard = KillOnDrop(ex.clone());
     loop {
+        // Output pushed by a greenlet that runs on (wsgi.rs `push`) is sent here, never after
+        // a failed write (the greenlet is told at its next push, then switches out).
+        let has_io = io.is_some();
         std::future::poll_fn(|cx| {
-            if ex.switched_out.get() || ex.finished.get() {
+            if ex.switched_out.get()
+                || ex.finished.get()
+                || (has_io && !ex.gone.get() && ex.has_output())
+            {
                 Poll::Ready(())
             } else {
                 *ex.waker.borrow_mut() = Some(cx.waker().clone());
@@ -455,6 +494,12 @@ pub(crate) async fn drive_request(
         .await;
         if ex.finished.get() {
             break;
+        }
+        if !ex.switched_out.get() {
+            if let Some((_, resp)) = io.as_mut() {
+                ex.send_output(resp).await;
+            }
+            continue;
         }
         ex.switched_out.set(false);
         match io.as_mut() {
@@ -468,6 +513,16 @@ pub(crate) async fn drive_request(
         let parts = ex.py.borrow_mut().take();
         drop(parts);
     });
+    // An app that raised after producing output: what it produced goes out before the
+    // response is cut (as when each chunk was sent before the greenlet went on).
+    if ex.failed.get()
+        && !ex.gone.get()
+        && !ex.cancelled.get()
+        && ex.has_output()
+        && let Some((_, resp)) = io.as_mut()
+    {
+        ex.send_output(resp).await;
+    }
 }
 
 /// Queue `name(greenlet[, extra])` of the loop module (a hub callback) and wake the hub.

@@ -9,6 +9,7 @@
 import os
 import sys
 import heapq
+from heapq import heappush as _heappush, heappop as _heappop
 import signal as _signal_mod
 import time
 import fcntl as _fcntl
@@ -67,6 +68,19 @@ def _noop(*_args):
     pass
 
 
+def _ready_order(x):
+    # Higher priority first; at the same priority timers, then io, then async watchers.
+    return (-x[0], x[1])
+
+
+def _any_pending(asyncs):
+    # any(a._pending for a in asyncs) without a generator per loop iteration.
+    for a in asyncs:
+        if a._pending:
+            return True
+    return False
+
+
 class _Callback(object):
     __slots__ = ("callback", "args")
 
@@ -88,6 +102,9 @@ class _Callback(object):
         # True while pending or running (gevent's Event checks its notifier this way);
         # the loop clears `args` after the call.
         return self.args is not None
+
+
+_new_callback = object.__new__
 
 
 class _Watcher(object):
@@ -256,12 +273,22 @@ class io(_Watcher):
 
 
 class timer(_Watcher):
+    """A timer: an entry of the loop's heap. `gevent.sleep()` and every `Timeout` create,
+    start and stop one, so its methods set the fields directly instead of going through
+    `_Watcher`'s properties and helpers (the same semantics, fewer Python calls)."""
+
     _kind = "timer"
 
     def __init__(self, loop, after=0.0, repeat=0.0, ref=True, priority=None):
         if repeat < 0.0:
             raise ValueError("repeat must be positive or zero: %r" % repeat)
-        _Watcher.__init__(self, loop, ref, priority)
+        self.loop = loop
+        self._ref = bool(ref)
+        self._priority = priority or 0
+        self._callback = None
+        self._args = None
+        self._active = False
+        self._pending = False
         self.after = after
         self.repeat = repeat
         self._seq = None
@@ -270,13 +297,21 @@ class timer(_Watcher):
     def start(self, callback, *args, **kwargs):
         if callback is None or not callable(callback):
             raise TypeError("callback must be callable, not %r" % (callback,))
-        update = kwargs.get("update", self.loop._starting_timers_update)
-        self.callback = callback
-        self.args = args
-        if update:
-            self.loop.update_now()
-        self._activate()
-        self.loop._timer_start(self, self.after)
+        loop = self.loop
+        self._callback = callback
+        self._args = args
+        if kwargs.get("update", loop._starting_timers_update) if kwargs else (
+            loop._starting_timers_update
+        ):
+            loop._now = _monotonic()
+        if not self._active:
+            self._active = True
+            if self._ref:
+                loop._nref += 1
+        # loop._timer_start, inlined.
+        self._seq = seq = loop._tseq = loop._tseq + 1
+        self.at = at = loop._now + self.after
+        _heappush(loop._timers, (at, seq, self))
 
     def again(self, callback, *args, **kwargs):
         update = kwargs.get("update", True)
@@ -290,6 +325,22 @@ class timer(_Watcher):
 
     def _stop(self):
         self.loop._timer_stop(self)
+
+    def stop(self):
+        # _Watcher.stop with loop._timer_stop and _deactivate inlined.
+        self._seq = None
+        if self._active:
+            self._active = False
+            if self._ref:
+                self.loop._nref -= 1
+        self._pending = False
+        self._callback = None
+        self._args = None
+
+    close = stop
+
+    def __exit__(self, t, v, tb):
+        self.stop()
 
 
 class _Listed(_Watcher):
@@ -551,7 +602,11 @@ class RingLoop(object):
         return False
 
     def run_callback(self, func, *args):
-        cb = _Callback(func, args)
+        # _Callback(func, args) without running __init__'s Python frame: one per request
+        # start, wake-up and resume.
+        cb = _new_callback(_Callback)
+        cb.callback = func
+        cb.args = args
         self._callbacks.append(cb)
         return cb
 
@@ -698,8 +753,9 @@ class RingLoop(object):
             while not self._break and not self._destroyed:
                 self.iteration += 1
                 capped = self._run_callbacks()
-                for w in list(self._prepares):
-                    self._invoke(w)
+                if self._prepares:
+                    for w in list(self._prepares):
+                        self._invoke(w)
                 if self._callbacks:
                     capped = True
                 if (
@@ -714,7 +770,7 @@ class RingLoop(object):
                     or nowait
                     or self._fed
                     or self._idles
-                    or any(a._pending for a in self._asyncs)
+                    or _any_pending(self._asyncs)
                 ):
                     timeout = 0.0
                 elif self._timers:
@@ -729,9 +785,9 @@ class RingLoop(object):
                 self._now = _monotonic()
                 # As libev queues them: the check watchers active right after the poll (one
                 # started by a callback of this iteration waits for the next).
-                checks = list(self._checks)
+                checks = list(self._checks) if self._checks else ()
                 ran = self._dispatch(events)
-                if not ran and not self._callbacks:
+                if not ran and not self._callbacks and self._idles:
                     for w in list(self._idles):
                         self._invoke(w)
                 for w in checks:
@@ -781,6 +837,9 @@ class RingLoop(object):
 
     def _dispatch(self, events):
         ready = []
+        # Only timers of priority 0 (the common case: sleeps and timeouts): already in the
+        # order the sort below would give.
+        plain = True
         regs = self._regs
         for reg, revents in events:
             w = regs.pop(reg, None)
@@ -800,35 +859,44 @@ class RingLoop(object):
             if not w._active:
                 continue
             if ev:
-                ready.append((w.priority, 1, w, ev))
+                ready.append((w._priority, 1, w, ev))
+                plain = False
             else:
                 self._io_arm(w)
         if self._fed:
             fed, self._fed = self._fed, []
             for w, ev in fed:
-                ready.append((w.priority, 1, w, ev))
+                ready.append((w._priority, 1, w, ev))
+            plain = False
         now = self._now
         heap = self._timers
         while heap and heap[0][0] <= now:
-            when, seq, w = heapq.heappop(heap)
+            when, seq, w = _heappop(heap)
             if w._seq != seq:
                 continue
             w._seq = None
             if w.repeat:
                 w._seq = self._tseq = self._tseq + 1
                 w.at = max(when + w.repeat, now)
-                heapq.heappush(heap, (w.at, w._seq, w))
-            else:
-                w._deactivate()
-            ready.append((w.priority, 0, w, None))
+                _heappush(heap, (w.at, w._seq, w))
+            elif w._active:
+                # w._deactivate(), inlined.
+                w._active = False
+                if w._ref:
+                    self._nref -= 1
+            prio = w._priority
+            if prio:
+                plain = False
+            ready.append((prio, 0, w, None))
         for a in self._asyncs:
             if a._pending:
                 a._pending = False
-                ready.append((a.priority, 2, a, None))
+                ready.append((a._priority, 2, a, None))
+                plain = False
         if not ready:
             return False
-        if len(ready) > 1:
-            ready.sort(key=lambda x: (-x[0], x[1]))
+        if not plain and len(ready) > 1:
+            ready.sort(key=_ready_order)
         for _, kind, w, ev in ready:
             if kind == 1 and w._kind == "io":
                 if not w._active:
@@ -843,15 +911,16 @@ class RingLoop(object):
                 if w._active and w._reg is None:
                     self._io_arm(w)
             elif w._kind == "timer":
-                if w.callback is None:
+                cb = w._callback
+                if cb is None:
                     continue
-                cb = w.callback
                 try:
-                    w._run()
+                    # w._run(), inlined.
+                    cb(*(w._args or ()))
                 except:  # noqa: E722
                     self._report(w)
                 # A one-shot timer not restarted by its callback is stopped after it.
-                if not w.repeat and w._seq is None and w.callback is cb:
+                if not w.repeat and w._seq is None and w._callback is cb:
                     w._callback = None
                     w._args = None
             else:
@@ -1049,6 +1118,14 @@ def gevent_main(r, script, argv, serve):
 
     if serve:
         hub = gevent.get_hub()
+        main = _getcurrent().parent
+        if main is not None and not hasattr(main, "spawn_tree_locals"):
+            # Requests are spawned from the executor's main greenlet: gevent's tree tracking
+            # (spawn_raw) looks up `spawn_tree_locals` on it, and the main greenlet, having no
+            # parent, never keeps one: an AttributeError raised and caught per request. One
+            # dict shared by the requests, as they share the hub's when uWSGI spawns them
+            # from the hub.
+            main.spawn_tree_locals = {}
         if hub.parent is not _getcurrent():
             # The app created the hub while it was imported (on the executor's main
             # greenlet): this greenlet becomes its parent, so that nothing gevent throws to
@@ -1066,17 +1143,29 @@ def gevent_main(r, script, argv, serve):
         boot.run_script(script, argv, r)
 
 
+# gevent's functions the engine calls per request, bound at the first call (gevent is
+# imported after this module is loaded).
+_spawn_raw = None
+_get_hub = None
+
+
+def _bind_gevent():
+    global _spawn_raw, _get_hub
+    from gevent import get_hub, spawn_raw
+
+    _get_hub = get_hub
+    _spawn_raw = spawn_raw
+
+
 def spawn(func, args):
     """A request's greenlet, child of the hub."""
-    import gevent
-
-    return gevent.spawn_raw(func, *args)
+    if _spawn_raw is None:
+        _bind_gevent()
+    return _spawn_raw(func, *args)
 
 
 def resume(g):
-    from gevent import get_hub
-
-    get_hub().loop.run_callback(g.switch)
+    _get_hub().loop.run_callback(g.switch)
 
 
 def _throw(g, exc):
@@ -1085,18 +1174,16 @@ def _throw(g, exc):
 
 
 def kill(g, exc):
-    from gevent import get_hub
-
-    get_hub().loop.run_callback(_throw, g, exc)
+    if _get_hub is None:
+        _bind_gevent()
+    _get_hub().loop.run_callback(_throw, g, exc)
 
 
 def gsuspend():
     """The request's switch out under --gevent: tell the executor what the request registered
     (its output, a uwsgi wait) and wait in the hub until the executor resumes it."""
     if _ringsgi.switch_out():
-        from gevent import get_hub
-
-        get_hub().switch()
+        _get_hub().switch()
     else:
         import gevent
 

@@ -17,6 +17,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use crate::harakiri::ReqCtx;
 use crate::{Request, Response};
 
+/// Under --gevent, the response bytes a request greenlet may have waiting in its exchange
+/// before it switches out for them to be sent (its future sends them meanwhile whenever the
+/// executor runs); a stream produced faster than the client takes it waits here.
+pub(crate) const OUT_HIGH_WATER: usize = 64 * 1024;
+
 /// What a request registered before switching out: the executor does it, then switches back.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) enum Wait {
@@ -155,6 +160,22 @@ impl Exchange {
             let _ = env.set_item(intern!(py, "x-wsgiorg.fdevent.timeout"), flag);
         }
         let _ = env.set_item(intern!(py, "uwsgi.ready_fd"), self.ready_fd.get());
+    }
+
+    /// Body bytes (or a file) the app produced that have not been sent yet.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.borrow().is_empty() || self.file.borrow().is_some()
+    }
+
+    /// Under --gevent: send what the request greenlet produced while it runs on (no wait
+    /// registered, no switch back). A failed write is reported at the greenlet's next push
+    /// or switch, as after [`Exchange::service`].
+    pub(crate) async fn send_output(&self, resp: &mut Response) {
+        if let Err(e) = self.flush(resp, false).await {
+            self.gone.set(true);
+            *self.error.borrow_mut() = Some(format!("client gone: {e}"));
+            self.out.borrow_mut().clear();
+        }
     }
 
     /// Register a wait (from the `uwsgi` API).
@@ -445,7 +466,8 @@ impl Req {
         let ex = &self.ex;
         let exc_info = exc_info.filter(|e| !e.is_none());
         if let Some(info) = exc_info {
-            if ex.sent.get() {
+            // Body bytes waiting to be sent count as sent: they go out with this head.
+            if ex.sent.get() || ex.has_output() {
                 // Too late to change the response: re-raise the app's exception.
                 let value = info.get_item(1)?;
                 return Err(PyErr::from_value(value));
@@ -531,7 +553,8 @@ impl Req {
     }
 
     /// A body chunk (or write()); returns whether to switch out now (each chunk is a switch
-    /// point with --greenlet).
+    /// point with --greenlet; under --gevent only a full buffer or a failed write is, see
+    /// [`OUT_HIGH_WATER`]).
     fn push(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
         let bytes = chunk_bytes(data)?;
         let ex = &self.ex;
@@ -542,6 +565,26 @@ impl Req {
                 ));
             }
             ex.out.borrow_mut().extend_from_slice(&bytes);
+        }
+        if ex.greenlet && super::gevent::active() {
+            // The request's future sends the chunk as soon as the executor runs (at the
+            // latest when the greenlet next waits in gevent) while the greenlet goes on: no
+            // round trip through the hub per chunk. It switches out only for a full buffer,
+            // to get the error of a write that failed meanwhile, for a wait registered with
+            // the `uwsgi` API, and at an empty chunk (the seed's `yield ""` after such a
+            // wait, or to let the others run, as before).
+            let full = ex.out.borrow().len() >= OUT_HIGH_WATER;
+            if bytes.is_empty()
+                || full
+                || ex.error.borrow().is_some()
+                || ex.wait.get() != Wait::None
+            {
+                return Ok(true);
+            }
+            if let Some(w) = ex.waker.borrow_mut().take() {
+                w.wake();
+            }
+            return Ok(false);
         }
         Ok(ex.greenlet)
     }

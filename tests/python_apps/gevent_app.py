@@ -87,6 +87,28 @@ def application(env, start_response):
         gevent.spawn(later)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"spawned"]
+    if path == "/yieldwait":
+        # The seed's idiom: a wait registered with the uwsgi API, done at `yield ""`.
+        def body():
+            import time
+
+            t0 = time.monotonic()
+            uwsgi.async_sleep(0.3)
+            yield b""
+            # A lower bound only: the wait cannot end early if it happened at all.
+            yield b"waited" if time.monotonic() - t0 >= 0.25 else b"did not wait"
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body()
+    if path == "/chunkthenraise":
+        # A chunk, then an exception before the greenlet waits for anything: the chunk
+        # still reaches the client (the response is cut after it), no 500.
+        def body():
+            yield b"first chunk;"
+            raise ValueError("boom after a chunk")
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body()
     if path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Endless(env["wsgi.errors"])
