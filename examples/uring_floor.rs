@@ -96,22 +96,7 @@ fn epoll(listener: TcpListener) -> io::Result<()> {
             for e in &events[..n as usize] {
                 let fd = e.u64 as RawFd;
                 if fd == lfd {
-                    loop {
-                        let c = libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        );
-                        if c < 0 {
-                            break;
-                        }
-                        let mut ev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
-                            u64: c as u64,
-                        };
-                        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut ev);
-                    }
+                    accept_all(lfd, ep, libc::EPOLLIN as u32);
                     continue;
                 }
                 let r = libc::read(fd, buf.as_mut_ptr().cast(), BUF);
@@ -125,6 +110,31 @@ fn epoll(listener: TcpListener) -> io::Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Accept every pending connection of the non-blocking listener `lfd` and add each to the
+/// epoll set `ep` with `events`.
+fn accept_all(lfd: RawFd, ep: RawFd, events: u32) {
+    loop {
+        // SAFETY: plain syscalls on descriptors the caller owns; `ev` is a local.
+        let c = unsafe {
+            libc::accept4(
+                lfd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if c < 0 {
+            return;
+        }
+        let mut ev = libc::epoll_event {
+            events,
+            u64: c as u64,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut ev) };
     }
 }
 
@@ -464,22 +474,7 @@ fn epoll_on_ring(listener: TcpListener) -> io::Result<()> {
                 for e in &events[..n as usize] {
                     let fd = e.u64 as RawFd;
                     if fd == lfd {
-                        loop {
-                            let c = libc::accept4(
-                                lfd,
-                                std::ptr::null_mut(),
-                                std::ptr::null_mut(),
-                                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                            );
-                            if c < 0 {
-                                break;
-                            }
-                            let mut ev = libc::epoll_event {
-                                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                                u64: c as u64,
-                            };
-                            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut ev);
-                        }
+                        accept_all(lfd, ep, (libc::EPOLLIN | libc::EPOLLET) as u32);
                         continue;
                     }
                     // Edge-triggered: read until a short read (bytes arriving after it raise
