@@ -682,3 +682,49 @@ fn each_worker_is_pinned_to_its_own_cpu() {
     srv.signal("INT");
     srv.stop();
 }
+
+/// The state letter of process `pid` (`/proc/PID/stat`), `None` once it is gone.
+fn proc_state(pid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+#[test]
+fn sigterm_to_the_whole_group_stops_without_respawning() {
+    // systemd's default KillMode (control-group) sends SIGTERM to every process at once: the
+    // workers may be gone before the master reads its own SIGTERM. Made deterministic: the
+    // master is stopped while its workers exit (they stay zombies, unreaped), then it gets
+    // SIGTERM and continues with both signals pending.
+    let mut srv = Server::start(&["--cores", "2"]);
+    srv.wait_for_count(" ready (pid ", 2);
+    let workers: Vec<String> = srv
+        .drain()
+        .iter()
+        .filter_map(|l| l.split(" ready (pid ").nth(1))
+        .map(|r| r.split(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(workers.len(), 2, "{}", srv.log_text());
+    srv.signal("STOP");
+    for w in &workers {
+        let ok = std::process::Command::new("kill")
+            .args(["-s", "TERM", w])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for w in &workers {
+        while proc_state(w) != Some('Z') {
+            assert!(Instant::now() < deadline, "worker {w} did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    srv.signal("TERM");
+    srv.signal("CONT");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}\n{}", srv.log_text());
+    let log = srv.log_text();
+    assert!(!log.contains("respawning"), "{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+}

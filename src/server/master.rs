@@ -242,7 +242,12 @@ pub(super) fn run(sh: Shared<'_>) -> io::Result<i32> {
         // Also on every tick: a worker of the previous image may have exited before this
         // image installed its SIGCHLD handler.
         if signals.child.swap(false, Ordering::AcqRel) || !m.retirees.is_empty() {
-            m.reap(false);
+            // A stop already pending is handled below: workers that exited with it (a
+            // SIGTERM sent to the whole process group, as systemd's default KillMode does)
+            // are not respawned or reported as dying.
+            let stopping =
+                signals.stop.load(Ordering::Acquire) || signals.quit.load(Ordering::Acquire);
+            m.reap(stopping);
         }
         if signals.quit.load(Ordering::Acquire) {
             tracing::info!("SIGINT/SIGQUIT received: stopping workers now");
