@@ -113,6 +113,16 @@ fn epoll(listener: TcpListener) -> io::Result<()> {
     }
 }
 
+/// ringsgi's ring setup (`SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG`), CQ of 4096.
+fn coop_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(4096)
+        .build(entries)
+}
+
 /// Accept every pending connection of the non-blocking listener `lfd` and add each to the
 /// epoll set `ep` with `events`.
 fn accept_all(lfd: RawFd, ep: RawFd, events: u32) {
@@ -329,12 +339,7 @@ fn uring(listener: TcpListener, multi: bool, defer: bool) -> io::Result<()> {
 /// `poll`: a multishot `POLL_ADD` per connection (armed once, like an epoll registration), and
 /// per request one `read` and one `write` system call when the ring says the socket is readable.
 fn uring_poll(listener: TcpListener) -> io::Result<()> {
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_cqsize(4096)
-        .build(1024)?;
+    let mut ring = coop_ring(1024)?;
     let lfd = listener.as_raw_fd();
     let push = |ring: &mut IoUring, e: squeue::Entry| {
         // SAFETY: the SQEs below point at no user memory.
@@ -431,11 +436,7 @@ fn uring_poll(listener: TcpListener) -> io::Result<()> {
 /// `epring`: readiness from an epoll set, the set's descriptor polled by the ring, I/O by
 /// system calls.
 fn epoll_on_ring(listener: TcpListener) -> io::Result<()> {
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .build(64)?;
+    let mut ring = coop_ring(64)?;
     let lfd = listener.into_raw_fd();
     // SAFETY: plain syscalls on descriptors this function owns; buffers are local arrays; the
     // SQEs point at no user memory.

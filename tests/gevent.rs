@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, get};
+use crate::support::{Server, get, raw_exchange};
 
 fn app(name: &str) -> String {
     format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -354,13 +354,7 @@ fn a_chunk_pushed_before_the_app_raises_is_sent_before_the_cut() {
     // executor runs. An app raising right after it must still have it sent (a 200 cut after
     // the chunk, as when every chunk went out at once), not turned into a 500.
     let mut srv = start(&["--gevent", "10", "--wsgi-file", &app("gevent_app.py")]);
-    let mut c = TcpStream::connect(srv.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(b"GET /chunkthenraise HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut raw = Vec::new();
-    let _ = c.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
+    let text = raw_exchange(srv.addr, "GET /chunkthenraise HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("first chunk;"), "{text}");
     assert!(

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Conn, Server, TempDir, get, start_fails, uwsgi_packet};
+use crate::support::{Conn, Server, TempDir, get, raw_exchange, start_fails, uwsgi_packet};
 
 fn app(name: &str) -> String {
     format!("{}/tests/python_apps/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -36,15 +36,6 @@ fn start(greenlet: bool, extra: &[&str]) -> Server {
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start(&refs)
-}
-
-fn request(addr: std::net::SocketAddr, raw: &str) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
@@ -127,7 +118,7 @@ fn pep3333(mut srv: Server) {
     let src = std::fs::read_to_string(app("basic.py")).unwrap();
     assert_eq!(get(addr, "/file"), Some((200, src)));
     // The body, chunked, read by lines and in small reads.
-    let r = request(
+    let r = raw_exchange(
         addr,
         "POST /lines HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
          6\r\none\ntw\r\n5\r\no\nthr\r\n3\r\nee\n\r\n0\r\n\r\n",
@@ -136,7 +127,7 @@ fn pep3333(mut srv: Server) {
         r.contains("3 lines, first b'one\\n', 10 bytes after"),
         "{r}"
     );
-    let r = request(
+    let r = raw_exchange(
         addr,
         "POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     );
@@ -156,7 +147,7 @@ fn pep3333(mut srv: Server) {
     let _ = c.read_to_string(&mut rest);
     assert!(rest.ends_with("1 reads: abcd"), "{rest}");
     // HEAD: the head alone.
-    let r = request(
+    let r = raw_exchange(
         addr,
         "HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
@@ -182,7 +173,7 @@ fn pep3333(mut srv: Server) {
         get(addr, "/excinfo-before"),
         Some((503, "error page".into()))
     );
-    let cut = request(
+    let cut = raw_exchange(
         addr,
         "GET /excinfo-after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );

@@ -193,6 +193,17 @@ impl Drop for Server {
     }
 }
 
+/// Send `raw` on a new connection and read until the server closes it (or 20 s pass); the
+/// whole answer as text.
+pub(crate) fn raw_exchange(addr: SocketAddr, raw: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// GET `target` on a new connection; returns (status, body). `None` if the connection closed
 /// without a response.
 pub(crate) fn get(addr: SocketAddr, target: &str) -> Option<(u16, String)> {
