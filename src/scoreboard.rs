@@ -36,6 +36,9 @@ pub(crate) struct WorkerBoard {
     pub(crate) conns: AtomicU64,
     /// 1 while the worker has an accept armed.
     pub(crate) accepting: AtomicU32,
+    /// How many of the worker's accept loops wait for a connection (none queued when they
+    /// last looked): such a worker takes the next one at once (accept balancing).
+    pub(crate) accept_waits: AtomicU32,
     /// 1 once the worker's accept loops run, 0 again when it drains: the master retires the
     /// worker it replaces only once its successor is ready (reload and recycling never leave a
     /// listener without an accepting worker); stats show it as `accepting`.
@@ -194,6 +197,7 @@ impl WorkerBoard {
         self.busy_since_ms.store(0, Ordering::Relaxed);
         self.conns.store(0, Ordering::Relaxed);
         self.accepting.store(0, Ordering::Relaxed);
+        self.accept_waits.store(0, Ordering::Relaxed);
         self.deadline_ms.store(0, Ordering::Relaxed);
         self.pid.store(pid, Ordering::Release);
     }
@@ -206,6 +210,7 @@ impl WorkerBoard {
         self.deadline_ms.store(0, Ordering::Relaxed);
         self.conns.store(0, Ordering::Relaxed);
         self.accepting.store(0, Ordering::Relaxed);
+        self.accept_waits.store(0, Ordering::Relaxed);
         self.ready.store(0, Ordering::Relaxed);
         self.recycle.store(0, Ordering::Relaxed);
         self.busy_slots.store(0, Ordering::Relaxed);
@@ -482,6 +487,7 @@ mod tests {
             requests: AtomicU64::new(0),
             conns: AtomicU64::new(0),
             accepting: AtomicU32::new(0),
+            accept_waits: AtomicU32::new(0),
             ready: AtomicU32::new(0),
             recycle: AtomicU32::new(0),
             slots: AtomicU32::new(0),

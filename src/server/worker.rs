@@ -315,19 +315,51 @@ pub fn block_on<T: 'static>(
     })
 }
 
-/// Connections a worker may hold beyond the least loaded live worker before it stops accepting.
+/// Connections a worker may hold beyond a live worker that waits for connections before it
+/// stops accepting.
 ///
-/// The kernel wakes one waiter per new connection, and always the same one while it stays
-/// armed: without this, one worker takes every connection until its slots are full.
+/// Without it, a worker that happens to run first when a burst of keep-alive connections
+/// arrives could take most of them while another worker sits idle.
 const BALANCE_SLACK: u64 = 8;
-/// How often a worker that stopped accepting for balance (or holds more than the slack)
-/// compares its load again.
+/// How often a worker that waits for connections while holding more than the slack compares
+/// its load again; also the longest interval between two checks of a worker that stopped
+/// accepting for balance.
 const BALANCE_CHECK: Duration = Duration::from_millis(10);
+/// The first check of a worker that stopped accepting for balance; the interval then doubles
+/// up to [`BALANCE_CHECK`]. The peer it stopped for was idle and has been woken by the same
+/// connections: once it runs it no longer waits, and this worker should take connections
+/// again within about a millisecond, not 10 (gevent4: fixed 10 ms pauses left a CPU idle
+/// about 30 times per run of the article's test, in the middle of its bursts).
+const BALANCE_FIRST_CHECK: Duration = Duration::from_millis(1);
 /// A worker inside one poll for longer than this is stuck (a handler that does not yield):
 /// it does not count as a place for connections to go.
 const STUCK_MS: u64 = 50;
 
-/// Whether this worker holds clearly more connections than another live, accepting worker.
+/// What accept balancing reads of another worker's board.
+#[derive(Clone, Copy, Debug)]
+struct PeerLoad {
+    /// Running, accepting, and not stuck inside one poll.
+    live: bool,
+    /// One of its accept loops waits for a connection (none was queued when it looked).
+    waiting: bool,
+    conns: u64,
+}
+
+/// Whether a worker holding `mine` connections should leave new connections to a peer: only
+/// to a live peer that waits for connections (it takes the next one at once) and holds
+/// clearly fewer. A busy peer takes queued connections at its own pace whether or not this
+/// worker stops, so stopping for it would only leave a CPU idle while connections wait
+/// (gevent4: the article's test, a burst of 1000 new connections on 2 workers; a strict
+/// 50/50 split made the worker that shared its CPU with the client set the pace).
+fn leave_to_peer(mine: u64, peers: impl IntoIterator<Item = PeerLoad>) -> bool {
+    mine > BALANCE_SLACK
+        && peers
+            .into_iter()
+            .any(|p| p.live && p.waiting && p.conns + BALANCE_SLACK < mine)
+}
+
+/// Whether this worker holds clearly more connections than another live worker that waits
+/// for connections ([`leave_to_peer`]).
 fn overloaded(ctx: &ConnCtx) -> bool {
     let me = ctx.worker_board();
     let mine = ctx.boards[me].conns.load(Ordering::Relaxed);
@@ -335,20 +367,44 @@ fn overloaded(ctx: &ConnCtx) -> bool {
         return false;
     }
     let now = crate::sys::monotonic_ms();
-    ctx.boards.iter().enumerate().any(|(i, b)| {
-        i != me
-            && b.pid.load(Ordering::Relaxed) != 0
-            && b.accepting.load(Ordering::Relaxed) == 1
-            && b.alive(now, STUCK_MS)
-            && b.conns.load(Ordering::Relaxed) + BALANCE_SLACK < mine
-    })
+    leave_to_peer(
+        mine,
+        ctx.boards
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != me)
+            .map(|(_, b)| PeerLoad {
+                live: b.pid.load(Ordering::Relaxed) != 0
+                    && b.accepting.load(Ordering::Relaxed) == 1
+                    && b.alive(now, STUCK_MS),
+                waiting: b.accept_waits.load(Ordering::Relaxed) > 0,
+                conns: b.conns.load(Ordering::Relaxed),
+            }),
+    )
+}
+
+/// Counts an accept loop in its board's `accept_waits` while it lives (also when the loop's
+/// future is dropped mid-wait).
+struct AcceptWait<'a>(&'a crate::scoreboard::WorkerBoard);
+
+impl<'a> AcceptWait<'a> {
+    fn new(board: &'a crate::scoreboard::WorkerBoard) -> Self {
+        board.accept_waits.fetch_add(1, Ordering::Relaxed);
+        AcceptWait(board)
+    }
+}
+
+impl Drop for AcceptWait<'_> {
+    fn drop(&mut self) {
+        self.0.accept_waits.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why an accept loop stopped taking connections for now.
 enum Pause {
     /// Every slot is busy.
     Full,
-    /// This worker holds clearly more connections than another accepting worker.
+    /// This worker holds clearly more connections than another worker that waits for some.
     Balance,
 }
 
@@ -366,8 +422,10 @@ async fn accept_loop(acceptor: Acceptor, ctx: Rc<ConnCtx>) {
     let listener = acceptor.listener();
     loop {
         ctx.slots.wait_free().await;
+        let mut check = BALANCE_FIRST_CHECK;
         while overloaded(&ctx) {
-            glommio::timer::sleep(BALANCE_CHECK).await;
+            glommio::timer::sleep(check).await;
+            check = (check * 2).min(BALANCE_CHECK);
         }
         board.accepting.store(1, Ordering::Relaxed);
         let pause = loop {
@@ -387,6 +445,7 @@ async fn accept_loop(acceptor: Acceptor, ctx: Rc<ConnCtx>) {
                     // Nothing queued: wait for a connection, unless the last slot goes or
                     // the balance turns first (dropping the wait strands nothing).
                     let watch_balance = board.conns.load(Ordering::Relaxed) > BALANCE_SLACK;
+                    let waiting = AcceptWait::new(board);
                     let event = future::or(
                         future::or(async { Some(acceptor.readable().await) }, async {
                             ctx.slots.wait_exhausted().await;
@@ -405,6 +464,7 @@ async fn accept_loop(acceptor: Acceptor, ctx: Rc<ConnCtx>) {
                         },
                     )
                     .await;
+                    drop(waiting);
                     match event {
                         Some(Ok(())) | None => continue,
                         Some(Err(e)) => e,
@@ -465,5 +525,42 @@ fn peer_of(fd: &OwnedFd, tcp: bool) -> Peer {
             let _ = fd.as_raw_fd();
             Peer::Unix
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BALANCE_SLACK, PeerLoad, leave_to_peer};
+
+    fn peer(live: bool, waiting: bool, conns: u64) -> PeerLoad {
+        PeerLoad {
+            live,
+            waiting,
+            conns,
+        }
+    }
+
+    #[test]
+    fn connections_are_left_to_an_idle_peer_holding_clearly_fewer() {
+        assert!(leave_to_peer(100, [peer(true, true, 0)]));
+        assert!(leave_to_peer(
+            BALANCE_SLACK + 1,
+            [peer(true, false, 0), peer(true, true, 0)]
+        ));
+    }
+
+    #[test]
+    fn a_busy_peer_does_not_stop_this_worker() {
+        // gevent4: it takes queued connections at its own pace anyway; stopping for it only
+        // left this worker's CPU idle in the middle of a burst.
+        assert!(!leave_to_peer(500, [peer(true, false, 0)]));
+    }
+
+    #[test]
+    fn within_the_slack_or_toward_a_dead_peer_this_worker_goes_on() {
+        assert!(!leave_to_peer(BALANCE_SLACK, [peer(true, true, 0)]));
+        assert!(!leave_to_peer(20, [peer(true, true, 20 - BALANCE_SLACK)]));
+        assert!(!leave_to_peer(100, [peer(false, true, 0)]));
+        assert!(!leave_to_peer(100, []));
     }
 }
