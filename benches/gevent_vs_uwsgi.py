@@ -37,6 +37,9 @@ compare within a round; CPU-seconds and memory are the trustworthy figures.
     python3 benches/gevent_vs_uwsgi.py                        # 2 rounds, all scenarios
     python3 benches/gevent_vs_uwsgi.py --rounds 1 --scenarios sleep --only ringsgi,uwsgi
 
+    python3 benches/gevent_vs_uwsgi.py --ringsgi NEW --ringsgi-b OLD --only ringsgi,ringsgi-b,uwsgi \
+        --rounds 5 --scenarios sleep                          # an A/B of two builds, same run
+
 Exits non-zero if ringsgi failed a request (the peers' failures are reported only).
 Needs: ab (apache2-utils); the bench venv (gevent, Flask, requests, gunicorn, uwsgi).
 """
@@ -54,7 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 from sleep_ab import parse_ab, somaxconn  # noqa: E402
 
-SERVERS = ("ringsgi", "uwsgi", "gunicorn")
+SERVERS = ("ringsgi", "uwsgi", "gunicorn", "ringsgi-b")
 EXAMPLES = os.path.join(bl.REPO, "examples", "python")
 # name: (module, ab concurrency, ab requests, slots per worker, path)
 SCENARIOS = {
@@ -66,9 +69,9 @@ SCENARIOS = {
 
 def server_argv(name, args, module, slots, port, listen):
     app = f"{module}:app"
-    if name == "ringsgi":
+    if name in ("ringsgi", "ringsgi-b"):
         return [
-            args.ringsgi, "--cores", "2", "--http", f"127.0.0.1:{port}", "--gevent", str(slots),
+            args.ringsgi if name == "ringsgi" else args.ringsgi_b, "--cores", "2", "--http", f"127.0.0.1:{port}", "--gevent", str(slots),
             "--gevent-monkey-patch", "--virtualenv", args.venv, "--pythonpath", EXAMPLES, "--module", app,
             "--listen", str(listen), "--disable-logging",
         ]
@@ -196,12 +199,14 @@ def main():
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(SERVERS)}")
     ap.add_argument("--ringsgi", help="server binary (default target/release/ringsgi, built with --features python)")
+    ap.add_argument("--ringsgi-b", help="a second ringsgi binary, run as server `ringsgi-b` (A/B in the same run: "
+                    "--only ringsgi,ringsgi-b,uwsgi)")
     ap.add_argument("--venv", default=os.path.join(bl.REPO, "target", "pyvenv"))
     ap.add_argument("--ab", default="ab")
     ap.add_argument("--json")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(SERVERS)
+    names = args.only.split(",") if args.only else list(SERVERS[:3])
     scenarios = args.scenarios.split(",")
     for n in names:
         if n not in SERVERS:
@@ -210,6 +215,8 @@ def main():
         if s not in SCENARIOS:
             bl.die(f"unknown scenario {s}")
     args.ringsgi = bl.ringsgi_binary(args.ringsgi)
+    if "ringsgi-b" in names and not args.ringsgi_b:
+        bl.die("--only ringsgi-b needs --ringsgi-b BINARY")
     for tool in ("uwsgi", "gunicorn"):
         if tool in names and not os.access(os.path.join(args.venv, "bin", tool), os.X_OK):
             bl.die(f"{args.venv}/bin/{tool} missing: run tests/python/setup-venv.sh --bench")
@@ -225,7 +232,8 @@ def main():
         raised = subprocess.run(["sysctl", "-qw", "net.core.somaxconn=16384"]).returncode == 0
 
     binary = bl.describe_binary(args.ringsgi)
-    print(f"# gevent_vs_uwsgi: {bl.machine()}; ringsgi {binary}")
+    print(f"# gevent_vs_uwsgi: {bl.machine()}; ringsgi {binary}"
+          + (f"; ringsgi-b {bl.describe_binary(args.ringsgi_b)}" if args.ringsgi_b else ""))
     print(f"# 2 workers each; scenarios {', '.join(scenarios)}; {args.rounds} rounds; servers {', '.join(names)}; "
           f"somaxconn {somaxconn()}")
     results = []
