@@ -1778,9 +1778,13 @@ mod tests {
             let want = format!("HTTP/1.1 {status} {reason}\r\nServer: ringsgi\r\nDate: ");
             assert!(h.starts_with(&want), "{status}: {h:?}");
         }
-        for n in [0u64, 7, 9, 10, 12, 99, 100, 101, 999, 1000, 65_536, u64::MAX] {
+        const LENGTHS: [u64; 12] = [0, 7, 9, 10, 12, 99, 100, 101, 999, 1000, 65_536, u64::MAX];
+        for n in LENGTHS {
             let h = head(Version::Http11, 200, b"", ResponseFraming::Length(n), true);
-            assert!(h.ends_with(&format!("\r\nContent-Length: {n}\r\n\r\n")), "{n}: {h:?}");
+            assert!(
+                h.ends_with(&format!("\r\nContent-Length: {n}\r\n\r\n")),
+                "{n}: {h:?}"
+            );
         }
     }
 
