@@ -276,6 +276,11 @@ impl Response {
     }
 
     /// Send a complete response with a `Content-Length` body.
+    ///
+    /// Returns once the bytes are handed to the worker's ring. On a kept-alive connection the
+    /// send itself is then checked by the server before the connection's next request (a
+    /// partial send is finished, a failed one closes the connection), so an error that only
+    /// the completion reports (the client gone) is not returned here.
     pub async fn send(&mut self, status: u16, body: impl AsRef<[u8]>) -> io::Result<()> {
         self.check_fresh()?;
         let body = body.as_ref();
