@@ -24,6 +24,7 @@ use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
 use crate::static_files::{self, StaticFiles};
 use crate::uring;
+use crate::uring::send::Sending;
 
 /// What every connection of a worker shares.
 pub(crate) struct ConnCtx {
@@ -238,6 +239,10 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     // Empty: the first bytes arrive in a buffer of the worker's pool and are copied here
     // exactly (`uring::recv::recv_first`); only a head that needs more reads grows it.
     let mut input: Vec<u8> = Vec::new();
+    // The last send of the previous response, submitted but not yet settled: settled after
+    // the next receive (submitted together with it), or before anything else happens on the
+    // connection (see `uring::send::Sending`).
+    let mut sending: Option<Sending> = None;
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -309,6 +314,12 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
                 let (r, buf) = uring::recv::recv_first(raw, input, window, true).await;
                 input = buf;
+                if let Some(s) = sending.take()
+                    && !settle(&ctx, &peer, s).await
+                {
+                    ctx.idle.borrow_mut().remove(&raw);
+                    break;
+                }
                 match r {
                     Some(r) => {
                         ctx.idle.borrow_mut().remove(&raw);
@@ -376,9 +387,22 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
             }
         };
         let slot = take_slot(&ctx, &input, head_len).await;
-        let (next, rest) = request(&ctx, raw, &peer, slot, input, head_len).await;
+        let (next, rest, last_send) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
         fresh = false;
+        sending = last_send;
+        let idle_next = matches!(next, Next::KeepAlive)
+            && !ctx.keepalive_timeout.is_zero()
+            && !ctx.stopping.get()
+            && input.is_empty();
+        if !idle_next
+            && let Some(s) = sending.take()
+            && !settle(&ctx, &peer, s).await
+        {
+            // A pipelined request is answered, a connection closed or lingered on, only once
+            // every byte of this response is out.
+            break;
+        }
         match next {
             Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
             Next::Linger | Next::Discard(_) => {
@@ -388,7 +412,28 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
             _ => break,
         }
     }
+    if let Some(s) = sending.take() {
+        settle(&ctx, &peer, s).await;
+    }
     uring::close::close(fd);
+}
+
+/// Settle the last send of the previous response (see [`Sending`]): `false` if it failed
+/// (logged; the connection must be closed). Its buffer goes back to the worker's spares.
+async fn settle(ctx: &ConnCtx, peer: &Peer, s: Sending) -> bool {
+    let (r, buf) = match s.try_settle() {
+        Ok(done) => done,
+        // Still in flight, or only part of it went out: wait, bounded by --socket-timeout.
+        Err(s) => rare(s.settle(ctx.socket_timeout)).await,
+    };
+    crate::response::recycle_out(buf);
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("{peer}: sending the response failed: {e}; closing");
+            false
+        }
+    }
 }
 
 /// Read and remove the PROXY protocol header at the start of `input` (reading more until
@@ -916,7 +961,10 @@ async fn uwsgi_request(
     match converted {
         Ok((p, Some(meta))) => {
             slot.put_bufs(bufs);
-            let (next, _) = respond(ctx, fd, peer, slot, input, p.len(), Some(meta), started).await;
+            let (next, _, sending) =
+                respond(ctx, fd, peer, slot, input, p.len(), Some(meta), started).await;
+            // Never kept alive: every send was awaited.
+            debug_assert!(sending.is_none());
             next
         }
         Ok((_, None)) => {
@@ -1116,7 +1164,7 @@ fn request<'a>(
     mut slot: SlotGuard,
     input: Vec<u8>,
     head_len: usize,
-) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
+) -> impl Future<Output = (Next, Vec<u8>, Option<Sending>)> + 'a {
     let started = Instant::now();
     // Copy the head into the slot, the body stream over the connection buffer.
     slot.set_head(&input[..head_len]);
@@ -1145,7 +1193,7 @@ fn respond<'a>(
     body_start: usize,
     cgi: Option<CgiMeta>,
     started: Instant,
-) -> impl Future<Output = (Next, Vec<u8>)> + 'a {
+) -> impl Future<Output = (Next, Vec<u8>, Option<Sending>)> + 'a {
     let slot_id = slot.id();
     let (hold, bufs) = slot.split();
     let SlotBufs { head, index } = bufs;
@@ -1197,6 +1245,9 @@ fn respond<'a>(
     // request holds none) and go back when it is dropped.
     let mut resp = Response::new(fd, version, keep_alive, head_only, ctx.socket_timeout);
     resp.close_delimited = cgi.is_some();
+    // The last send of a kept-alive response is settled by the connection loop, with the
+    // next receive already submitted (`serve_from`).
+    resp.defer_last = keep_alive;
     // 3. The app, with panics caught, raced against its harakiri deadline.
     let hctx = harakiri::new_ctx(
         slot_id,
@@ -1294,7 +1345,7 @@ fn respond<'a>(
                 ", harakiri",
             );
             // The connection may hold half a body or half a response: close it.
-            return (Next::Close, Vec::new());
+            return (Next::Close, Vec::new(), resp.sending.take());
         };
         match outcome {
             Ok(Ok(())) => {
@@ -1396,7 +1447,7 @@ fn respond<'a>(
             index,
         });
         harakiri::recycle(hctx);
-        (next, input)
+        (next, input, resp.sending.take())
     }
 }
 

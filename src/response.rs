@@ -52,6 +52,11 @@ pub struct Response {
     /// Stream by closing the connection, never chunked: set on the uwsgi listener, whose
     /// front server (nginx's uwsgi module) reads the body to EOF and does not de-chunk.
     pub(crate) close_delimited: bool,
+    /// The last send of a kept-alive response may complete after `send`/`finish` returned
+    /// (set by the connection loop, which settles it: see [`uring::send::Sending`]).
+    pub(crate) defer_last: bool,
+    /// That last send, submitted and not yet settled.
+    pub(crate) sending: Option<uring::send::Sending>,
 }
 
 impl fmt::Debug for Response {
@@ -113,6 +118,12 @@ fn take_spare(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>) -> Ve
     pool.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
+/// Give back the output buffer of a response whose last send was settled after the response
+/// itself was dropped ([`Response::defer_last`]).
+pub(crate) fn recycle_out(buf: Vec<u8>) {
+    give_spare(&SPARE_OUT, buf);
+}
+
 /// Keep `buf` in `pool` for the next response.
 fn give_spare(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>, mut buf: Vec<u8>) {
     if buf.capacity() == 0 {
@@ -161,6 +172,8 @@ impl Response {
             broken: false,
             bad_header: None,
             close_delimited: false,
+            defer_last: false,
+            sending: None,
         }
     }
 
@@ -263,6 +276,11 @@ impl Response {
     }
 
     /// Send a complete response with a `Content-Length` body.
+    ///
+    /// Returns once the bytes are handed to the worker's ring. On a kept-alive connection the
+    /// send itself is then checked by the server before the connection's next request (a
+    /// partial send is finished, a failed one closes the connection), so an error that only
+    /// the completion reports (the client gone) is not returned here.
     pub async fn send(&mut self, status: u16, body: impl AsRef<[u8]>) -> io::Result<()> {
         self.check_fresh()?;
         let body = body.as_ref();
@@ -488,9 +506,18 @@ impl Response {
         self.flush().await
     }
 
-    /// Write `out` to the socket.
+    /// Write `out` to the socket. The last bytes of a complete kept-alive response are only
+    /// submitted when the connection loop settles the send itself ([`Self::defer_last`]):
+    /// they go to the kernel with the connection's next receive.
     async fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.defer_last && self.keep_alive && self.state == State::Finished {
+            debug_assert!(self.sending.is_none(), "a finished response sends once");
+            let out = std::mem::take(&mut self.out);
+            self.wire_bytes += out.len() as u64;
+            self.sending = Some(uring::send::send_later(self.fd, out));
             return Ok(());
         }
         self.broken = true;

@@ -982,15 +982,22 @@ pub fn encode_head(
         String::from_utf8_lossy(headers)
     );
 
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Unknown");
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nServer: ringsgi\r\nDate: ");
+    // One reservation for the whole head: the fixed lines, the app's headers and the date.
+    out.reserve(HEAD_FIXED_MAX + headers.len() + date.len());
+    if status == 200 {
+        // The status line of almost every response, as one constant (no number to format).
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: ringsgi\r\nDate: ");
+    } else {
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown");
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\nServer: ringsgi\r\nDate: ");
+    }
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(headers);
@@ -1036,8 +1043,20 @@ pub fn encode_chunk_header(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Most bytes of a response head besides the app's headers and the date: the status line
+/// with the longest reason phrase, `Server`, the framing and `Connection` lines.
+const HEAD_FIXED_MAX: usize = 160;
+
 /// Append `n` in decimal without going through `fmt`.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -1739,6 +1758,34 @@ mod tests {
         );
         assert!(out.starts_with(b"existing"), "encode_head must append");
         String::from_utf8(out[8..].to_vec()).unwrap()
+    }
+
+    /// The status line and the `Content-Length` value, for every status (the 200 line is a
+    /// constant, the others are formatted) and lengths of every digit count.
+    #[test]
+    fn encode_head_status_lines_and_lengths() {
+        for status in 200..=599u16 {
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Unknown");
+            let framing = if status == 204 || status == 304 {
+                ResponseFraming::NoBody
+            } else {
+                ResponseFraming::Length(7)
+            };
+            let h = head(Version::Http11, status, b"", framing, true);
+            let want = format!("HTTP/1.1 {status} {reason}\r\nServer: ringsgi\r\nDate: ");
+            assert!(h.starts_with(&want), "{status}: {h:?}");
+        }
+        const LENGTHS: [u64; 12] = [0, 7, 9, 10, 12, 99, 100, 101, 999, 1000, 65_536, u64::MAX];
+        for n in LENGTHS {
+            let h = head(Version::Http11, 200, b"", ResponseFraming::Length(n), true);
+            assert!(
+                h.ends_with(&format!("\r\nContent-Length: {n}\r\n\r\n")),
+                "{n}: {h:?}"
+            );
+        }
     }
 
     #[test]

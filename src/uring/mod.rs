@@ -339,6 +339,23 @@ impl Driver {
         }
     }
 
+    /// The result of single-shot operation `idx` if it has completed (the slot is freed as by
+    /// [`poll_single`](Self::poll_single)); `None` while it is in flight.
+    fn take_done(&self, idx: u32) -> Option<(i32, u32)> {
+        let mut inner = self.inner.borrow_mut();
+        let slot = &mut inner.ops[idx as usize];
+        let Lifecycle::Done { res, flags } = slot.state else {
+            return None;
+        };
+        if slot.pending == 0 {
+            slot.state = Lifecycle::Free;
+            inner.free.push(idx);
+        } else {
+            slot.state = Lifecycle::Orphan(None);
+        }
+        Some((res, flags))
+    }
+
     /// The future of operation `idx` was dropped before its final completion.
     ///
     /// Its buffers (`keep`) are kept until the kernel is done; a cancel is submitted.

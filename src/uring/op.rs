@@ -71,6 +71,16 @@ impl<T: 'static> Op<T> {
     }
 }
 
+impl<T: 'static> Op<T> {
+    /// The result and the buffers if the operation has completed, without waiting (and
+    /// without registering a waker); `None` while it is in flight.
+    pub(crate) fn try_take(&mut self) -> Option<(i32, T)> {
+        let (res, _flags) = self.driver.take_done(self.idx)?;
+        let data = self.data.take().expect("Op taken after completion");
+        Some((res, data))
+    }
+}
+
 impl<T: 'static + Unpin> Future for Op<T> {
     type Output = (i32, T);
 

@@ -75,3 +75,80 @@ pub(crate) async fn send_all(
     }
     (Ok(()), buf)
 }
+
+/// A send submitted without waiting for its completion ([`send_later`]): the last send of a
+/// kept-alive response, which goes to the kernel in the same submission as the connection's
+/// next receive. Awaiting it would cost a wake of the connection task and a turn of the pump
+/// per request for a result that, on a socket with room, is known at submission. Its
+/// completion is still checked ([`Sending::try_settle`], [`Sending::settle`]) before anything
+/// else is written to or done with the connection, and its buffer lives in the operation
+/// until then (dropped unsettled, it is an orphan: cancelled, its buffer kept by the driver
+/// until the final completion; the connection must then be closed).
+pub(crate) struct Sending {
+    op: Op<SendData>,
+    fd: RawFd,
+    /// The operation sends `buf[offset..]`.
+    offset: usize,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("fd", &self.fd)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+/// Submit a send of all of `buf` and return at once (see [`Sending`]).
+pub(crate) fn send_later(fd: RawFd, buf: Vec<u8>) -> Sending {
+    send_later_from(fd, buf, 0)
+}
+
+/// [`send_later`] of `buf[offset..]`.
+fn send_later_from(fd: RawFd, buf: Vec<u8>, offset: usize) -> Sending {
+    debug_assert!(offset < buf.len());
+    let ptr = buf.as_ptr().wrapping_add(offset);
+    let len = (buf.len() - offset) as u32;
+    let entry = opcode::Send::new(types::Fd(fd), ptr, len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    Sending {
+        op: Op::submit(entry, SendData { buf }),
+        fd,
+        offset,
+    }
+}
+
+impl Sending {
+    /// The outcome if it is known now, without waiting: every byte sent (`Ok`), or the send
+    /// failed (`Err`); with the buffer. `Err(self)` while it is in flight, or when it sent
+    /// only part of the bytes (the rest is submitted at once): then [`settle`](Self::settle)
+    /// it.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_settle(mut self) -> Result<(io::Result<()>, Vec<u8>), Sending> {
+        let Some((res, data)) = self.op.try_take() else {
+            return Err(self);
+        };
+        let buf = data.buf;
+        match super::cqe_result(res) {
+            Ok(n) if self.offset + n as usize == buf.len() => Ok((Ok(()), buf)),
+            Ok(0) => Ok((Err(io::ErrorKind::WriteZero.into()), buf)),
+            Ok(n) => Err(send_later_from(self.fd, buf, self.offset + n as usize)),
+            Err(e) => Ok((Err(e), buf)),
+        }
+    }
+
+    /// Wait until every byte is sent, each wait bounded by `timeout` (as [`send_all`]).
+    pub(crate) async fn settle(self, timeout: Duration) -> (io::Result<()>, Vec<u8>) {
+        let Sending { op, fd, offset } = self;
+        let Some((res, data)) = deadline(op, Some(timeout)).await else {
+            return (Err(io::ErrorKind::TimedOut.into()), Vec::new());
+        };
+        match super::cqe_result(res) {
+            Ok(0) => (Err(io::ErrorKind::WriteZero.into()), data.buf),
+            Ok(n) => send_all(fd, data.buf, offset + n as usize, Some(timeout)).await,
+            Err(e) => (Err(e), data.buf),
+        }
+    }
+}
