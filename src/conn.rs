@@ -196,7 +196,8 @@ enum Next {
 /// Serve one accepted connection until it closes.
 ///
 /// A connection holds a slot only while one of its requests is in progress: from a complete
-/// head to the last byte of its response. Waiting for a request and reading its head cost the
+/// head to the last byte of its response (to the submission of a kept-alive response's last
+/// send of at most 16 KiB, which the connection settles: [`settle`]). Waiting for a request and reading its head cost the
 /// connection its input buffer and its task, nothing more, so a client that sends its head
 /// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
 /// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
@@ -1246,8 +1247,10 @@ fn respond<'a>(
     let mut resp = Response::new(fd, version, keep_alive, head_only, ctx.socket_timeout);
     resp.close_delimited = cgi.is_some();
     // The last send of a kept-alive response is settled by the connection loop, with the
-    // next receive already submitted (`serve_from`).
-    resp.defer_last = keep_alive;
+    // next receive already submitted (`serve_from`). Not for a request that expects
+    // `100 Continue`: an app that answers first and reads the body then makes the body
+    // write `100 Continue`, which must not overtake an unsettled response.
+    resp.defer_last = keep_alive && !expect_continue;
     // 3. The app, with panics caught, raced against its harakiri deadline.
     let hctx = harakiri::new_ctx(
         slot_id,

@@ -112,6 +112,12 @@ thread_local! {
 const SPARE_MAX: usize = 256;
 /// Largest buffer kept for reuse; a bigger one (a large body sent whole) is shrunk to this.
 const KEEP_CAPACITY: usize = 16 * 1024;
+/// The largest last send of a kept-alive response that is not awaited ([`Response::defer_last`]).
+/// A larger one is awaited as every other send: the kernel may take only part of it (a full
+/// socket buffer), and what it leaves must go out as the client reads, not when the
+/// connection's next receive ends; its slot, harakiri deadline, log figures and buffer then
+/// cover it to its last byte, as before. 16 KiB: a hello, a JSON answer, a small page.
+pub(crate) const DEFER_MAX: usize = KEEP_CAPACITY;
 
 /// A spare buffer from `pool` (or a new, empty one).
 fn take_spare(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>) -> Vec<u8> {
@@ -506,6 +512,15 @@ impl Response {
         self.flush().await
     }
 
+    /// Whether `flush` submits `out` without awaiting it: the last send of a complete
+    /// kept-alive response, at most [`DEFER_MAX`] bytes, when the connection loop settles it.
+    fn defers_last_send(&self) -> bool {
+        self.defer_last
+            && self.keep_alive
+            && self.state == State::Finished
+            && self.out.len() <= DEFER_MAX
+    }
+
     /// Write `out` to the socket. The last bytes of a complete kept-alive response are only
     /// submitted when the connection loop settles the send itself ([`Self::defer_last`]):
     /// they go to the kernel with the connection's next receive.
@@ -513,7 +528,7 @@ impl Response {
         if self.out.is_empty() {
             return Ok(());
         }
-        if self.defer_last && self.keep_alive && self.state == State::Finished {
+        if self.defers_last_send() {
             debug_assert!(self.sending.is_none(), "a finished response sends once");
             let out = std::mem::take(&mut self.out);
             self.wire_bytes += out.len() as u64;
@@ -550,7 +565,29 @@ impl Response {
 
 #[cfg(test)]
 mod tests {
-    use super::is_tchar;
+    use super::{DEFER_MAX, Response, State, is_tchar};
+    use crate::proto::http::{ResponseFraming, Version};
+
+    #[test]
+    fn only_a_small_last_send_of_a_kept_alive_response_is_deferred() {
+        let finished = |keep_alive: bool, defer_last: bool, len: usize| {
+            let timeout = std::time::Duration::from_secs(1);
+            let mut r = Response::new(-1, Version::Http11, keep_alive, false, timeout);
+            r.defer_last = defer_last;
+            r.state = State::Finished;
+            r.out = vec![b'x'; len];
+            r
+        };
+        assert!(finished(true, true, 120).defers_last_send());
+        assert!(finished(true, true, DEFER_MAX).defers_last_send());
+        // Larger: awaited, so a partial send is finished while the client reads.
+        assert!(!finished(true, true, DEFER_MAX + 1).defers_last_send());
+        assert!(!finished(false, true, 120).defers_last_send());
+        assert!(!finished(true, false, 120).defers_last_send());
+        let mut streaming = finished(true, true, 120);
+        streaming.state = State::Streaming(ResponseFraming::Length(120));
+        assert!(!streaming.defers_last_send());
+    }
 
     #[test]
     fn tchar_table_is_visible_ascii_without_the_delimiters() {

@@ -10,7 +10,8 @@
 //! holds slot ids only (4 bytes each); buffers that requests gave back wait on a LIFO of
 //! spares, so a slot never used costs no buffer descriptor either (144 bytes each, 1.4 MB per
 //! worker at `--async 10000`, issue #12). A request holds a slot from
-//! its complete head to its last response byte; a connection that is idle or still sending a
+//! its complete head to its last response byte (a kept-alive response's last send of at most
+//! 16 KiB: to its submission, `conn::settle`); a connection that is idle or still sending a
 //! head holds none.
 //!
 //! When every slot is busy, new requests wait here in FIFO order (a freed slot is handed to

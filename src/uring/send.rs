@@ -110,8 +110,10 @@ fn send_later_from(fd: RawFd, buf: Vec<u8>, offset: usize) -> Sending {
     debug_assert!(offset < buf.len());
     let ptr = buf.as_ptr().wrapping_add(offset);
     let len = (buf.len() - offset) as u32;
+    // MSG_WAITALL: on a stream socket the kernel finishes a short send itself (io_uring
+    // retries it when the socket has room) instead of completing it with a partial count.
     let entry = opcode::Send::new(types::Fd(fd), ptr, len)
-        .flags(libc::MSG_NOSIGNAL)
+        .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
         .build();
     Sending {
         op: Op::submit(entry, SendData { buf }),
@@ -135,6 +137,10 @@ impl Sending {
             Ok(n) if self.offset + n as usize == buf.len() => Ok((Ok(()), buf)),
             Ok(0) => Ok((Err(io::ErrorKind::WriteZero.into()), buf)),
             Ok(n) => Err(send_later_from(self.fd, buf, self.offset + n as usize)),
+            // As `send_all`: an interrupted send is tried again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                Err(send_later_from(self.fd, buf, self.offset))
+            }
             Err(e) => Ok((Err(e), buf)),
         }
     }
@@ -148,6 +154,9 @@ impl Sending {
         match super::cqe_result(res) {
             Ok(0) => (Err(io::ErrorKind::WriteZero.into()), data.buf),
             Ok(n) => send_all(fd, data.buf, offset + n as usize, Some(timeout)).await,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                send_all(fd, data.buf, offset, Some(timeout)).await
+            }
             Err(e) => (Err(e), data.buf),
         }
     }
