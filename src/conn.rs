@@ -197,8 +197,9 @@ enum Next {
 ///
 /// A connection holds a slot only while one of its requests is in progress: from a complete
 /// head to the last byte of its response (to the submission of a kept-alive response's last
-/// send of at most 16 KiB, which the connection settles: [`settle`]). Waiting for a request and reading its head cost the
-/// connection its input buffer and its task, nothing more, so a client that sends its head
+/// send of at most 16 KiB, which the connection settles: [`settle`]). Waiting for a request
+/// and reading its head cost the connection its input buffer and its task, nothing more, so
+/// a client that sends its head
 /// slowly (slowloris) keeps nobody else from being served; `--header-timeout` bounds how long
 /// it may take (nginx's `client_header_timeout`: a total, not an inactivity limit).
 ///
@@ -392,11 +393,10 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         input = rest;
         fresh = false;
         sending = last_send;
-        let idle_next = matches!(next, Next::KeepAlive)
+        let keep = matches!(next, Next::KeepAlive)
             && !ctx.keepalive_timeout.is_zero()
-            && !ctx.stopping.get()
-            && input.is_empty();
-        if !idle_next
+            && !ctx.stopping.get();
+        if !(keep && input.is_empty())
             && let Some(s) = sending.take()
             && !settle(&ctx, &peer, s).await
         {
@@ -405,7 +405,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
             break;
         }
         match next {
-            Next::KeepAlive if !ctx.keepalive_timeout.is_zero() && !ctx.stopping.get() => {}
+            Next::KeepAlive if keep => {}
             Next::Linger | Next::Discard(_) => {
                 linger(&fd).await;
                 break;
