@@ -27,6 +27,7 @@ pub(crate) mod accept;
 pub(crate) mod close;
 pub(crate) mod connect;
 pub(crate) mod file;
+pub(crate) mod multi;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pool;
@@ -75,6 +76,11 @@ pub struct DriverStats {
     /// Receives that found the worker's provided-buffer ring empty ([`pool`]) and read
     /// into a buffer of their own instead.
     pub pool_misses: u64,
+    /// Multishot receives armed ([`multi`]).
+    pub multishots: u64,
+    /// Multishot receives the driver cancelled for holding more than
+    /// [`multi::MAX_QUEUED`] unread results.
+    pub multishot_caps: u64,
 }
 
 /// What an operation slot is doing. One doc line per state, as the kernel sees it.
@@ -85,6 +91,14 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
+    /// A multishot receive ([`multi`]): its results (`res`, `flags`: each names the pool
+    /// buffer it filled) not yet taken by its connection, oldest first; the connection's
+    /// waker; whether the driver cancelled it for holding too many ([`multi::MAX_QUEUED`]).
+    Multi {
+        queue: VecDeque<(i32, u32)>,
+        waker: Option<Waker>,
+        cancelled: bool,
+    },
     /// The future was dropped; the kernel may still write into these buffers.
     Orphan(
         #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
@@ -101,6 +115,9 @@ pub(crate) enum OpKind {
     /// A receive with a buffer from the worker's [`pool`]: a result that nobody takes (its
     /// future was dropped) gives its buffer back.
     Pooled,
+    /// A multishot receive into the worker's [`pool`] ([`multi`]): as `Pooled`, for each of
+    /// its results; its slot is freed at its final one (no `IORING_CQE_F_MORE`).
+    Multi,
     /// Anything else.
     Other,
 }
@@ -109,7 +126,8 @@ struct OpSlot {
     generation: u32,
     state: Lifecycle,
     kind: OpKind,
-    /// CQEs still expected before the slot can be reused (2 for a linked pair).
+    /// Final CQEs still expected before the slot can be reused (2 for a linked pair; a
+    /// multishot's CQEs with `IORING_CQE_F_MORE` do not count).
     pending: u8,
 }
 
@@ -140,6 +158,8 @@ struct Inner {
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
+    /// The kernel refused a multishot receive (`-EINVAL`: before 6.0): none is armed again.
+    multishot_off: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -196,6 +216,7 @@ impl Driver {
                 watches: watch::Watches::default(),
                 eventfd,
                 stats: DriverStats::default(),
+                multishot_off: false,
             }),
             pump_waker: RefCell::new(None),
             parked: Cell::new(false),
@@ -438,6 +459,7 @@ impl Driver {
             std::mem::take(&mut inner.to_wake)
         };
         let n;
+        let mut to_cancel = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let Inner {
@@ -451,10 +473,14 @@ impl Driver {
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, watches, pool, &cqe, &mut to_wake);
+                complete(ops, free, watches, pool, &cqe, &mut to_wake, &mut to_cancel);
             }
             n = count;
             inner.stats.cqes += n as u64;
+            inner.stats.multishot_caps += to_cancel.len() as u64;
+        }
+        for ud in to_cancel {
+            self.cancel(ud);
         }
         for w in to_wake.drain(..) {
             w.wake();
@@ -505,7 +531,7 @@ impl Driver {
     }
 }
 
-/// Apply one CQE to the op table.
+/// Apply one CQE to the op table (`to_cancel`: multishots to cancel once the table is free).
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
@@ -513,6 +539,7 @@ fn complete(
     pool: &mut Option<pool::BufPool>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
+    to_cancel: &mut Vec<u64>,
 ) {
     let ud = cqe.user_data();
     if ud == DETACHED {
@@ -539,7 +566,12 @@ fn complete(
     }
     let res = cqe.result();
     let flags = cqe.flags();
-    slot.pending = slot.pending.saturating_sub(1);
+    // A multishot's CQEs with `IORING_CQE_F_MORE` are not its last (single-shot operations
+    // never set it).
+    let more = cqueue::more(flags);
+    if !more {
+        slot.pending = slot.pending.saturating_sub(1);
+    }
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
         if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
@@ -555,10 +587,26 @@ fn complete(
             }
             slot.state = Lifecycle::Done { res, flags };
         }
+        Lifecycle::Multi {
+            queue,
+            waker,
+            cancelled,
+        } => {
+            queue.push_back((res, flags));
+            if more && !*cancelled && queue.len() > multi::MAX_QUEUED {
+                // Unread results pile up (a client sending while its request is served): stop
+                // taking the worker's buffers for it; what came stays queued, in order.
+                *cancelled = true;
+                to_cancel.push(ud);
+            }
+            if let Some(w) = waker.take() {
+                to_wake.push(w);
+            }
+        }
         Lifecycle::Orphan(_) => {
             match slot.kind {
                 OpKind::Open => close_orphan_fd(res),
-                OpKind::Pooled => give_back(pool, flags),
+                OpKind::Pooled | OpKind::Multi => give_back(pool, flags),
                 OpKind::Other => {}
             }
             if slot.pending == 0 {

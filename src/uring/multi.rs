@@ -1,0 +1,258 @@
+//! A multishot receive into the worker's provided-buffer [`pool`](super::pool), for kept-alive
+//! connections (issue #12, Stop 13).
+//!
+//! A single-shot `RECV` per request (`recv::recv_first` with `POLL_FIRST`) arms the socket's
+//! poll when it is submitted and tears it down when the request arrives: an SQE, a poll arm
+//! and a wait-queue removal per request. A multishot `RECV` (`IORING_RECV_MULTISHOT` with
+//! `IOSQE_BUFFER_SELECT`) stays armed from one request to the next: each arrival takes a
+//! buffer of the pool and posts a CQE with `IORING_CQE_F_MORE`. The driver queues the results
+//! in order in the operation's slot (they may come while the connection is busy with a
+//! request); the connection copies the bytes into its own input and gives the buffer back at
+//! once ([`MultiRecv::next`]).
+//!
+//! Bounds (one client must not keep the shared pool): a multishot holding more than
+//! [`MAX_QUEUED`] unread results (a client sending while its request is served) is cancelled
+//! by the driver; what it had received stays queued, in order, and the rest waits in the
+//! socket for a plain receive. When the pool is empty the multishot ends with `-ENOBUFS` and
+//! the bytes stay in the socket ([`Got::Ended`]).
+//!
+//! Anything else that reads the socket (the rest of a body, a linger, parking) must first
+//! [stop](MultiRecv::stop) the multishot: cancel it and append every result up to its final
+//! one to the input, so that no byte is lost or reordered. Dropped instead, its slot becomes an
+//! orphan: cancelled, its later results' buffers given back by the driver, the slot freed at
+//! its final CQE; the bytes are lost (the connection must be closed).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::{Driver, Inner, Lifecycle, OpKind, pool, user_data};
+
+/// Unread results a multishot may hold before the driver cancels it: a request that arrives
+/// in pieces takes a few; a client that keeps sending while its request runs takes no more.
+pub(crate) const MAX_QUEUED: usize = 4;
+
+/// `IORING_RECVSEND_POLL_FIRST` (as in `recv.rs`): armed right after a response, a
+/// kept-alive connection's next bytes are not there yet.
+const POLL_FIRST: u16 = 1;
+/// `IORING_RECV_MULTISHOT`.
+const RECV_MULTISHOT: u16 = 1 << 1;
+
+/// One result of a multishot receive.
+#[derive(Debug)]
+pub(crate) enum Got {
+    /// This many bytes (> 0) were appended to the input.
+    Data(usize),
+    /// The peer closed its side (end of file); the multishot has ended.
+    Eof,
+    /// The receive failed; the multishot has ended.
+    Failed(io::Error),
+    /// The multishot ended without an error of the connection (the pool was empty, it was
+    /// cancelled, or the kernel lacks multishot receives): the socket may hold more bytes,
+    /// for a plain receive or a new multishot.
+    Ended,
+}
+
+/// An armed multishot receive on one connection (see the module docs).
+pub(crate) struct MultiRecv {
+    driver: Rc<Driver>,
+    idx: u32,
+    generation: u32,
+    /// The final result was taken: the slot is freed, nothing more will come.
+    done: bool,
+}
+
+impl std::fmt::Debug for MultiRecv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiRecv")
+            .field("idx", &self.idx)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl MultiRecv {
+    /// Arm a multishot receive on `fd`; `None` if the worker has no pool or the kernel refused
+    /// a multishot receive before.
+    pub(crate) fn arm(fd: RawFd) -> Option<MultiRecv> {
+        let driver = Driver::current();
+        {
+            let inner = driver.inner.borrow();
+            if inner.pool.is_none() || inner.multishot_off {
+                return None;
+            }
+        }
+        let (idx, generation) = driver.alloc(OpKind::Multi, 1);
+        {
+            let mut inner = driver.inner.borrow_mut();
+            inner.stats.multishots += 1;
+            inner.ops[idx as usize].state = Lifecycle::Multi {
+                queue: VecDeque::new(),
+                waker: None,
+                cancelled: false,
+            };
+        }
+        // A `RECV` with `IORING_RECV_MULTISHOT` in its flags, as `opcode::RecvMulti` builds
+        // it, plus `POLL_FIRST` (which that builder cannot set); no length: the pool's
+        // buffers set it.
+        let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+            .buf_group(pool::BGID)
+            .ioprio(POLL_FIRST | RECV_MULTISHOT)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(user_data(idx, generation));
+        driver.push(&[entry]);
+        Some(MultiRecv {
+            driver,
+            idx,
+            generation,
+            done: false,
+        })
+    }
+
+    /// Whether the final result was taken (nothing more will come).
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next result, its bytes appended to `input`. After a final one, [`Got::Ended`].
+    pub(crate) async fn next(&mut self, input: &mut Vec<u8>) -> Got {
+        std::future::poll_fn(|cx| self.poll_next(Some(cx.waker()), input)).await
+    }
+
+    /// The next result if one is queued, without waiting.
+    pub(crate) fn try_next(&mut self, input: &mut Vec<u8>) -> Option<Got> {
+        match self.poll_next(None, input) {
+            Poll::Ready(g) => Some(g),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Take the oldest queued result (with `None` as the waker: do not wait for one).
+    fn poll_next(&mut self, waker: Option<&Waker>, input: &mut Vec<u8>) -> Poll<Got> {
+        if self.done {
+            return Poll::Ready(Got::Ended);
+        }
+        let mut inner = self.driver.inner.borrow_mut();
+        let Inner {
+            ops,
+            free,
+            pool,
+            multishot_off,
+            ..
+        } = &mut *inner;
+        let slot = &mut ops[self.idx as usize];
+        debug_assert_eq!(slot.generation, self.generation);
+        let Lifecycle::Multi {
+            queue, waker: w, ..
+        } = &mut slot.state
+        else {
+            unreachable!("a multishot's slot holds a multishot");
+        };
+        let Some((res, flags)) = queue.pop_front() else {
+            if let Some(waker) = waker {
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+            }
+            return Poll::Pending;
+        };
+        if !cqueue::more(flags) {
+            // The final result: the kernel is done with the operation.
+            self.done = true;
+            slot.state = Lifecycle::Free;
+            free.push(self.idx);
+        }
+        if let (Some(pool), Some(bid)) = (pool.as_mut(), cqueue::buffer_select(flags)) {
+            if res > 0 {
+                input.extend_from_slice(pool.bytes(bid, res as usize));
+            }
+            pool.give_back(bid);
+        }
+        Poll::Ready(match res {
+            n if n > 0 => Got::Data(n as usize),
+            0 => Got::Eof,
+            e if e == -libc::ENOBUFS => {
+                if let Some(p) = pool.as_mut() {
+                    p.misses += 1;
+                }
+                Got::Ended
+            }
+            e if e == -libc::ECANCELED => Got::Ended,
+            e if e == -libc::EINVAL => {
+                // A kernel without multishot receives (before 6.0): plain receives from now.
+                *multishot_off = true;
+                Got::Ended
+            }
+            e => Got::Failed(io::Error::from_raw_os_error(-e)),
+        })
+    }
+
+    /// Cancel the multishot and append everything it received, up to its final result, to
+    /// `input`. Returns how it ended: [`Got::Ended`] if the connection is still usable (more
+    /// bytes may wait in the socket), [`Got::Eof`] or [`Got::Failed`] if it is not (the
+    /// bytes received before are in `input` all the same).
+    pub(crate) async fn stop(mut self, input: &mut Vec<u8>) -> Got {
+        if !self.done {
+            self.driver.cancel(user_data(self.idx, self.generation));
+        }
+        let mut end = Got::Ended;
+        while !self.done {
+            match self.next(input).await {
+                Got::Data(_) | Got::Ended => {}
+                closed => end = closed,
+            }
+        }
+        end
+    }
+}
+
+impl Drop for MultiRecv {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Give back what is queued; the slot becomes an orphan whose later CQEs give their
+        // buffers back in the driver (`complete`), freed at the final one.
+        let cancel = {
+            let mut inner = self.driver.inner.borrow_mut();
+            let Inner {
+                ops, free, pool, ..
+            } = &mut *inner;
+            let slot = &mut ops[self.idx as usize];
+            let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(None));
+            let mut ended = false;
+            if let Lifecycle::Multi { queue, .. } = prev {
+                for (_, flags) in queue {
+                    super::give_back(pool, flags);
+                    ended |= !cqueue::more(flags);
+                }
+            }
+            if ended {
+                slot.state = Lifecycle::Free;
+                free.push(self.idx);
+            }
+            !ended
+        };
+        if cancel {
+            self.driver.cancel(user_data(self.idx, self.generation));
+        }
+    }
+}
+
+#[cfg(test)]
+impl MultiRecv {
+    /// Results queued and not yet taken.
+    pub(crate) fn queued(&self) -> usize {
+        let inner = self.driver.inner.borrow();
+        match &inner.ops[self.idx as usize].state {
+            Lifecycle::Multi { queue, .. } => queue.len(),
+            _ => 0,
+        }
+    }
+}
