@@ -553,6 +553,9 @@ fn complete(
         }
         return;
     }
+    if let (Some(pool), Some(bid)) = (pool.as_mut(), cqueue::buffer_select(cqe.flags())) {
+        pool.taken(bid);
+    }
     let secondary = ud & SECONDARY != 0;
     let idx = (ud & 0xffff_ffff) as u32;
     let generation = ((ud & !SECONDARY) >> 32) as u32;

@@ -256,3 +256,169 @@ impl MultiRecv {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    use super::{Got, MAX_QUEUED, MultiRecv};
+    use crate::uring::Driver;
+    use crate::uring::recv::recv;
+    use crate::uring::tests::{in_worker, settle};
+
+    /// Wait (bounded) until `m` holds `n` unread results.
+    async fn until_queued(m: &MultiRecv, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.queued() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} results came",
+                m.queued()
+            );
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The pool's buffers the kernel holds now: every one that is not taken by a result.
+    fn pool_free(driver: &Driver) -> usize {
+        driver
+            .inner
+            .borrow()
+            .pool
+            .as_ref()
+            .expect("pool")
+            .free_count()
+    }
+
+    /// One multishot serves many arrivals, each with its own CQE (no new SQE), and every
+    /// pool buffer goes back: more messages than the pool has buffers, and a multishot dropped
+    /// with a result unread leaks none.
+    #[test]
+    fn a_multishot_recycles_its_buffers_and_a_dropped_one_leaks_none() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        in_worker(move |driver| async move {
+            let fd = ours.as_raw_fd();
+            let all = pool_free(&driver);
+            let m = MultiRecv::arm(fd).expect("the pool is registered");
+            theirs.write_all(b"lost").unwrap();
+            until_queued(&m, 1).await;
+            assert_eq!(pool_free(&driver), all - 1);
+            drop(m);
+            settle(&driver).await;
+            assert_eq!(pool_free(&driver), all, "a dropped multishot kept a buffer");
+            let mut m = MultiRecv::arm(fd).expect("armed");
+            let mut input = Vec::new();
+            for i in 0..(3 * all) {
+                let msg = format!("m{i:05}");
+                theirs.write_all(msg.as_bytes()).unwrap();
+                match m.next(&mut input).await {
+                    Got::Data(n) => assert_eq!(n, msg.len(), "message {i}"),
+                    other => panic!("message {i}: {other:?}"),
+                }
+                assert_eq!(input, msg.as_bytes());
+                input.clear();
+            }
+            assert_eq!(
+                driver.stats().ops_in_flight,
+                1,
+                "re-armed instead of multishot"
+            );
+            assert_eq!(driver.stats().multishots, 2);
+            // Stopped: what came is kept, nothing is left in flight, no buffer is lost.
+            theirs.write_all(b"tail").unwrap();
+            until_queued(&m, 1).await;
+            assert!(matches!(m.stop(&mut input).await, Got::Ended));
+            assert_eq!(input, b"tail");
+            settle(&driver).await;
+            assert_eq!(pool_free(&driver), all);
+        });
+    }
+
+    /// A client that keeps sending while nobody reads takes at most a few results from the
+    /// shared pool: the driver cancels its multishot; what it received comes out in order,
+    /// then `Ended`, and the rest waits in the socket for a plain receive. Nothing is lost or
+    /// reordered, and every buffer goes back.
+    #[test]
+    fn unread_results_cancel_the_multishot_and_lose_nothing() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        in_worker(move |driver| async move {
+            let fd = ours.as_raw_fd();
+            let all = pool_free(&driver);
+            let mut m = MultiRecv::arm(fd).expect("armed");
+            let n = MAX_QUEUED + 5;
+            let mut sent = Vec::new();
+            for i in 0..n {
+                let msg = format!("<{i}>");
+                theirs.write_all(msg.as_bytes()).unwrap();
+                sent.extend_from_slice(msg.as_bytes());
+                if i <= MAX_QUEUED {
+                    until_queued(&m, i + 1).await;
+                }
+            }
+            // The cancel's final result: queued after the data.
+            until_queued(&m, MAX_QUEUED + 2).await;
+            assert_eq!(driver.stats().multishot_caps, 1);
+            let mut input = Vec::new();
+            let mut results = 0;
+            loop {
+                match m.next(&mut input).await {
+                    Got::Data(_) => results += 1,
+                    Got::Ended => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(results, MAX_QUEUED + 1);
+            assert!(m.is_done());
+            // The rest, with a plain receive.
+            while input.len() < sent.len() {
+                let (r, buf) = recv(fd, input, Some(Duration::from_secs(5))).await;
+                input = buf;
+                assert!(r.unwrap() > 0);
+            }
+            assert_eq!(input, sent);
+            settle(&driver).await;
+            assert_eq!(pool_free(&driver), all);
+        });
+    }
+
+    /// An end of file ends the multishot (no `IORING_CQE_F_MORE`) after the bytes that came
+    /// before it, also when both are in the socket before the multishot is armed (TCP);
+    /// stopping one that the peer closed reports the end of file.
+    #[test]
+    fn an_end_of_file_comes_after_the_bytes_before_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut theirs = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let (ours2, mut theirs2) = UnixStream::pair().unwrap();
+        in_worker(move |driver| async move {
+            // Bytes and the end of file both there when the multishot is armed.
+            theirs.write_all(b"last words").unwrap();
+            drop(theirs);
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            let mut m = MultiRecv::arm(ours.as_raw_fd()).expect("armed");
+            let mut input = Vec::new();
+            loop {
+                match m.next(&mut input).await {
+                    Got::Data(_) => {}
+                    Got::Eof => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(input, b"last words");
+            assert!(m.is_done());
+            // Bytes, then (later) the end of file, then a stop: both are reported.
+            let m2 = MultiRecv::arm(ours2.as_raw_fd()).expect("armed");
+            theirs2.write_all(b"bye").unwrap();
+            until_queued(&m2, 1).await;
+            drop(theirs2);
+            until_queued(&m2, 2).await;
+            let mut input = Vec::new();
+            assert!(matches!(m2.stop(&mut input).await, Got::Eof));
+            assert_eq!(input, b"bye");
+            settle(&driver).await;
+        });
+    }
+}
