@@ -325,7 +325,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
                 let (r, buf) = if ctx.multishot {
-                    idle_recv(&mut ms, raw, input, window).await
+                    uring::multi::recv_idle(&mut ms, raw, input, window).await
                 } else {
                     uring::recv::recv_first(raw, input, window, true).await
                 };
@@ -345,7 +345,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                         // Quiet for the hot window: park it (no task, no buffer) until its
                         // next request or --keepalive-timeout.
                         // (No clock read per request for this: the window just passed.)
-                        debug_assert!(ms.is_none(), "idle_recv stops the multishot");
+                        debug_assert!(ms.is_none(), "recv_idle stops the multishot");
                         drop(input);
                         let idle_since = Instant::now()
                             .checked_sub(window)
@@ -444,65 +444,6 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         settle(&ctx, &peer, s).await;
     }
     uring::close::close(fd);
-}
-
-/// The hot idle wait of a kept-alive connection through its multishot receive `ms` (armed
-/// here if it has none): returns what `uring::recv::recv_first` returns. If the window
-/// passes, the multishot is stopped (so the connection can be parked) and what it took
-/// meanwhile is returned; if it ends (the pool was empty, the driver capped it), this wait
-/// goes on with a single-shot receive and the next wait arms a new multishot.
-async fn idle_recv(
-    ms: &mut Option<MultiRecv>,
-    fd: i32,
-    mut input: Vec<u8>,
-    window: Duration,
-) -> (Option<io::Result<usize>>, Vec<u8>) {
-    if ms.as_ref().is_none_or(MultiRecv::is_done) {
-        *ms = MultiRecv::arm(fd);
-    }
-    let Some(m) = ms.as_mut() else {
-        return uring::recv::recv_first(fd, input, window, true).await;
-    };
-    // Taken at once if it is queued (pipelined, or sent while the last request ran).
-    let got = match m.try_next(&mut input) {
-        Some(got) => Some(got),
-        None => {
-            futures_lite::future::or(async { Some(m.next(&mut input).await) }, async {
-                uring::wheel::Deadline::after(window).await;
-                None
-            })
-            .await
-        }
-    };
-    match got {
-        Some(Got::Data(n)) => (Some(Ok(n)), input),
-        Some(Got::Eof) => {
-            *ms = None;
-            (Some(Ok(0)), input)
-        }
-        Some(Got::Failed(e)) => {
-            *ms = None;
-            (Some(Err(e)), input)
-        }
-        Some(Got::Ended) => {
-            // The bytes, if any, are still in the socket.
-            *ms = None;
-            uring::recv::recv_first(fd, input, window, false).await
-        }
-        None => {
-            // Quiet for the window: stop it, keeping what came meanwhile.
-            let end = ms.take().expect("armed above").stop(&mut input).await;
-            if !input.is_empty() {
-                // An end of file or an error shows again to the next receive.
-                return (Some(Ok(input.len())), input);
-            }
-            match end {
-                Got::Eof => (Some(Ok(0)), input),
-                Got::Failed(e) => (Some(Err(e)), input),
-                Got::Data(_) | Got::Ended => (None, input),
-            }
-        }
-    }
 }
 
 /// Whether a kept-alive connection's multishot receive may stay armed while the request whose

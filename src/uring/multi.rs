@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
@@ -245,6 +246,65 @@ impl Drop for MultiRecv {
     }
 }
 
+/// The hot idle wait of a kept-alive connection through its multishot receive `ms` (armed
+/// here if it has none): returns what `super::recv::recv_first` returns. If the window
+/// passes, the multishot is stopped (so the connection can be parked) and what it took
+/// meanwhile is returned; if it ends (the pool was empty, the driver capped it), this wait
+/// goes on with a single-shot receive and the next wait arms a new multishot.
+pub(crate) async fn recv_idle(
+    ms: &mut Option<MultiRecv>,
+    fd: RawFd,
+    mut input: Vec<u8>,
+    window: Duration,
+) -> (Option<io::Result<usize>>, Vec<u8>) {
+    if ms.as_ref().is_none_or(MultiRecv::is_done) {
+        *ms = MultiRecv::arm(fd);
+    }
+    let Some(m) = ms.as_mut() else {
+        return super::recv::recv_first(fd, input, window, true).await;
+    };
+    // Taken at once if it is queued (pipelined, or sent while the last request ran).
+    let got = match m.try_next(&mut input) {
+        Some(got) => Some(got),
+        None => {
+            futures_lite::future::or(async { Some(m.next(&mut input).await) }, async {
+                super::wheel::Deadline::after(window).await;
+                None
+            })
+            .await
+        }
+    };
+    match got {
+        Some(Got::Data(n)) => (Some(Ok(n)), input),
+        Some(Got::Eof) => {
+            *ms = None;
+            (Some(Ok(0)), input)
+        }
+        Some(Got::Failed(e)) => {
+            *ms = None;
+            (Some(Err(e)), input)
+        }
+        Some(Got::Ended) => {
+            // The bytes, if any, are still in the socket.
+            *ms = None;
+            super::recv::recv_first(fd, input, window, false).await
+        }
+        None => {
+            // Quiet for the window: stop it, keeping what came meanwhile.
+            let end = ms.take().expect("armed above").stop(&mut input).await;
+            if !input.is_empty() {
+                // An end of file or an error shows again to the next receive.
+                return (Some(Ok(input.len())), input);
+            }
+            match end {
+                Got::Eof => (Some(Ok(0)), input),
+                Got::Failed(e) => (Some(Err(e)), input),
+                Got::Data(_) | Got::Ended => (None, input),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 impl MultiRecv {
     /// Results queued and not yet taken.
@@ -264,7 +324,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
-    use super::{Got, MAX_QUEUED, MultiRecv};
+    use super::{Got, MAX_QUEUED, MultiRecv, recv_idle};
     use crate::uring::Driver;
     use crate::uring::recv::recv;
     use crate::uring::tests::{in_worker, settle};
@@ -419,6 +479,70 @@ mod tests {
             assert!(matches!(m2.stop(&mut input).await, Got::Eof));
             assert_eq!(input, b"bye");
             settle(&driver).await;
+        });
+    }
+
+    /// The pool runs dry: 400 kept-alive connections (more than the pool's 256 buffers) wait
+    /// with their multishots armed, and every one's next request arrives before any of their
+    /// tasks runs. Those whose multishot found no buffer end it (`-ENOBUFS`) and take their
+    /// bytes with the fallback; each connection gets exactly its bytes, twice in a row (the
+    /// second wait arms a new multishot where one ended), and every buffer goes back.
+    #[test]
+    fn an_empty_pool_ends_multishots_and_loses_nothing() {
+        let pairs: Vec<_> = (0..400).map(|_| UnixStream::pair().unwrap()).collect();
+        in_worker(move |driver| async move {
+            let all = pool_free(&driver);
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let gate = std::rc::Rc::new(glommio::sync::Semaphore::new(0));
+            let mut tasks = Vec::new();
+            for (i, (ours, _)) in pairs.iter().enumerate() {
+                let fd = ours.as_raw_fd();
+                let gate = gate.clone();
+                let tx = tx.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let mut ms = None;
+                    let mut got = Vec::new();
+                    for round in 0..2 {
+                        let (r, buf) =
+                            recv_idle(&mut ms, fd, Vec::new(), Duration::from_secs(10)).await;
+                        assert_eq!(r.unwrap().unwrap(), buf.len(), "connection {i}");
+                        got.push(buf);
+                        if round == 0 {
+                            tx.send(()).unwrap();
+                            gate.acquire(1).await.unwrap();
+                        }
+                    }
+                    drop(ms);
+                    (i, got)
+                }));
+            }
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            for round in 0..2 {
+                for (i, (_, theirs)) in pairs.iter().enumerate() {
+                    (&*theirs)
+                        .write_all(format!("request {i}.{round}").as_bytes())
+                        .unwrap();
+                }
+                if round == 0 {
+                    for _ in 0..pairs.len() {
+                        while rx.try_recv().is_err() {
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    gate.signal(pairs.len() as u64);
+                }
+            }
+            for t in tasks {
+                let (i, got) = t.await;
+                for (round, buf) in got.iter().enumerate() {
+                    assert_eq!(buf, format!("request {i}.{round}").as_bytes());
+                }
+            }
+            settle(&driver).await;
+            let stats = driver.stats();
+            assert!(stats.pool_misses > 0, "the pool never ran dry: {stats:?}");
+            assert!(stats.multishots > 400, "no multishot re-armed: {stats:?}");
+            assert_eq!(pool_free(&driver), all, "a buffer was not given back");
         });
     }
 }
