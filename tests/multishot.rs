@@ -26,6 +26,8 @@ fn server() -> Server {
         "--mount",
         "/echo=echo",
         "--mount",
+        "/sleep=sleep",
+        "--mount",
         "/=hello",
     ])
 }
@@ -78,11 +80,25 @@ fn a_body_after_a_multishot_received_head_is_read_whole() {
         assert!(body.ends_with("\n\nabc"), "round {round}: {body:?}");
         c.send(GET);
         assert_eq!(c.read(false).unwrap().body, b"Hello World!");
+        // A body that arrives while the app sleeps, before anything reads it: the server
+        // drains it after the response (a multishot left armed would have taken it, and the
+        // drain would wait in vain), and the next request is served.
+        c.send(b"POST /sleep?ms=100 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n");
+        std::thread::sleep(PAUSE);
+        c.send(b"abcde");
+        assert_eq!(c.read(false).unwrap().body, b"Hello World!");
+        c.send(GET);
+        assert_eq!(
+            c.read(false).unwrap().body,
+            b"Hello World!",
+            "round {round}"
+        );
     }
 }
 
-/// Requests pipelined on a kept-alive connection (all in one write, and one split across
-/// writes in the middle of its head) are answered in order, each exactly once.
+/// Requests pipelined on a kept-alive connection (all in one write, one split across writes
+/// in the middle of its head, and one whose pieces both arrive while the request before it
+/// runs) are answered in order, each exactly once.
 #[test]
 fn pipelined_requests_after_a_kept_alive_request_come_in_order() {
     let srv = server();
@@ -106,6 +122,13 @@ fn pipelined_requests_after_a_kept_alive_request_come_in_order() {
             );
         }
         assert!(echoed(&mut c).starts_with("GET /echo/split HTTP/1.1\n"));
+        // A request that arrives in two pieces while the one before it is served: both pieces
+        // wait in the multishot's queue, and the rest of the head is read from there.
+        c.send(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/late HTTP/1.1\r\nHo");
+        std::thread::sleep(PAUSE);
+        c.send(b"st: t\r\n\r\n");
+        assert_eq!(c.read(false).unwrap().body, b"Hello World!");
+        assert!(echoed(&mut c).starts_with("GET /echo/late HTTP/1.1\n"));
     }
 }
 
