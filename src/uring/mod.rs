@@ -91,12 +91,14 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
-    /// A multishot receive ([`multi`]): its results (`res`, `flags`: each names the pool
-    /// buffer it filled) not yet taken by its connection, oldest first; the connection's
-    /// waker; whether the driver cancelled it for holding too many ([`multi::MAX_QUEUED`]).
+    /// A multishot receive ([`multi`]): the connection's waker; the first of its results
+    /// not yet taken by the connection (`res`, `flags`: each names the pool buffer it
+    /// filled), a list in the driver's [`multi::Queues`] (no allocation per connection: a
+    /// sleeping request's connection keeps its multishot armed); whether the driver
+    /// cancelled it for holding too many ([`multi::MAX_QUEUED`]).
     Multi {
-        queue: VecDeque<(i32, u32)>,
         waker: Option<Waker>,
+        head: u32,
         cancelled: bool,
     },
     /// The future was dropped; the kernel may still write into these buffers.
@@ -155,6 +157,8 @@ struct Inner {
     to_wake: Vec<Waker>,
     /// Results of readiness watches ([`watch`]), for their one consumer.
     watches: watch::Watches,
+    /// The results of multishot receives not yet taken by their connections ([`multi`]).
+    mq: multi::Queues,
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
@@ -214,6 +218,7 @@ impl Driver {
                 backlog: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
                 watches: watch::Watches::default(),
+                mq: multi::Queues::default(),
                 eventfd,
                 stats: DriverStats::default(),
                 multishot_off: false,
@@ -468,12 +473,22 @@ impl Driver {
                 ops,
                 free,
                 watches,
+                mq,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, watches, pool, &cqe, &mut to_wake, &mut to_cancel);
+                complete(
+                    ops,
+                    free,
+                    watches,
+                    mq,
+                    pool,
+                    &cqe,
+                    &mut to_wake,
+                    &mut to_cancel,
+                );
             }
             n = count;
             inner.stats.cqes += n as u64;
@@ -532,10 +547,12 @@ impl Driver {
 }
 
 /// Apply one CQE to the op table (`to_cancel`: multishots to cancel once the table is free).
+#[allow(clippy::too_many_arguments)]
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     watches: &mut watch::Watches,
+    mq: &mut multi::Queues,
     pool: &mut Option<pool::BufPool>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
@@ -591,12 +608,12 @@ fn complete(
             slot.state = Lifecycle::Done { res, flags };
         }
         Lifecycle::Multi {
-            queue,
             waker,
+            head,
             cancelled,
         } => {
-            queue.push_back((res, flags));
-            if more && !*cancelled && queue.len() > multi::MAX_QUEUED {
+            let queued = mq.push(head, res, flags);
+            if more && !*cancelled && queued > multi::MAX_QUEUED {
                 // Unread results pile up (a client sending while its request is served): stop
                 // taking the worker's buffers for it; what came stays queued, in order.
                 *cancelled = true;

@@ -22,7 +22,6 @@
 //! orphan: cancelled, its later results' buffers given back by the driver, the slot freed at
 //! its final CQE; the bytes are lost (the connection must be closed).
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -42,6 +41,93 @@ pub(crate) const MAX_QUEUED: usize = 4;
 const POLL_FIRST: u16 = 1;
 /// `IORING_RECV_MULTISHOT`.
 const RECV_MULTISHOT: u16 = 1 << 1;
+
+/// The end of a list in [`Queues`].
+pub(super) const NIL: u32 = u32::MAX;
+
+/// The results of every multishot receive of the worker not yet taken by their connections:
+/// one list per multishot (its head in the operation's slot), in nodes of one table reused
+/// through a free list. A queue is almost always empty or holds one result, so this costs a
+/// connection nothing while it waits or while its request runs (a `VecDeque` per multishot
+/// kept ~100 bytes per connection: 10,000 sleeping requests, `benches/sleep_10k.py`).
+pub(crate) struct Queues {
+    nodes: Vec<Node>,
+    /// The first free node (`NIL`: none).
+    free: u32,
+}
+
+/// One queued result, and the next of its list.
+struct Node {
+    res: i32,
+    flags: u32,
+    next: u32,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Queues {
+            nodes: Vec::new(),
+            free: NIL,
+        }
+    }
+}
+
+impl Queues {
+    /// Append a result to the list at `head`; returns the list's length.
+    pub(super) fn push(&mut self, head: &mut u32, res: i32, flags: u32) -> usize {
+        let node = Node {
+            res,
+            flags,
+            next: NIL,
+        };
+        let at = if self.free == NIL {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        } else {
+            let at = self.free;
+            self.free = self.nodes[at as usize].next;
+            self.nodes[at as usize] = node;
+            at
+        };
+        if *head == NIL {
+            *head = at;
+            return 1;
+        }
+        // Lists are short (see `MAX_QUEUED`): walk to the tail.
+        let mut len = 2;
+        let mut last = *head;
+        while self.nodes[last as usize].next != NIL {
+            last = self.nodes[last as usize].next;
+            len += 1;
+        }
+        self.nodes[last as usize].next = at;
+        len
+    }
+
+    /// Take the first result of the list at `head`.
+    pub(super) fn pop(&mut self, head: &mut u32) -> Option<(i32, u32)> {
+        if *head == NIL {
+            return None;
+        }
+        let at = *head;
+        let node = &mut self.nodes[at as usize];
+        *head = node.next;
+        node.next = self.free;
+        self.free = at;
+        Some((node.res, node.flags))
+    }
+
+    /// The length of the list at `head`.
+    #[cfg(test)]
+    fn len(&self, mut head: u32) -> usize {
+        let mut n = 0;
+        while head != NIL {
+            n += 1;
+            head = self.nodes[head as usize].next;
+        }
+        n
+    }
+}
 
 /// One result of a multishot receive.
 #[derive(Debug)]
@@ -92,8 +178,8 @@ impl MultiRecv {
             let mut inner = driver.inner.borrow_mut();
             inner.stats.multishots += 1;
             inner.ops[idx as usize].state = Lifecycle::Multi {
-                queue: VecDeque::new(),
                 waker: None,
+                head: NIL,
                 cancelled: false,
             };
         }
@@ -143,18 +229,16 @@ impl MultiRecv {
             ops,
             free,
             pool,
+            mq,
             multishot_off,
             ..
         } = &mut *inner;
         let slot = &mut ops[self.idx as usize];
         debug_assert_eq!(slot.generation, self.generation);
-        let Lifecycle::Multi {
-            queue, waker: w, ..
-        } = &mut slot.state
-        else {
+        let Lifecycle::Multi { waker: w, head, .. } = &mut slot.state else {
             unreachable!("a multishot's slot holds a multishot");
         };
-        let Some((res, flags)) = queue.pop_front() else {
+        let Some((res, flags)) = mq.pop(head) else {
             if let Some(waker) = waker {
                 match w {
                     Some(old) if old.will_wake(waker) => {}
@@ -223,13 +307,17 @@ impl Drop for MultiRecv {
         let cancel = {
             let mut inner = self.driver.inner.borrow_mut();
             let Inner {
-                ops, free, pool, ..
+                ops,
+                free,
+                pool,
+                mq,
+                ..
             } = &mut *inner;
             let slot = &mut ops[self.idx as usize];
             let prev = std::mem::replace(&mut slot.state, Lifecycle::Orphan(None));
             let mut ended = false;
-            if let Lifecycle::Multi { queue, .. } = prev {
-                for (_, flags) in queue {
+            if let Lifecycle::Multi { mut head, .. } = prev {
+                while let Some((_, flags)) = mq.pop(&mut head) {
                     super::give_back(pool, flags);
                     ended |= !cqueue::more(flags);
                 }
@@ -311,7 +399,7 @@ impl MultiRecv {
     pub(crate) fn queued(&self) -> usize {
         let inner = self.driver.inner.borrow();
         match &inner.ops[self.idx as usize].state {
-            Lifecycle::Multi { queue, .. } => queue.len(),
+            Lifecycle::Multi { head, .. } => inner.mq.len(*head),
             _ => 0,
         }
     }
@@ -328,6 +416,13 @@ mod tests {
     use crate::uring::Driver;
     use crate::uring::recv::recv;
     use crate::uring::tests::{in_worker, settle};
+
+    /// A multishot costs its connection no memory of its own: its state fits the operation
+    /// slot every operation has (10,000 sleeping requests keep 10,000 multishots armed).
+    #[test]
+    fn a_multishot_fits_an_operation_slot() {
+        assert!(std::mem::size_of::<crate::uring::OpSlot>() <= 32);
+    }
 
     /// Wait (bounded) until `m` holds `n` unread results.
     async fn until_queued(m: &MultiRecv, n: usize) {
