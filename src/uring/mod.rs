@@ -236,6 +236,16 @@ impl Driver {
         Self::try_current().expect("ringsgi ring driver is not installed on this thread")
     }
 
+    /// Run `f` with the current thread's driver (no `Rc` clone: for state that must stay
+    /// small, such as a connection's multishot receive). Panics outside a worker.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> R {
+        DRIVER.with(|d| {
+            f(d.borrow()
+                .as_ref()
+                .expect("ringsgi ring driver is not installed on this thread"))
+        })
+    }
+
     /// The current thread's driver, if installed.
     pub(crate) fn try_current() -> Option<Rc<Driver>> {
         DRIVER.with(|d| d.borrow().clone())
@@ -273,6 +283,12 @@ impl Driver {
             (idx, slot.generation)
         } else {
             let idx = inner.ops.len() as u32;
+            if inner.ops.len() == inner.ops.capacity() {
+                // Grown by a fixed step, not doubled: with every kept-alive connection's
+                // multishot receive in the table (10,000 sleeping requests), doubling would
+                // leave up to half of it unused.
+                inner.ops.reserve_exact(1024);
+            }
             inner.ops.push(OpSlot {
                 generation: 0,
                 state,
