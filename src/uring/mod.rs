@@ -646,6 +646,9 @@ fn complete(
                 OpKind::Other => {}
             }
             if slot.pending == 0 {
+                if slot.kind == OpKind::Multi {
+                    mq.ended();
+                }
                 slot.state = Lifecycle::Free;
                 free.push(idx);
             }
