@@ -324,7 +324,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     input = Vec::new();
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                let (r, buf) = if ctx.multishot {
+                let (r, buf) = if ctx.multishot && uring::multi::ready(&mut ms, raw) {
                     uring::multi::recv_idle(&mut ms, raw, input, window).await
                 } else {
                     uring::recv::recv_first(raw, input, window, true).await

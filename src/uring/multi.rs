@@ -369,22 +369,33 @@ impl Drop for MultiRecv {
     }
 }
 
-/// The hot idle wait of a kept-alive connection through its multishot receive `ms` (armed
-/// here if it has none): returns what `super::recv::recv_first` returns. If the window
+/// Make sure `ms` holds an armed multishot receive on `fd` for a kept-alive connection's
+/// idle wait ([`recv_idle`]): `false` if none can be armed (no pool, the kernel refused one,
+/// [`MAX_ARMED`] reached), then the wait is a single-shot
+/// [`recv_first`](super::recv::recv_first).
+pub(crate) fn ready(ms: &mut Option<MultiRecv>, fd: RawFd) -> bool {
+    if ms.as_ref().is_none_or(MultiRecv::is_done) {
+        *ms = MultiRecv::arm(fd);
+    }
+    ms.is_some()
+}
+
+/// The hot idle wait of a kept-alive connection through its multishot receive `ms` (armed:
+/// [`ready`]): returns what [`recv_first`](super::recv::recv_first) returns. If the window
 /// passes, the multishot is stopped (so the connection can be parked) and what it took
 /// meanwhile is returned; if it ends (the pool was empty, the driver capped it), this wait
 /// goes on with a single-shot receive and the next wait arms a new multishot.
+///
+/// Kept small (the connection task holds it while it waits, in place of a `recv_first`'s
+/// future): the fallback receive is boxed, it is rare.
 pub(crate) async fn recv_idle(
     ms: &mut Option<MultiRecv>,
     fd: RawFd,
     mut input: Vec<u8>,
     window: Duration,
 ) -> (Option<io::Result<usize>>, Vec<u8>) {
-    if ms.as_ref().is_none_or(MultiRecv::is_done) {
-        *ms = MultiRecv::arm(fd);
-    }
     let Some(m) = ms.as_mut() else {
-        return super::recv::recv_first(fd, input, window, true).await;
+        return Box::pin(super::recv::recv_first(fd, input, window, true)).await;
     };
     // Taken at once if it is queued (pipelined, or sent while the last request ran).
     let got = match m.try_next(&mut input) {
@@ -410,7 +421,7 @@ pub(crate) async fn recv_idle(
         Some(Got::Ended) => {
             // The bytes, if any, are still in the socket.
             *ms = None;
-            super::recv::recv_first(fd, input, window, false).await
+            Box::pin(super::recv::recv_first(fd, input, window, false)).await
         }
         None => {
             // Quiet for the window: stop it, keeping what came meanwhile.
@@ -448,7 +459,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
-    use super::{Got, MAX_ARMED, MAX_QUEUED, MultiRecv, recv_idle};
+    use super::{Got, MAX_ARMED, MAX_QUEUED, MultiRecv, ready, recv_idle};
     use crate::uring::Driver;
     use crate::uring::recv::recv;
     use crate::uring::tests::{in_worker, settle};
@@ -460,6 +471,17 @@ mod tests {
     fn a_multishot_fits_an_operation_slot() {
         assert!(std::mem::size_of::<crate::uring::OpSlot>() <= 32);
         assert!(std::mem::size_of::<Option<MultiRecv>>() <= 12);
+        // The idle wait through a multishot is no larger than the single-shot one it
+        // replaces (the connection task holds one or the other while it waits).
+        let mut ms = None;
+        let idle = recv_idle(&mut ms, 0, Vec::new(), Duration::from_millis(1));
+        let single = crate::uring::recv::recv_first(0, Vec::new(), Duration::from_millis(1), true);
+        assert!(
+            std::mem::size_of_val(&idle) <= std::mem::size_of_val(&single),
+            "{} > {}",
+            std::mem::size_of_val(&idle),
+            std::mem::size_of_val(&single)
+        );
     }
 
     /// At most `MAX_ARMED` multishots are armed at once: past it `arm` declines (the
@@ -669,8 +691,11 @@ mod tests {
                     let mut ms = None;
                     let mut got = Vec::new();
                     for round in 0..2 {
-                        let (r, buf) =
-                            recv_idle(&mut ms, fd, Vec::new(), Duration::from_secs(10)).await;
+                        let (r, buf) = if ready(&mut ms, fd) {
+                            recv_idle(&mut ms, fd, Vec::new(), Duration::from_secs(10)).await
+                        } else {
+                            panic!("no multishot armed for connection {i}");
+                        };
                         assert_eq!(r.unwrap().unwrap(), buf.len(), "connection {i}");
                         got.push(buf);
                         if round == 0 {
