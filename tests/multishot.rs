@@ -209,3 +209,29 @@ fn a_bad_head_on_a_kept_alive_connection_is_answered_and_closed() {
     d.send(GET);
     assert_eq!(d.read(false).unwrap().status, 200);
 }
+
+/// Harakiri on a kept-alive connection whose multishot is armed: the request gets 504 and
+/// the connection is closed (its multishot dropped, the driver reaping its final result),
+/// and the worker serves the next connections.
+#[test]
+fn harakiri_on_a_kept_alive_connection_closes_it_and_harms_nothing() {
+    let srv = Server::start(&[
+        "--cores",
+        "1",
+        "--harakiri",
+        "0.5",
+        "--mount",
+        "/sleep=sleep",
+        "--mount",
+        "/=hello",
+    ]);
+    for _ in 0..3 {
+        let mut c = warm(&srv);
+        c.send(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read(false).expect("an answer").status, 504);
+        assert!(c.closed());
+    }
+    let mut d = warm(&srv);
+    d.send(GET);
+    assert_eq!(d.read(false).unwrap().status, 200);
+}
