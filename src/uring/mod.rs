@@ -76,10 +76,10 @@ pub struct DriverStats {
     /// Receives that found the worker's provided-buffer ring empty ([`pool`]) and read
     /// into a buffer of their own instead.
     pub pool_misses: u64,
-    /// Multishot receives armed ([`multi`]).
+    /// Multishot receives armed (`uring::multi`).
     pub multishots: u64,
-    /// Multishot receives the driver cancelled for holding more than
-    /// [`multi::MAX_QUEUED`] unread results.
+    /// Multishot receives the driver cancelled for holding more than `multi::MAX_QUEUED`
+    /// unread results.
     pub multishot_caps: u64,
 }
 

@@ -6,21 +6,29 @@
 //! and a wait-queue removal per request. A multishot `RECV` (`IORING_RECV_MULTISHOT` with
 //! `IOSQE_BUFFER_SELECT`) stays armed from one request to the next: each arrival takes a
 //! buffer of the pool and posts a CQE with `IORING_CQE_F_MORE`. The driver queues the results
-//! in order in the operation's slot (they may come while the connection is busy with a
-//! request); the connection copies the bytes into its own input and gives the buffer back at
-//! once ([`MultiRecv::next`]).
+//! in order ([`Queues`]: one list table for the worker, no allocation per connection; they
+//! may come while the connection is busy with a request); the connection copies the bytes
+//! into its own input and gives the buffer back at once ([`MultiRecv::next`]).
 //!
-//! Bounds (one client must not keep the shared pool): a multishot holding more than
-//! [`MAX_QUEUED`] unread results (a client sending while its request is served) is cancelled
-//! by the driver; what it had received stays queued, in order, and the rest waits in the
-//! socket for a plain receive. When the pool is empty the multishot ends with `-ENOBUFS` and
-//! the bytes stay in the socket ([`Got::Ended`]).
+//! Bounds (one client must not keep the shared pool, 10,000 connections must stay cheap): a
+//! multishot holding more than [`MAX_QUEUED`] unread results (a client sending while its
+//! request is served) is cancelled by the driver; what it had received stays queued, in
+//! order, and the rest waits in the socket for a plain receive. When the pool is empty the
+//! multishot ends with `-ENOBUFS` and the bytes stay in the socket ([`Got::Ended`]). At most
+//! [`MAX_ARMED`] are armed per worker.
 //!
-//! Anything else that reads the socket (the rest of a body, a linger, parking) must first
-//! [stop](MultiRecv::stop) the multishot: cancel it and append every result up to its final
-//! one to the input, so that no byte is lost or reordered. Dropped instead, its slot becomes an
-//! orphan: cancelled, its later results' buffers given back by the driver, the slot freed at
-//! its final CQE; the bytes are lost (the connection must be closed).
+//! While armed it is the socket's only reader. Anything else that reads the socket (a body,
+//! parking) must first [stop](MultiRecv::stop) it: cancel it and append every result up to
+//! its final one to the input, so that no byte is lost or reordered. Dropped instead (before a
+//! linger or a close), its slot becomes an orphan: cancelled, its later results' buffers given
+//! back by the driver, the slot freed at its final CQE; the bytes are lost (the connection
+//! must be closing).
+//!
+//! Kernel behaviour (6.18): after a receive the kernel tries again at once only if the socket
+//! may hold more (`msg_inq`); on a unix socket whose bytes and end of file were both there
+//! when it received, it reports the bytes and not the end of file (the hang-up's wakeup has
+//! passed). TCP counts the FIN in its hint, and the end of file comes. The connection sees
+//! such an end of file when its hot window ends (`conn`: the parked watch is level-triggered).
 
 use std::io;
 use std::os::fd::RawFd;
