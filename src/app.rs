@@ -37,6 +37,13 @@ pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
 pub trait App: 'static {
     /// Handle one request.
     fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a>;
+
+    /// Whether the app may read the client connection itself, outside the request body (a
+    /// Python app can, through `uwsgi.connection_fd()`). The worker then keeps no multishot
+    /// receive armed on its kept-alive connections: it would take the app's bytes.
+    fn reads_connection(&self) -> bool {
+        false
+    }
 }
 
 /// An [`App`] made from a closure; see [`app_fn`].

@@ -24,6 +24,7 @@ use crate::scoreboard::WorkerBoard;
 use crate::slot::{SlotBufs, SlotGuard, SlotPool};
 use crate::static_files::{self, StaticFiles};
 use crate::uring;
+use crate::uring::multi::{Got, MultiRecv};
 use crate::uring::send::Sending;
 
 /// What every connection of a worker shares.
@@ -82,6 +83,10 @@ pub(crate) struct ConnCtx {
     pub(crate) statics: StaticFiles,
     /// The listening sockets, whether each is TCP, and what each speaks.
     pub(crate) listeners: Vec<(i32, bool, crate::server::listener::Protocol)>,
+    /// Kept-alive connections wait for their requests with a multishot receive
+    /// (`uring::multi`): false when a mounted app may read the connection itself
+    /// ([`App::reads_connection`]), which a multishot armed while it runs would take from it.
+    pub(crate) multishot: bool,
 }
 
 /// A set of descriptors as a bitmap indexed by descriptor: an insert and a remove per
@@ -245,6 +250,11 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
     // the next receive (submitted together with it), or before anything else happens on the
     // connection (see `uring::send::Sending`).
     let mut sending: Option<Sending> = None;
+    // The multishot receive of a kept-alive connection (`uring::multi`): armed at its first
+    // idle wait, it stays armed from one request to the next and is the only reader of the
+    // socket while it is; stopped (every byte it took appended to `input`) before anything
+    // else reads it (a body, parking) and dropped (cancelled) before a linger or a close.
+    let mut ms: Option<MultiRecv> = None;
     let (mut fresh, mut woken, first_deadline) = match start {
         Start::Accepted => (true, false, Instant::now() + ctx.header_timeout),
         Start::Woken(None) => (false, true, Instant::now()),
@@ -314,7 +324,11 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     input = Vec::new();
                 }
                 let window = HOT_IDLE.min(ctx.keepalive_timeout);
-                let (r, buf) = uring::recv::recv_first(raw, input, window, true).await;
+                let (r, buf) = if ctx.multishot && uring::multi::ready(&mut ms, raw) {
+                    uring::multi::recv_idle(&mut ms, raw, input, window).await
+                } else {
+                    uring::recv::recv_first(raw, input, window, true).await
+                };
                 input = buf;
                 if let Some(s) = sending.take()
                     && !settle(&ctx, &peer, s).await
@@ -331,6 +345,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                         // Quiet for the hot window: park it (no task, no buffer) until its
                         // next request or --keepalive-timeout.
                         // (No clock read per request for this: the window just passed.)
+                        debug_assert!(ms.is_none(), "recv_idle stops the multishot");
                         drop(input);
                         let idle_since = Instant::now()
                             .checked_sub(window)
@@ -353,7 +368,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         } else {
             None
         };
-        let head = read_head(&ctx, raw, &mut input, head_deadline).await;
+        let head = read_head(&ctx, raw, &mut input, head_deadline, &mut ms).await;
         let head_len = match head {
             Head::Complete(n) => n,
             Head::Closed if fresh && input.is_empty() => break,
@@ -369,6 +384,7 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                         "{peer}: request head incomplete after --header-timeout ({got} bytes): 408"
                     );
                 }
+                drop(ms.take());
                 error_response(&ctx, raw, 408).await;
                 if got > 0 {
                     // The client may still be sending its head: do not reset the answer.
@@ -383,11 +399,19 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
                     e.status(),
                     ctx.worker
                 );
+                drop(ms.take());
                 error_response(&ctx, raw, e.status()).await;
                 linger(&fd).await;
                 break;
             }
         };
+        if ms.is_some() && !multishot_may_stay(&ctx) {
+            // The body is read with plain receives (`request::Body`): no multishot may take its
+            // bytes. Everything it took so far goes into the input, in order (how it ended
+            // shows again to the body's own receives).
+            let m = ms.take().expect("checked");
+            let _ = m.stop(&mut input).await;
+        }
         let slot = take_slot(&ctx, &input, head_len).await;
         let (next, rest, last_send) = request(&ctx, raw, &peer, slot, input, head_len).await;
         input = rest;
@@ -407,16 +431,29 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         match next {
             Next::KeepAlive if keep => {}
             Next::Linger | Next::Discard(_) => {
+                drop(ms.take());
                 linger(&fd).await;
                 break;
             }
             _ => break,
         }
     }
+    // Cancelled before the descriptor is closed (the driver gives back what it still takes).
+    drop(ms);
     if let Some(s) = sending.take() {
         settle(&ctx, &peer, s).await;
     }
     uring::close::close(fd);
+}
+
+/// Whether a kept-alive connection's multishot receive may stay armed while the request whose
+/// head was just indexed in the worker's scratch index is served: only if it has no body (a
+/// body is read with plain receives).
+fn multishot_may_stay(ctx: &ConnCtx) -> bool {
+    matches!(
+        ctx.scratch.borrow().framing,
+        http::BodyFraming::None | http::BodyFraming::Length(0)
+    )
 }
 
 /// Settle the last send of the previous response (see [`Sending`]): `false` if it failed
@@ -788,7 +825,13 @@ enum Head {
 /// kept-alive request's head usually comes whole with its first byte). Parses into
 /// the worker's scratch index (a head can be checked against every limit without a slot);
 /// `input` grows by [`HEAD_READ`] steps up to `--buffer-size`.
-async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option<Instant>) -> Head {
+async fn read_head(
+    ctx: &ConnCtx,
+    fd: i32,
+    input: &mut Vec<u8>,
+    deadline: Option<Instant>,
+    ms: &mut Option<MultiRecv>,
+) -> Head {
     let mut deadline = deadline;
     loop {
         if !input.is_empty() {
@@ -805,6 +848,30 @@ async fn read_head(ctx: &ConnCtx, fd: i32, input: &mut Vec<u8>, deadline: Option
         }
         let got = input.len();
         let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
+        if let Some(m) = ms.as_mut().filter(|m| !m.is_done()) {
+            // The connection's multishot receive is its only reader: the rest of the head
+            // comes through it.
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Head::TimedOut(got);
+            }
+            let more = futures_lite::future::or(async { Some(m.next(input).await) }, async {
+                uring::wheel::Deadline::after(left).await;
+                None
+            })
+            .await;
+            match more {
+                Some(Got::Data(_)) => continue,
+                Some(Got::Eof | Got::Failed(_)) => {
+                    *ms = None;
+                    return Head::Closed;
+                }
+                // Ended without an error: the rest is read with plain receives.
+                Some(Got::Ended) => *ms = None,
+                None => return Head::TimedOut(got),
+            }
+        }
+        *ms = None;
         match read_before(fd, input, at).await {
             Ok(true) => {}
             Ok(false) => return Head::Closed,

@@ -15,6 +15,9 @@ mod slowloris;
 // Idle keep-alive connections: parked without a task or buffer, woken, expired, drained.
 mod idle;
 
+// The multishot receive of kept-alive connections: bodies, pipelining, parking, the pool, drain.
+mod multishot;
+
 // The uwsgi listener (--socket): packets over TCP and unix sockets, ping, refused packets.
 mod uwsgi;
 // Static files (--static-map, --static-index): bytes, validators, ranges, path safety.

@@ -258,6 +258,11 @@ struct PyApp {
 }
 
 impl App for PyApp {
+    fn reads_connection(&self) -> bool {
+        // `uwsgi.connection_fd()` hands the socket to Python.
+        true
+    }
+
     fn call<'a>(&'a self, req: &'a mut Request, resp: &'a mut Response) -> BoxFuture<'a> {
         Box::pin(self.serve(req, resp))
     }

@@ -82,6 +82,7 @@ pub(crate) fn run(
         routes.push((m.prefix.clone(), app, id));
     }
     let statics = StaticFiles::open(&config.static_maps, config.static_index.as_deref())?;
+    let multishot = !routes.iter().any(|(_, app, _)| app.reads_connection());
     let ctx = Rc::new(ConnCtx {
         worker: index,
         slots: SlotPool::new(config.async_slots),
@@ -118,6 +119,7 @@ pub(crate) fn run(
             .map(|l| (l.raw(), l.tcp, l.protocol))
             .collect(),
         statics,
+        multishot,
     });
     ctx.slots.publish_to(&board.busy_slots);
     let fds: Vec<(i32, bool, Protocol)> = listeners

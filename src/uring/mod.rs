@@ -27,6 +27,7 @@ pub(crate) mod accept;
 pub(crate) mod close;
 pub(crate) mod connect;
 pub(crate) mod file;
+pub(crate) mod multi;
 pub(crate) mod op;
 pub(crate) mod poll;
 pub(crate) mod pool;
@@ -75,6 +76,11 @@ pub struct DriverStats {
     /// Receives that found the worker's provided-buffer ring empty ([`pool`]) and read
     /// into a buffer of their own instead.
     pub pool_misses: u64,
+    /// Multishot receives armed (`uring::multi`).
+    pub multishots: u64,
+    /// Multishot receives the driver cancelled for holding more than `multi::MAX_QUEUED`
+    /// unread results.
+    pub multishot_caps: u64,
 }
 
 /// What an operation slot is doing. One doc line per state, as the kernel sees it.
@@ -85,6 +91,16 @@ enum Lifecycle {
     Waiting(Option<Waker>),
     /// The single-shot result arrived and waits for the future to take it.
     Done { res: i32, flags: u32 },
+    /// A multishot receive ([`multi`]): the connection's waker; the first of its results
+    /// not yet taken by the connection (`res`, `flags`: each names the pool buffer it
+    /// filled), a list in the driver's [`multi::Queues`] (no allocation per connection: a
+    /// sleeping request's connection keeps its multishot armed); whether the driver
+    /// cancelled it for holding too many ([`multi::MAX_QUEUED`]).
+    Multi {
+        waker: Option<Waker>,
+        head: u32,
+        cancelled: bool,
+    },
     /// The future was dropped; the kernel may still write into these buffers.
     Orphan(
         #[allow(dead_code, reason = "never read: holding it keeps the buffers alive")]
@@ -101,6 +117,9 @@ pub(crate) enum OpKind {
     /// A receive with a buffer from the worker's [`pool`]: a result that nobody takes (its
     /// future was dropped) gives its buffer back.
     Pooled,
+    /// A multishot receive into the worker's [`pool`] ([`multi`]): as `Pooled`, for each of
+    /// its results; its slot is freed at its final one (no `IORING_CQE_F_MORE`).
+    Multi,
     /// Anything else.
     Other,
 }
@@ -109,7 +128,8 @@ struct OpSlot {
     generation: u32,
     state: Lifecycle,
     kind: OpKind,
-    /// CQEs still expected before the slot can be reused (2 for a linked pair).
+    /// Final CQEs still expected before the slot can be reused (2 for a linked pair; a
+    /// multishot's CQEs with `IORING_CQE_F_MORE` do not count).
     pending: u8,
 }
 
@@ -137,9 +157,13 @@ struct Inner {
     to_wake: Vec<Waker>,
     /// Results of readiness watches ([`watch`]), for their one consumer.
     watches: watch::Watches,
+    /// The results of multishot receives not yet taken by their connections ([`multi`]).
+    mq: multi::Queues,
     /// The eventfd registered on the ring (the pump reads a duplicate of it through glommio).
     eventfd: OwnedFd,
     stats: DriverStats,
+    /// The kernel refused a multishot receive (`-EINVAL`: before 6.0): none is armed again.
+    multishot_off: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -194,8 +218,10 @@ impl Driver {
                 backlog: VecDeque::new(),
                 to_wake: Vec::with_capacity(64),
                 watches: watch::Watches::default(),
+                mq: multi::Queues::default(),
                 eventfd,
                 stats: DriverStats::default(),
+                multishot_off: false,
             }),
             pump_waker: RefCell::new(None),
             parked: Cell::new(false),
@@ -208,6 +234,16 @@ impl Driver {
     /// The current thread's driver. Panics outside a worker (a programming error).
     pub(crate) fn current() -> Rc<Driver> {
         Self::try_current().expect("ringsgi ring driver is not installed on this thread")
+    }
+
+    /// Run `f` with the current thread's driver (no `Rc` clone: for state that must stay
+    /// small, such as a connection's multishot receive). Panics outside a worker.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> R {
+        DRIVER.with(|d| {
+            f(d.borrow()
+                .as_ref()
+                .expect("ringsgi ring driver is not installed on this thread"))
+        })
     }
 
     /// The current thread's driver, if installed.
@@ -247,6 +283,12 @@ impl Driver {
             (idx, slot.generation)
         } else {
             let idx = inner.ops.len() as u32;
+            if inner.ops.len() == inner.ops.capacity() {
+                // Grown by a fixed step, not doubled: with every kept-alive connection's
+                // multishot receive in the table (10,000 sleeping requests), doubling would
+                // leave up to half of it unused.
+                inner.ops.reserve_exact(1024);
+            }
             inner.ops.push(OpSlot {
                 generation: 0,
                 state,
@@ -438,6 +480,7 @@ impl Driver {
             std::mem::take(&mut inner.to_wake)
         };
         let n;
+        let mut to_cancel = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let Inner {
@@ -446,15 +489,29 @@ impl Driver {
                 ops,
                 free,
                 watches,
+                mq,
                 ..
             } = &mut *inner;
             let mut count = 0;
             for cqe in ring.completion() {
                 count += 1;
-                complete(ops, free, watches, pool, &cqe, &mut to_wake);
+                complete(
+                    ops,
+                    free,
+                    watches,
+                    mq,
+                    pool,
+                    &cqe,
+                    &mut to_wake,
+                    &mut to_cancel,
+                );
             }
             n = count;
             inner.stats.cqes += n as u64;
+            inner.stats.multishot_caps += to_cancel.len() as u64;
+        }
+        for ud in to_cancel {
+            self.cancel(ud);
         }
         for w in to_wake.drain(..) {
             w.wake();
@@ -505,14 +562,17 @@ impl Driver {
     }
 }
 
-/// Apply one CQE to the op table.
+/// Apply one CQE to the op table (`to_cancel`: multishots to cancel once the table is free).
+#[allow(clippy::too_many_arguments)]
 fn complete(
     ops: &mut [OpSlot],
     free: &mut Vec<u32>,
     watches: &mut watch::Watches,
+    mq: &mut multi::Queues,
     pool: &mut Option<pool::BufPool>,
     cqe: &cqueue::Entry,
     to_wake: &mut Vec<Waker>,
+    to_cancel: &mut Vec<u64>,
 ) {
     let ud = cqe.user_data();
     if ud == DETACHED {
@@ -525,6 +585,9 @@ fn complete(
             to_wake.push(w);
         }
         return;
+    }
+    if let (Some(pool), Some(bid)) = (pool.as_mut(), cqueue::buffer_select(cqe.flags())) {
+        pool.taken(bid);
     }
     let secondary = ud & SECONDARY != 0;
     let idx = (ud & 0xffff_ffff) as u32;
@@ -539,7 +602,12 @@ fn complete(
     }
     let res = cqe.result();
     let flags = cqe.flags();
-    slot.pending = slot.pending.saturating_sub(1);
+    // A multishot's CQEs with `IORING_CQE_F_MORE` are not its last (single-shot operations
+    // never set it).
+    let more = cqueue::more(flags);
+    if !more {
+        slot.pending = slot.pending.saturating_sub(1);
+    }
     if secondary {
         // The linked timeout's own CQE: only its arrival matters.
         if slot.pending == 0 && matches!(slot.state, Lifecycle::Orphan(_)) {
@@ -555,13 +623,32 @@ fn complete(
             }
             slot.state = Lifecycle::Done { res, flags };
         }
+        Lifecycle::Multi {
+            waker,
+            head,
+            cancelled,
+        } => {
+            let queued = mq.push(head, res, flags);
+            if more && !*cancelled && queued > multi::MAX_QUEUED {
+                // Unread results pile up (a client sending while its request is served): stop
+                // taking the worker's buffers for it; what came stays queued, in order.
+                *cancelled = true;
+                to_cancel.push(ud);
+            }
+            if let Some(w) = waker.take() {
+                to_wake.push(w);
+            }
+        }
         Lifecycle::Orphan(_) => {
             match slot.kind {
                 OpKind::Open => close_orphan_fd(res),
-                OpKind::Pooled => give_back(pool, flags),
+                OpKind::Pooled | OpKind::Multi => give_back(pool, flags),
                 OpKind::Other => {}
             }
             if slot.pending == 0 {
+                if slot.kind == OpKind::Multi {
+                    mq.ended();
+                }
                 slot.state = Lifecycle::Free;
                 free.push(idx);
             }

@@ -32,6 +32,8 @@ pub(crate) struct BufPool {
     entries: *mut types::BufRingEntry,
     bufs: Box<[u8]>,
     tail: u16,
+    /// Buffers the kernel holds (for tests: a buffer not given back is a leak).
+    held: u16,
     /// Receives that found the ring empty (`-ENOBUFS`), for the stats.
     pub(super) misses: u64,
 }
@@ -74,6 +76,7 @@ impl BufPool {
             // Zeroed pages from the kernel, resident only once the kernel writes into them.
             bufs: vec![0u8; NBUFS as usize * BUF_LEN].into_boxed_slice(),
             tail: 0,
+            held: 0,
             misses: 0,
         };
         for bid in 0..NBUFS {
@@ -92,11 +95,23 @@ impl BufPool {
         &self.bufs[at..at + len.min(BUF_LEN)]
     }
 
+    /// Buffers the kernel holds: given to it and not yet taken by a completion.
+    #[cfg(test)]
+    pub(super) fn free_count(&self) -> usize {
+        self.held as usize
+    }
+
+    /// A completion took buffer `bid` from the ring.
+    pub(super) fn taken(&mut self, _bid: u16) {
+        self.held = self.held.saturating_sub(1);
+    }
+
     /// Give buffer `bid` back to the kernel.
     pub(super) fn give_back(&mut self, bid: u16) {
         if bid >= NBUFS {
             return;
         }
+        self.held += 1;
         let addr = self.bufs.as_ptr() as u64 + bid as u64 * BUF_LEN as u64;
         // SAFETY: `entries` is the registered ring of NBUFS entries; the entry at the tail is
         // not the kernel's until the tail moves past it, which the release store publishes
