@@ -389,7 +389,10 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
             }
         };
         let slot = take_slot(&ctx, &input, head_len).await;
-        let (next, rest, last_send) = request(&ctx, raw, &peer, slot, input, head_len).await;
+        // Pinned where it is built: awaited by value, the request's future (~1 KB) was copied
+        // twice per request into this task's state (`IntoFuture`, then the await's slot).
+        let serving = std::pin::pin!(request(&ctx, raw, &peer, slot, input, head_len));
+        let (next, rest, last_send) = serving.await;
         input = rest;
         fresh = false;
         sending = last_send;
