@@ -1457,11 +1457,10 @@ fn respond<'a>(
         let mut input = std::mem::take(&mut req.body.input);
         let consumed = req.body.pos.min(input.len());
         input.drain(..consumed);
-        let mut index = std::mem::take(&mut req.index);
-        index.clear();
+        // (`finish` clears them.)
         hold.finish(SlotBufs {
             head: std::mem::take(&mut req.head),
-            index,
+            index: std::mem::take(&mut req.index),
         });
         harakiri::recycle(hctx);
         (next, input, resp.sending.take())
