@@ -164,11 +164,14 @@ const HEAD_READ: usize = 1024;
 impl ConnCtx {
     /// The app mounted at the longest prefix of `path`, and its index in mount order (the
     /// order of `--mount`: the stats' `apps[]`).
-    fn route(&self, path: &str) -> Option<(usize, &Rc<dyn App>)> {
+    ///
+    /// On the path's bytes: `Request::path` would check them for UTF-8 once more per request
+    /// (httparse did when it parsed the target).
+    fn route(&self, path: &[u8]) -> Option<(usize, &Rc<dyn App>)> {
         self.routes.iter().find_map(|(prefix, app, id)| {
             let hit = prefix == "/"
-                || (path.starts_with(prefix.as_str())
-                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')));
+                || (path.starts_with(prefix.as_bytes())
+                    && matches!(path.get(prefix.len()), None | Some(b'/')));
             hit.then_some((*id, app))
         })
     }
@@ -1284,7 +1287,7 @@ fn respond<'a>(
         // Held to the end: the scoreboard shows the slot busy until the request is done.
         let _stat = stat;
         // Routed once: the app's index goes to the stats with the request's end.
-        let routed = ctx.route(req.path());
+        let routed = ctx.route(req.index.path.of(&req.head));
         let app_id = routed.map(|(id, _)| id);
         let outcome = match routed.map(|(_, app)| app) {
             Some(app) if !statics => {
