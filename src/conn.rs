@@ -1456,15 +1456,15 @@ fn respond<'a>(
             slot_id,
             "",
         );
-        // 5. Give the buffers back to the slot; drop the consumed bytes from the input.
-        let mut input = std::mem::take(&mut req.body.input);
-        let consumed = req.body.pos.min(input.len());
+        // 5. Give the buffers back to the slot (`finish` clears them); drop the consumed bytes
+        // from the input. Moved out of the request, which ends here: no empty ones built.
+        let Request {
+            head, index, body, ..
+        } = req;
+        let mut input = body.input;
+        let consumed = body.pos.min(input.len());
         input.drain(..consumed);
-        // (`finish` clears them.)
-        hold.finish(SlotBufs {
-            head: std::mem::take(&mut req.head),
-            index: std::mem::take(&mut req.index),
-        });
+        hold.finish(SlotBufs { head, index });
         harakiri::recycle(hctx);
         (next, input, resp.sending.take())
     }
