@@ -937,7 +937,7 @@ async fn uwsgi_request(
     mut slot: SlotGuard,
     input: Vec<u8>,
 ) -> Next {
-    let started = turn_now();
+    let started = request_start(ctx);
     let slot_id = slot.id();
     let mut bufs = slot.take_bufs();
     let parsed = match uwsgi::parse_packet(&input, &ctx.uwsgi) {
@@ -1090,13 +1090,20 @@ async fn discard(fd: i32, mut left: u64, timeout: Duration) {
     }
 }
 
-/// When a request starts, for its duration (stats, log) and its harakiri deadline: when the
-/// executor's current turn began (`glommio::turn_started`, a clock read the executor takes
-/// anyway and every task of the turn shares), not a clock read per request. It is at most one
-/// turn early (bounded by the 1 ms preemption timer): the time from then to the request's
-/// task counts as the request's, as a wait in the executor's run queue would.
-fn turn_now() -> Instant {
-    glommio::turn_started().unwrap_or_else(Instant::now)
+/// When a request starts, for its duration (stats, log) and its harakiri deadline.
+///
+/// Without `--harakiri`: when the executor's current turn began (`glommio::turn_started`, a
+/// clock read the executor takes anyway and every task of the turn shares), not a clock read
+/// per request. That is earlier than the request's task by what ran before it in the turn
+/// (tasks run until the 1 ms preemption timer, unless one of them blocks the executor): that
+/// time counts as the request's, as a wait in the executor's run queue would. With
+/// `--harakiri`, a clock read of its own, as before: the deadline is `--harakiri` from the
+/// request's own start, even in a turn that a blocking handler made long.
+fn request_start(ctx: &ConnCtx) -> Instant {
+    match (ctx.harakiri, glommio::turn_started()) {
+        (None, Some(turn)) => turn,
+        _ => Instant::now(),
+    }
 }
 
 /// Count a finished request and write its log line (unless `--disable-logging`).
@@ -1183,7 +1190,7 @@ fn request<'a>(
     input: Vec<u8>,
     head_len: usize,
 ) -> impl Future<Output = (Next, Vec<u8>, Option<Sending>)> + 'a {
-    let started = turn_now();
+    let started = request_start(ctx);
     // Copy the head into the slot, the body stream over the connection buffer.
     slot.set_head(&input[..head_len]);
     respond(ctx, fd, peer, slot, input, head_len, None, started)
