@@ -23,7 +23,6 @@ use crate::slot::SlotId;
 #[derive(Debug)]
 pub(crate) struct ReqCtx {
     pub(crate) slot: SlotId,
-    pub(crate) started: Instant,
     started_ms: u64,
     /// The harakiri deadline; `None`: none.
     deadline: Cell<Option<Instant>>,
@@ -56,7 +55,6 @@ impl ReqCtx {
         let started_ms = crate::sys::monotonic_ms();
         ReqCtx {
             slot,
-            started,
             started_ms,
             deadline: Cell::new(harakiri.map(|h| started + h)),
             deadline_ms: Cell::new(harakiri.map_or(0, |h| started_ms + h.as_millis() as u64)),
