@@ -393,9 +393,13 @@ async fn serve_from(fd: OwnedFd, mut peer: Peer, ctx: Rc<ConnCtx>, start: Start)
         };
         let slot = take_slot(&ctx, &input, head_len).await;
         // Pinned where it is built: awaited by value, the request's future (~1 KB) was copied
-        // twice per request into this task's state (`IntoFuture`, then the await's slot).
-        let serving = std::pin::pin!(request(&ctx, raw, &peer, slot, input, head_len));
-        let (next, rest, last_send) = serving.await;
+        // twice per request into this task's state (`IntoFuture`, then the await's slot). In a
+        // block of its own, so that its place in the task ends with it: alive across the
+        // awaits below, it took 608 bytes more in every connection task (1,752 bytes).
+        let (next, rest, last_send) = {
+            let serving = std::pin::pin!(request(&ctx, raw, &peer, slot, input, head_len));
+            serving.await
+        };
         input = rest;
         fresh = false;
         sending = last_send;
