@@ -23,10 +23,14 @@ use crate::slot::SlotId;
 #[derive(Debug)]
 pub(crate) struct ReqCtx {
     pub(crate) slot: SlotId,
-    pub(crate) started: Instant,
     started_ms: u64,
     /// The harakiri deadline; `None`: none.
     deadline: Cell<Option<Instant>>,
+    /// The same on the coarse clock of the scoreboard (`sys::monotonic_ms`; 0: none), set with
+    /// it: for a deadline set by `set_user_harakiri` from its own clock reads, so that it does
+    /// not depend on how `started` was taken (a request without `--harakiri` starts at its
+    /// executor turn's clock, `conn::turn_now`).
+    deadline_ms: Cell<u64>,
     /// Bumped when the deadline changes, so that [`expired`] re-arms.
     generation: Cell<u64>,
     watcher: RefCell<Option<Waker>>,
@@ -51,9 +55,9 @@ impl ReqCtx {
         let started_ms = crate::sys::monotonic_ms();
         ReqCtx {
             slot,
-            started,
             started_ms,
             deadline: Cell::new(harakiri.map(|h| started + h)),
+            deadline_ms: Cell::new(harakiri.map_or(0, |h| started_ms + h.as_millis() as u64)),
             generation: Cell::new(0),
             watcher: RefCell::new(None),
             waiting: Cell::new("running (not awaiting anything)"),
@@ -67,8 +71,11 @@ impl ReqCtx {
         self.waiting.get()
     }
 
-    fn set_deadline(&self, deadline: Option<Instant>) {
-        self.deadline.set(deadline);
+    /// Set the deadline to `timeout` from now (`None`: none).
+    fn set_deadline(&self, timeout: Option<Duration>) {
+        self.deadline.set(timeout.map(|t| Instant::now() + t));
+        self.deadline_ms
+            .set(timeout.map_or(0, |t| crate::sys::monotonic_ms() + t.as_millis() as u64));
         self.generation.set(self.generation.get() + 1);
         if let Some(w) = self.watcher.borrow_mut().take() {
             w.wake();
@@ -76,9 +83,7 @@ impl ReqCtx {
     }
 
     fn deadline_ms(&self) -> u64 {
-        self.deadline.get().map_or(0, |d| {
-            self.started_ms + d.saturating_duration_since(self.started).as_millis() as u64
-        })
+        self.deadline_ms.get()
     }
 }
 
@@ -162,7 +167,7 @@ pub fn slot_id() -> Option<SlotId> {
 pub fn set_user_harakiri(timeout: Option<Duration>) -> bool {
     CURRENT.with(|c| match c.borrow().as_ref() {
         Some(r) => {
-            r.set_deadline(timeout.map(|t| Instant::now() + t));
+            r.set_deadline(timeout);
             true
         }
         None => false,
@@ -306,6 +311,34 @@ pub(crate) fn run_as<R>(ctx: &Rc<ReqCtx>, f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_deadline_on_the_scoreboard_is_from_now_whenever_the_request_started() {
+        // A request without --harakiri starts at its executor turn's clock, which can be
+        // earlier than its task by a long turn: 5 s here.
+        let early = Instant::now() - Duration::from_secs(5);
+        let ctx = ReqCtx::new(SlotId(0), early, None, Vec::new(), None);
+        assert_eq!(ctx.deadline_ms(), 0);
+        let before = crate::sys::monotonic_ms();
+        ctx.set_deadline(Some(Duration::from_secs(2)));
+        let after = crate::sys::monotonic_ms();
+        let ms = ctx.deadline_ms();
+        assert!(
+            (before + 2000..=after + 2000).contains(&ms),
+            "deadline {ms} ms, now {before}..{after} ms"
+        );
+        ctx.set_deadline(None);
+        assert_eq!(ctx.deadline_ms(), 0);
+        // --harakiri: from the request's start on the coarse clock.
+        let ctx = ReqCtx::new(
+            SlotId(0),
+            Instant::now(),
+            Some(Duration::from_secs(3)),
+            Vec::new(),
+            None,
+        );
+        assert_eq!(ctx.deadline_ms(), ctx.started_ms + 3000);
+    }
 
     #[test]
     fn a_finished_context_is_reused_only_when_nothing_else_holds_it() {

@@ -117,11 +117,12 @@ impl SlotPool {
     }
 
     fn publish(&self) {
+        self.publish_busy(self.busy_count());
+    }
+
+    fn publish_busy(&self, busy: usize) {
         if let Some(g) = self.gauge.get() {
-            g.store(
-                self.busy_count() as u32,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            g.store(busy as u32, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -137,7 +138,11 @@ impl SlotPool {
 
     /// Take a free slot now, if there is one.
     pub(crate) fn try_acquire(self: &Rc<Self>) -> Option<SlotGuard> {
-        let id = self.free.borrow_mut().pop()?;
+        let (id, free_left) = {
+            let mut free = self.free.borrow_mut();
+            let id = free.pop()?;
+            (id, free.len())
+        };
         let bufs = {
             let mut spare = self.spare.borrow_mut();
             let bufs = spare.pop().unwrap_or_else(SlotBufs::empty);
@@ -151,10 +156,10 @@ impl SlotPool {
             }
             bufs
         };
-        if self.free_count() == 0 {
+        if free_left == 0 {
             self.notify_watchers();
         }
-        self.publish();
+        self.publish_busy(self.size - free_left);
         Some(SlotGuard {
             hold: SlotHold {
                 pool: Some(self.clone()),
@@ -395,7 +400,11 @@ impl SlotHold {
 
 impl Drop for SlotHold {
     fn drop(&mut self) {
-        self.release(SlotBufs::empty());
+        // Fresh buffers only for a slot still held (their request's were lost): a finished or
+        // split-off hold has nothing to return, and builds nothing.
+        if self.pool.is_some() {
+            self.release(SlotBufs::empty());
+        }
     }
 }
 

@@ -452,6 +452,7 @@ pub use crate::{
         yield_if_needed, CpuSet, ExecutorJoinHandle, ExecutorProxy, ExecutorStats, LocalExecutor,
         LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement,
         PoolThreadHandles, ScopedTask, Task, TaskQueueHandle, TaskQueueStats,
+        turn_started,
     },
     shares::{Shares, SharesManager},
     sys::hardware_topology::CpuLocation,

@@ -1085,6 +1085,20 @@ pub struct LocalExecutorConfig {
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
 }
 
+thread_local! {
+    /// ringsgi patch: when the task queue that is running now began its turn (the clock read
+    /// the executor takes anyway before it runs a task queue).
+    static TURN_STARTED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// ringsgi patch: the time at which the task queue now running began its turn: one clock
+/// read shared by every task that runs in that turn, at most one turn (bounded by the
+/// preemption timer) before the current task started. `None` outside a task queue's run
+/// (the future given to [`LocalExecutor::run`] itself, other threads).
+pub fn turn_started() -> Option<Instant> {
+    TURN_STARTED.with(|t| t.get())
+}
+
 /// Single-threaded executor.
 ///
 /// The executor can only be run on the thread that created it.
@@ -1356,6 +1370,7 @@ impl LocalExecutor {
 
         let time = {
             let now = Instant::now();
+            TURN_STARTED.with(|t| t.set(Some(now)));
             let mut queue_ref = queue.borrow_mut();
             queue_ref.prepare_to_run(now);
             self.reactor
@@ -1390,6 +1405,7 @@ impl LocalExecutor {
                     break;
                 }
             }
+            TURN_STARTED.with(|t| t.set(None));
             let elapsed = time.elapsed();
             drop(guard);
             (elapsed, tasks_executed_this_loop)
