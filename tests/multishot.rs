@@ -6,8 +6,6 @@
 //! Each test first serves one request on the connection, so that its multishot is armed when
 //! the interesting bytes come.
 
-use std::io::{ErrorKind, Read};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::{Conn, Server};
@@ -185,13 +183,7 @@ fn a_graceful_stop_closes_connections_waiting_on_their_multishot() {
     assert!(srv.stop().success());
     srv.wait_for("stopped gracefully");
     for c in &conns {
-        let mut s: &TcpStream = &c.stream;
-        let mut b = [0u8; 16];
-        match s.read(&mut b) {
-            Ok(0) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            other => panic!("expected a close, got {other:?}"),
-        }
+        c.expect_closed();
     }
 }
 

@@ -296,6 +296,18 @@ impl Conn {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// The server has closed this connection without sending another byte: the next read is
+    /// an end of file (or a reset).
+    pub(crate) fn expect_closed(&self) {
+        let mut s: &TcpStream = &self.stream;
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 65536];
         match self.stream.read(&mut chunk) {
