@@ -171,20 +171,12 @@ pub(crate) enum Got {
 ///
 /// 12 bytes, no `Rc` of the driver: every kept-alive connection's task holds one, also while
 /// its request sleeps.
+#[derive(Debug)]
 pub(crate) struct MultiRecv {
     idx: u32,
     generation: u32,
     /// The final result was taken: the slot is freed, nothing more will come.
     done: bool,
-}
-
-impl std::fmt::Debug for MultiRecv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MultiRecv")
-            .field("idx", &self.idx)
-            .field("done", &self.done)
-            .finish()
-    }
 }
 
 impl MultiRecv {
